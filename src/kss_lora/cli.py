@@ -1,0 +1,123 @@
+"""The ``kss`` command line. Each subcommand is a thin shell over a library function.
+
+Errors the user can fix (bad config, bad data, bad arguments) print one line and exit with code 2.
+A run that starts but fails (e.g. the loss diverges) is recorded in its ``result.json`` and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .errors import KSSError
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):  # noqa: A002 - argparse's own word
+    """Register a subcommand: the decorated function adds arguments; ``handler`` runs it."""
+
+    def register(add_args: Callable[[argparse.ArgumentParser], None]):
+        def bind(handler: Callable[[argparse.Namespace], int]):
+            COMMANDS[name] = (help, add_args, handler)
+            return handler
+
+        return bind
+
+    return register
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config path or shipped config name (see `kss configs`)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method.preset=kss-sparse train.seed=1")
+    p.add_argument("--run-dir", help="write the run here instead of output.dir/<name>")
+
+
+@command("run", "train one run and write its run directory")(_add_run_args)
+def _run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .runner import run
+
+    cfg = load_config(args.config, args.overrides)
+    result = run(cfg, args.run_dir)
+    keys = ("status", "method", "preset", "seed", "train_loss", "val_loss", "gap", "val_accuracy", "test_accuracy")
+    print(json.dumps({k: result.get(k) for k in keys}))
+    if result["status"] != "ok":
+        print(f"error: run failed: {result.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@command("configs", "list the configs shipped with the package")(lambda p: None)
+def _configs(args: argparse.Namespace) -> int:
+    from .config import shipped_configs
+
+    for name, path in sorted(shipped_configs().items()):
+        print(f"{name:32s} {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    parser = argparse.ArgumentParser(prog="kss", description="KSS-LoRA fine-tuning and measurement lab")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_args, handler) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def _load_plugins() -> None:
+    """Subcommands defined next to their features register themselves on import."""
+    import importlib
+
+    for module in ("kss_lora.lab.cli", "kss_lora.dynamics.cli", "kss_lora.detect.cli", "kss_lora.precision.cli",
+                   "kss_lora.eval.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module and not module.startswith(str(exc.name)):
+                raise
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (new-head notices, deprecations) buries our one-line output; keep errors only."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KSSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> Any:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

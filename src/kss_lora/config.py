@@ -1,0 +1,344 @@
+"""Run configuration: nested dataclasses, loaded from YAML with ``key=value`` overrides.
+
+A config is data: YAML is parsed with ``yaml.safe_load`` and every key is checked against the
+dataclass fields, so a typo is a one-line error naming the key and what is allowed, never a
+silently ignored setting. Validation of values lives in each block's ``validate``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+TASKS = ("classification", "causal-lm")
+DATA_SOURCES = ("synthetic", "file", "hf")
+SCHEDULERS = ("linear", "cosine", "constant")
+NOISE_KINDS = ("symmetric", "asymmetric", "pairs", "response-swap")
+PRECISIONS = ("fp32", "bf16", "fp8", "emu-fp8", "emu-fp4")
+
+
+def _help(text: str, default: Any = None, factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class ModelConfig:
+    name: str = _help("Built-in name (minilm, smollm2-135m, tiny-bert, tiny-llama), HF id or local path.", "minilm")
+    task: str = _help(f"Training task, one of {TASKS}.", "classification")
+    max_length: int = _help("Maximum tokens per example (longer inputs are truncated).", 128)
+    trust_remote_code: bool = _help("Allow model code from the checkpoint. Off by default for safety.", False)
+
+    def validate(self) -> None:
+        _choice("model.task", self.task, TASKS)
+        _positive("model.max_length", self.max_length)
+
+
+@dataclass
+class DataConfig:
+    source: str = _help(f"Where examples come from, one of {DATA_SOURCES}.", "synthetic")
+    train: str | None = _help("Training file (csv/tsv/jsonl) or, for source=hf, a dataset name or saved path.")
+    validation: str | None = _help("Validation file; split off the training file when absent.")
+    test: str | None = _help("Test file; test metrics are skipped when absent.")
+    format: str | None = _help("File format csv, tsv or jsonl; inferred from the suffix when absent.")
+    header: bool = _help("Whether csv/tsv files have a header row.", True)
+    column_names: list[str] | None = _help("Column names for files without a header row.")
+    text_column: str = _help("Column holding the text.", "text")
+    text_pair_column: str | None = _help("Column holding the second text of a pair (e.g. NLI hypothesis).")
+    label_column: str = _help("Column holding the label (names or integers).", "label")
+    label_names: list[str] | None = _help("Label order; inferred (sorted) from the training data when absent.")
+    val_fraction: float = _help("Fraction of the training pool held out for validation when no file is given.", 0.1)
+    max_train_examples: int | None = _help("Stratified, seeded subsample of the training pool (after split).")
+    max_eval_examples: int | None = _help("Stratified, seeded subsample of validation and test sets.")
+    split_seed: int = _help("Seed for the validation split and subsampling (fixed across training seeds).", 0)
+    num_classes: int = _help("Synthetic data: number of classes.", 4)
+    num_examples: int = _help("Synthetic data: examples in the training pool (validation/test are extra).", 800)
+    synthetic_ambiguity: float = _help("Synthetic data: fraction of words drawn from other classes.", 0.25)
+
+    def validate(self) -> None:
+        _choice("data.source", self.source, DATA_SOURCES)
+        if self.format is not None:
+            _choice("data.format", self.format, ("csv", "tsv", "jsonl"))
+        if self.source in ("file", "hf") and not self.train:
+            raise ConfigError("data.train", f"required when data.source={self.source}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        for name in ("max_train_examples", "max_eval_examples"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(f"data.{name}", value)
+        if self.num_classes < 2:
+            raise ConfigError("data.num_classes", f"must be at least 2, got {self.num_classes}")
+        _positive("data.num_examples", self.num_examples)
+        if not 0.0 <= self.synthetic_ambiguity < 1.0:
+            raise ConfigError("data.synthetic_ambiguity", f"must be in [0, 1), got {self.synthetic_ambiguity}")
+
+
+@dataclass
+class MethodConfig:
+    name: str = _help("Method: lora, rslora, lora-dropout, dora, kss, childtuning-f, full-ft.", "kss")
+    preset: str | None = _help("KSS preset: standard, kss-default, kss-highgamma, kss-sparse, kss-verysparse.")
+    rank: int = _help("LoRA rank r.", 8)
+    gamma: float | None = _help("Update scale γ = lora_alpha / r (rslora: lora_alpha / sqrt(r)).")
+    alpha: float | None = _help("lora_alpha; give either gamma or alpha. Default γ = 1.0.")
+    sparsity: float | None = _help("ρ: fraction of gradient entries dropped each step (kss, childtuning-f).")
+    mask_mode: str = _help("KSS mask mode: grad, update or rank.", "grad")
+    dropout: float | None = _help("LoRA input dropout (default 0.1 for lora-dropout, else 0).")
+    target_modules: list[str] | None = _help("Module names to adapt; a per-architecture default when absent.")
+
+    def validate(self) -> None:
+        # Method names and preset values are validated by the method registry (single source of truth).
+        from .methods import validate_method
+
+        validate_method(self)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = _help("Seed for initialisation, data order and KSS masks.", 0)
+    epochs: int = _help("Passes over the training set.", 3)
+    batch_size: int = _help("Examples per optimizer step (per micro-batch times grad_accum).", 16)
+    grad_accum: int = _help("Micro-batches accumulated per optimizer step.", 1)
+    eval_batch_size: int = _help("Batch size for evaluation passes.", 64)
+    lr: float = _help("Peak learning rate (AdamW).", 5e-4)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    warmup_ratio: float = _help("Fraction of steps with linear warm-up.", 0.06)
+    scheduler: str = _help(f"Learning-rate schedule after warm-up, one of {SCHEDULERS}.", "linear")
+    grad_clip: float | None = _help("Max gradient norm (clipped before the KSS mask); null disables.", 1.0)
+    max_steps: int | None = _help("Stop after this many optimizer steps (for smoke tests).")
+    device: str = _help("auto, cpu, cuda or cuda:N.", "auto")
+    threads: int | None = _help("torch CPU threads; torch's default when absent.")
+    progress: bool = _help("Show a progress bar.", True)
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
+            _positive(f"train.{name}", getattr(self, name))
+        if self.batch_size % self.grad_accum:
+            raise ConfigError("train.grad_accum", f"must divide train.batch_size={self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError("train.lr", f"must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError("train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        _choice("train.scheduler", self.scheduler, SCHEDULERS)
+        if self.max_steps is not None:
+            _positive("train.max_steps", self.max_steps)
+
+
+@dataclass
+class NoiseConfig:
+    rate: float = _help("Fraction of training labels corrupted (validation/test stay clean).", 0.0)
+    kind: str = _help(f"Noise kind, one of {NOISE_KINDS}.", "symmetric")
+    pairs: dict[int, int] | None = _help("For kind=pairs: {clean class id: noisy class id}.")
+    transition: list[list[float]] | None = _help("For kind=asymmetric: row-stochastic matrix T[clean][noisy].")
+    seed: int | None = _help("Seed of the noise draw; fixed across training seeds when set, else train.seed.")
+
+    def validate(self) -> None:
+        _choice("noise.kind", self.kind, NOISE_KINDS)
+        if not 0.0 <= self.rate < 1.0:
+            raise ConfigError("noise.rate", f"must be in [0, 1), got {self.rate}")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = _help("Directory under which run directories are created.", "runs")
+    run_name: str | None = _help("Run directory name; <method>-<config hash> when absent.")
+    save_adapter: bool = _help("Save the trained adapter (PEFT format) in the run directory.", True)
+
+    def validate(self) -> None:
+        if self.run_name is not None and ("/" in self.run_name or self.run_name in ("", ".", "..")):
+            raise ConfigError("output.run_name", f"must be a plain directory name, got {self.run_name!r}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = _help("The model to fine-tune.", factory=ModelConfig)
+    data: DataConfig = _help("Where the data comes from and how it is split.", factory=DataConfig)
+    method: MethodConfig = _help("Fine-tuning method and its hyperparameters.", factory=MethodConfig)
+    train: TrainConfig = _help("Optimisation settings.", factory=TrainConfig)
+    noise: NoiseConfig = _help("Label noise injected into the training set.", factory=NoiseConfig)
+    output: OutputConfig = _help("Where results are written.", factory=OutputConfig)
+    precision: str = _help(f"Numeric precision, one of {PRECISIONS}.", "fp32")
+    description: str = _help("Free text describing the run (copied to result.json).", "")
+
+    def validate(self) -> RunConfig:
+        for f in dataclasses.fields(self):
+            block = getattr(self, f.name)
+            if dataclasses.is_dataclass(block):
+                block.validate()
+        _choice("precision", self.precision, PRECISIONS)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def run_id(self) -> str:
+        """Stable hash of everything that changes the result (the output block does not)."""
+        d = self.to_dict()
+        d.pop("output")
+        d.pop("description")
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- building and loading
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build and validate a RunConfig from a nested dict (unknown keys are errors)."""
+    return _build(RunConfig, data, prefix="").validate()
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}", f"unknown config key; allowed: {', '.join(names)}")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, prefix=f"{where}.")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(where, f"must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(where, f"must be a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_coerce(kt, k, where): _coerce(vt, v, where) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(where, f"must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(where, f"must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(where, f"must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(where, f"must be a string, got {value!r}")
+    return value
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(source, f"malformed YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "top level must be a mapping of blocks (model, data, method, train, ...)")
+    return data
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Configs shipped as package data, by name (file stem), e.g. ``quickstart``."""
+    root = resources.files("kss_lora") / "configs"
+    return {p.stem: Path(str(p)) for p in root.rglob("*.yaml")} if root.is_dir() else {}
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    raise ConfigError(
+        "config", f"no such file or shipped config {name_or_path!r}; shipped: {', '.join(sorted(shipped))}"
+    )
+
+
+def load_raw(name_or_path: str) -> dict[str, Any]:
+    path = resolve_config_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    return parse_yaml(text, str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML scalars/lists (``lr=1e-4``, ``x=[1,2]``)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError("override", f"expected key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = parse_yaml(f"v: {raw}", f"override {key}")["v"] if raw != "" else None
+        set_key(out, key.strip(), value)
+    return out
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(dotted, f"{part!r} is not a block")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (path or shipped name), apply overrides, validate."""
+    return from_dict(apply_overrides(load_raw(name_or_path), overrides or []))
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- small validators
+
+
+def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(where, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _positive(where: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(where, f"must be at least 1, got {value}")

@@ -1,0 +1,13 @@
+"""Data loading: files, ``datasets`` datasets and a built-in synthetic set."""
+
+from .loading import ClassificationData, Split, load_classification_data, stratified_sample, stratified_split
+from .synthetic import make_synthetic
+
+__all__ = [
+    "ClassificationData",
+    "Split",
+    "load_classification_data",
+    "make_synthetic",
+    "stratified_sample",
+    "stratified_split",
+]

@@ -1,0 +1,158 @@
+"""The KSS-LoRA core: deterministic Bernoulli masks applied at the optimizer step.
+
+For every trainable LoRA tensor P, at every optimizer step::
+
+    g = ∇P L;   M ~ Bernoulli(1 − ρ) elementwise;   ĝ = M ⊙ g / (1 − ρ)      (E[ĝ] = g)
+
+The mask is drawn from a generator seeded by a hash of (seed, optimizer step, parameter name), so it is
+the same on every data-parallel rank, reproducible, and independent of gradient accumulation (the step
+counter only moves when the optimizer steps).
+
+Hooks are registered on the optimizer itself (``register_step_pre_hook``/``register_step_post_hook``), so
+the same code runs in our runner, in a plain PyTorch loop and inside HF ``Trainer``/Accelerate, whose
+wrappers call the underlying ``optimizer.step()``. Gradient clipping, when used, happens before the mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .config import KSSConfig
+
+
+def mask_seed(seed: int, step: int, name: str) -> int:
+    """A 63-bit generator seed that depends only on (seed, step, name)."""
+    digest = hashlib.blake2b(f"{seed}/{step}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def keep_mask(
+    shape: torch.Size | tuple[int, ...], *, sparsity: float, seed: int, step: int, name: str, device: torch.device
+) -> torch.Tensor:
+    """Boolean mask, True where the entry is kept (probability 1 − ρ)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(mask_seed(seed, step, name))
+    return torch.rand(shape, generator=gen, device=device) >= sparsity
+
+
+def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Trainable LoRA tensors (``lora_A``/``lora_B``) of a PEFT model, by name. Heads are not masked."""
+    return {
+        name: p for name, p in model.named_parameters() if p.requires_grad and ("lora_A" in name or "lora_B" in name)
+    }
+
+
+class KSSMasker:
+    """Applies KSS masks to named parameters at each step of an optimizer.
+
+    ``grad``: rescaled Bernoulli mask on gradients, just before the optimizer update.
+    ``update``: the same, and masked entries are restored after the update, so they do not move at all
+    (Adam's moments and weight decay would otherwise still move them).
+    ``rank``: DropConnect on rank components in the forward pass (see :meth:`attach_rank_dropout`).
+    """
+
+    def __init__(self, params: dict[str, nn.Parameter], config: KSSConfig, *, start_step: int = 0):
+        self.params = params
+        self.config = config
+        self.step = start_step
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._frozen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- masks -------------------------------------------------------------------------------------
+    def keep(self, name: str, shape: tuple[int, ...] | torch.Size, device: torch.device) -> torch.Tensor:
+        c = self.config
+        return keep_mask(shape, sparsity=c.sparsity, seed=c.seed, step=self.step, name=name, device=device)
+
+    @property
+    def active(self) -> bool:
+        return self.config.sparsity > 0.0
+
+    # -- optimizer hooks ---------------------------------------------------------------------------
+    def attach(self, optimizer: torch.optim.Optimizer) -> KSSMasker:
+        """Hook into ``optimizer.step()``. With ρ = 0 nothing but the step counter is hooked."""
+        if self.active and self.config.mask_mode in ("grad", "update"):
+            self._handles.append(optimizer.register_step_pre_hook(self._before_step))
+        self._handles.append(optimizer.register_step_post_hook(self._after_step))
+        return self
+
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        scale = 1.0 / (1.0 - self.config.sparsity)
+        for name, p in self.params.items():
+            if p.grad is None:
+                continue
+            keep = self.keep(name, p.shape, p.device)
+            p.grad.mul_(keep.to(p.grad.dtype)).mul_(scale)
+            if self.config.mask_mode == "update":
+                self._frozen[name] = (keep, p.detach()[~keep].clone())
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        with torch.no_grad():
+            for name, (keep, values) in self._frozen.items():
+                self.params[name][~keep] = values
+        self._frozen.clear()
+        self.step += 1
+
+    # -- rank mode ---------------------------------------------------------------------------------
+    def attach_rank_dropout(self, model: nn.Module) -> KSSMasker:
+        """DropConnect on rank components: ΔW = γ/(1−ρ) · B diag(m) A, m ~ Bernoulli(1−ρ)^r.
+
+        Implemented as a forward pre-hook on each ``lora_B`` linear that scales its input (the rank-r output
+        of ``lora_A``) by m/(1−ρ). Only in training mode: eval passes and merged weights see no mask.
+        """
+        if not self.active:
+            return self
+        for name, module in model.named_modules():
+            if ".lora_B." in f"{name}." and isinstance(module, nn.Linear):
+                self._handles.append(module.register_forward_pre_hook(self._rank_hook(name)))
+        return self
+
+    def _rank_hook(self, name: str):  # noqa: ANN202 - a closure per module
+        scale = 1.0 / (1.0 - self.config.sparsity)
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
+            if not module.training:
+                return None
+            (x, *rest) = inputs
+            keep = self.keep(name, (x.shape[-1],), x.device).to(x.dtype) * scale
+            return (x * keep, *rest)
+
+        return hook
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def attach_kss(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: KSSConfig,
+    *,
+    params: dict[str, nn.Parameter] | None = None,
+    start_step: int = 0,
+) -> KSSMasker:
+    """Attach KSS masking to a PEFT LoRA model's optimizer (one call in any training loop).
+
+    The model must already carry a LoRA adapter with ``lora_alpha = config.lora_alpha(r)``; pass ``params``
+    to mask other tensors (ChildTuning-F masks every trainable parameter of a full fine-tune).
+    """
+    masker = KSSMasker(params if params is not None else lora_parameters(model), config, start_step=start_step)
+    if not masker.params:
+        raise ValueError("attach_kss: the model has no trainable LoRA parameters (lora_A / lora_B)")
+    masker.attach(optimizer)
+    if config.mask_mode == "rank":
+        masker.attach_rank_dropout(model)
+    return masker
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def count(params: Iterable[nn.Parameter]) -> int:
+    return sum(p.numel() for p in params)

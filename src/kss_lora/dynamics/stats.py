@@ -145,9 +145,7 @@ def _bootstrap(stat, arrays: list[np.ndarray], n_boot: int, seed: int, ci: float
     return float(lo), float(hi)
 
 
-def spearman_with_ci(
-    x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0, ci: float = 0.95
-) -> SpearmanCI:
+def spearman_with_ci(x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0, ci: float = 0.95) -> SpearmanCI:
     """Spearman rho and p (as ``scipy.stats.spearmanr``) plus a percentile bootstrap CI of rho.
 
     Examples are resampled with replacement and re-ranked within each resample (so ties from duplicated
@@ -167,14 +165,15 @@ def spearman_with_ci(
 
 
 def partial_spearman(
-    x: Any, y: Any, confounders: Any, *, n_boot: int = 0, seed: int = 0, ci: float = 0.95
+    x: Any, y: Any, confounders: Any, *, n_boot: int = 2000, seed: int = 0, ci: float = 0.95
 ) -> PartialSpearman:
     """Spearman correlation of x and y controlling for confounders.
 
-    Method (Steele's protocol as SPEC 2 states it): rank x, y and each confounder column (average ranks), regress
-    the ranks of x and of y on the confounder ranks by OLS with an intercept, and take the Pearson r of
-    the two residual vectors. Significance: ``t = r sqrt(df / (1 - r^2))`` with ``df = n - k - 2``
-    (k = number of confounders), two-sided. With no confounders this equals ``scipy.stats.spearmanr``.
+    Method (Steele's protocol as SPEC 2 states it): rank x, y and each confounder column (average
+    ranks), regress the ranks of x and of y on the confounder ranks by OLS with an intercept, and take
+    the Pearson r of the two residual vectors. Significance: ``t = r sqrt(df / (1 - r^2))`` with
+    ``df = n - k - 2`` (k = number of confounders), two-sided. With no confounders this equals
+    ``scipy.stats.spearmanr``.
 
     Args:
         x, y: ``[n]`` values (e.g. annotation entropy and AULC).
@@ -264,6 +263,11 @@ def hierarchical_r2(y: Any, base_predictors: Any, added: Any) -> HierarchicalR2:
         f_stat = max(delta, 0.0) / q / ((1.0 - r2_full) / df_den)
         p_value = float(sps.f.sf(f_stat, q, df_den))
     return HierarchicalR2(
-        r2_base=r2_base, r2_full=r2_full, delta_r2=delta, f_stat=float(f_stat), p_value=p_value,
-        df_num=q, df_den=df_den,
+        r2_base=r2_base,
+        r2_full=r2_full,
+        delta_r2=delta,
+        f_stat=float(f_stat),
+        p_value=p_value,
+        df_num=q,
+        df_den=df_den,
     )

@@ -22,10 +22,12 @@ class EmulationConfig:
     """Low-precision emulation settings (SPEC section 3). Defaults: the FP8 recipe E4M3 fwd / E5M2 bwd."""
 
     forward_format: str = field(
-        default="e4m3", metadata={"help": "format for weights and activations in the forward pass: e4m3, e5m2, e2m1"}
+        default="e4m3",
+        metadata={"help": "format for weights and activations in the forward pass: e4m3, e5m2, e2m1"},
     )
     backward_format: str = field(
-        default="e5m2", metadata={"help": "format for output gradients in the backward pass: e4m3, e5m2, e2m1"}
+        default="e5m2",
+        metadata={"help": "format for output gradients in the backward pass: e4m3, e5m2, e2m1"},
     )
     scaling: str = field(
         default="tensor",
@@ -36,7 +38,9 @@ class EmulationConfig:
     )
     block_format: str = field(
         default="mx",
-        metadata={"help": "block scaling flavour: mx (32 values, power-of-two scale) or nvfp4 (16, E4M3 scale)"},
+        metadata={
+            "help": "block scaling flavour: mx (32 values, power-of-two scale) or nvfp4 (16, E4M3 scale)"
+        },
     )
     block_size: int | None = field(
         default=None, metadata={"help": "values per block; null = format default (mx 32, nvfp4 16)"}
@@ -52,9 +56,13 @@ class EmulationConfig:
         metadata={"help": "nvfp4 only: add a float32 per-tensor scale so E4M3 block scales do not underflow"},
     )
     seed: int = field(default=0, metadata={"help": "seed of the stochastic-rounding generator"})
-    base_weight: bool = field(default=True, metadata={"help": "quantize weights of frozen base Linear layers"})
+    base_weight: bool = field(
+        default=True, metadata={"help": "quantize weights of frozen base Linear layers"}
+    )
     base_input: bool = field(default=True, metadata={"help": "quantize inputs of frozen base Linear layers"})
-    lora_weight: bool = field(default=True, metadata={"help": "quantize LoRA A and B weights (straight-through)"})
+    lora_weight: bool = field(
+        default=True, metadata={"help": "quantize LoRA A and B weights (straight-through)"}
+    )
     lora_activation: bool = field(
         default=True, metadata={"help": "quantize the inputs of LoRA A (x) and LoRA B (A x)"}
     )

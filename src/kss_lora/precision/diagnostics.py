@@ -98,7 +98,9 @@ def gamma_sweep(
         for scaling in scalings:
             row = {"gamma": float(gamma)}
             row.update(
-                underflow_stats(scaled, fmt, scaling=scaling, block_format=block_format, block_size=block_size)
+                underflow_stats(
+                    scaled, fmt, scaling=scaling, block_format=block_format, block_size=block_size
+                )
             )
             rows.append(row)
     return rows

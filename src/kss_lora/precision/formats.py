@@ -42,12 +42,12 @@ class FloatFormat:
 
     def __post_init__(self) -> None:
         # Catch inconsistent hand-written specs early: the quantizer relies on these relations.
-        if self.min_normal != 2.0 ** self.min_exponent:
-            raise ValueError(f"{self.name}: min_normal must be 2^(1 - bias) = {2.0 ** self.min_exponent}")
+        if self.min_normal != 2.0**self.min_exponent:
+            raise ValueError(f"{self.name}: min_normal must be 2^(1 - bias) = {2.0**self.min_exponent}")
         if self.min_subnormal != 2.0 ** (self.min_exponent - self.man_bits):
             raise ValueError(f"{self.name}: min_subnormal must be 2^(1 - bias - man_bits)")
-        top = 2.0 ** self.emax * (2.0 - 2.0 ** -self.man_bits)
-        if not (2.0 ** self.emax <= self.max_value <= top):
+        top = 2.0**self.emax * (2.0 - 2.0**-self.man_bits)
+        if not (2.0**self.emax <= self.max_value <= top):
             raise ValueError(f"{self.name}: max_value {self.max_value} is not in the top binade")
 
     @property

@@ -1,0 +1,171 @@
+"""The KSS mask: statistics, determinism, unbiasedness, the three modes, and exactness at ρ = 0."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import BertConfig, BertForSequenceClassification
+
+from kss_lora import KSSConfig, KSSMasker, attach_kss
+from kss_lora.errors import ConfigError
+from kss_lora.methods.kss import PRESETS, keep_mask, lora_parameters
+
+CPU = torch.device("cpu")
+
+
+def tiny_peft(seed: int = 0, rank: int = 4, alpha: float = 4.0, dropout: float = 0.0):
+    torch.manual_seed(seed)
+    base = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
+    cfg = LoraConfig(task_type="SEQ_CLS", r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "value"])
+    return get_peft_model(base, cfg)
+
+
+def toy_batch(seed: int = 0, n: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 50, (n, 6), generator=g)
+    return x, (x[:, 0] % 2).long()
+
+
+@pytest.mark.parametrize("rho", [0.1, 0.3, 0.5])
+def test_kept_fraction_within_binomial_bound(rho):
+    n = 200_000
+    keep = keep_mask((n,), sparsity=rho, seed=3, step=7, name="w", device=CPU)
+    sd = math.sqrt(n * rho * (1 - rho))
+    assert abs(keep.sum().item() - n * (1 - rho)) < 5 * sd  # 5σ: fails by chance < 1e-6
+
+
+def test_masks_deterministic_in_seed_step_name():
+    kw = {"sparsity": 0.3, "device": CPU}
+    a = keep_mask((1000,), seed=1, step=5, name="x", **kw)
+    assert torch.equal(a, keep_mask((1000,), seed=1, step=5, name="x", **kw))
+    for other in ({"seed": 2, "step": 5, "name": "x"}, {"seed": 1, "step": 6, "name": "x"},
+                  {"seed": 1, "step": 5, "name": "y"}):
+        assert not torch.equal(a, keep_mask((1000,), **other, **kw))
+
+
+def test_rescaled_gradient_is_unbiased():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.zeros(2000))
+    g = torch.randn(2000)
+    masker = KSSMasker({"p": p}, KSSConfig(sparsity=0.3, seed=0))
+    total = torch.zeros(2000)
+    steps = 400
+    for _ in range(steps):
+        p.grad = g.clone()
+        masker._before_step(None, (), {})
+        # every entry is either dropped or rescaled by 1/(1−ρ)
+        assert bool(((p.grad == 0) | torch.isclose(p.grad, g / 0.7)).all())
+        total += p.grad
+        masker.step += 1
+    mean = total / steps
+    # per-entry std of the mean is |g| * sqrt(ρ/(1-ρ)/steps) ≈ 0.033|g|; check the aggregate tightly
+    rel = (mean - g).norm() / g.norm()
+    assert rel < 0.05
+    assert (mean - g).abs().max() < 0.2 * g.abs().max()
+
+
+def _train(model, steps, kss=None, lr=1e-2, seed=0):
+    """Train a few AdamW steps; returns (losses, masker). The model is trained in place."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    masker = attach_kss(model, opt, kss) if kss is not None else None
+    losses = []
+    for s in range(steps):
+        x, y = toy_batch(seed + s)
+        loss = torch.nn.functional.cross_entropy(model(input_ids=x).logits, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses, masker
+
+
+def test_rho_zero_reproduces_plain_peft_lora_exactly():
+    rank, gamma = 4, 0.5
+    plain, _ = _train(tiny_peft(rank=rank, alpha=gamma * rank), steps=6)
+    kss = KSSConfig(sparsity=0.0, gamma=gamma)
+    ours, masker = _train(tiny_peft(rank=rank, alpha=kss.lora_alpha(rank)), steps=6, kss=kss)
+    np.testing.assert_allclose(ours, plain, rtol=0, atol=1e-6)
+    assert masker.step == 6
+    # and a real mask changes training
+    dense_model, masked_model = tiny_peft(rank=rank, alpha=gamma * rank), tiny_peft(rank=rank, alpha=gamma * rank)
+    _train(dense_model, steps=6)
+    _train(masked_model, steps=6, kss=KSSConfig(sparsity=0.5, gamma=gamma))
+    diffs = [(a - b).abs().max().item() for a, b in zip(lora_parameters(dense_model).values(),
+                                                          lora_parameters(masked_model).values(), strict=True)]
+    assert max(diffs) > 1e-3
+
+
+def test_update_mode_leaves_masked_entries_unchanged():
+    model = tiny_peft()
+    # make B nonzero so both A and B get gradients in the first step
+    with torch.no_grad():
+        for name, p in lora_parameters(model).items():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    before = {n: p.detach().clone() for n, p in lora_parameters(model).items()}
+    kss = KSSConfig(sparsity=0.5, mask_mode="update", seed=4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    masker = attach_kss(model, opt, kss)
+    x, y = toy_batch()
+    torch.nn.functional.cross_entropy(model(input_ids=x).logits, y).backward()
+    keeps = {n: masker.keep(n, p.shape, CPU) for n, p in lora_parameters(model).items()}
+    opt.step()
+    for name, p in lora_parameters(model).items():
+        keep = keeps[name]
+        assert torch.equal(p.detach()[~keep], before[name][~keep]), name
+        assert not torch.equal(p.detach()[keep], before[name][keep]), name
+
+
+def test_grad_mode_moves_masked_entries_only_through_optimizer_state():
+    # In grad mode a masked entry gets zero gradient; with plain SGD (no momentum) it must not move.
+    model = tiny_peft()
+    with torch.no_grad():
+        for name, p in lora_parameters(model).items():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    before = {n: p.detach().clone() for n, p in lora_parameters(model).items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    masker = attach_kss(model, opt, KSSConfig(sparsity=0.4, seed=1))
+    x, y = toy_batch()
+    torch.nn.functional.cross_entropy(model(input_ids=x).logits, y).backward()
+    keeps = {n: masker.keep(n, p.shape, CPU) for n, p in lora_parameters(model).items()}
+    opt.step()
+    for name, p in lora_parameters(model).items():
+        assert torch.equal(p.detach()[~keeps[name]], before[name][~keeps[name]])
+
+
+def test_rank_mode_masks_training_forward_only():
+    model = tiny_peft()
+    with torch.no_grad():
+        for name, p in lora_parameters(model).items():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    x, _ = toy_batch()
+    model.eval()
+    reference = model(input_ids=x).logits.detach().clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    masker = attach_kss(model, opt, KSSConfig(sparsity=0.5, mask_mode="rank", seed=2))
+    assert torch.allclose(model(input_ids=x).logits, reference)  # eval: no mask
+    model.train()
+    assert not torch.allclose(model(input_ids=x).logits, reference, atol=1e-5)  # training: masked
+    model.eval()
+    merged = model.merge_and_unload()
+    assert torch.allclose(merged(input_ids=x).logits, reference, atol=1e-5)  # merge: no mask
+    masker.detach()
+
+
+def test_config_validation_and_presets():
+    assert PRESETS["kss-sparse"].sparsity == 0.30 and PRESETS["standard"].gamma == 0.5
+    assert KSSConfig.from_preset("kss-highgamma").lora_alpha(8) == 12.0
+    for bad, field in (({"sparsity": 1.0}, "sparsity"), ({"sparsity": -0.1}, "sparsity"),
+                       ({"gamma": 0.0}, "gamma"), ({"mask_mode": "foo"}, "mask_mode")):
+        with pytest.raises(ConfigError, match=field):
+            KSSConfig(**bad)
+    with pytest.raises(ConfigError, match="preset"):
+        KSSConfig.from_preset("nope")

@@ -21,6 +21,7 @@ from kss_lora.precision import (
     underflow_stats,
 )
 
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

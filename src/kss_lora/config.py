@@ -25,7 +25,7 @@ from .errors import ConfigError
 TASKS = ("classification", "causal-lm")
 DATA_SOURCES = ("synthetic", "file", "hf")
 SCHEDULERS = ("linear", "cosine", "constant")
-NOISE_KINDS = ("symmetric", "asymmetric", "pairs", "response-swap")
+NOISE_KINDS = ("symmetric", "asymmetric", "response-swap")
 PRECISIONS = ("fp32", "bf16", "fp8", "emu-fp8", "emu-fp4")
 
 
@@ -139,9 +139,13 @@ class TrainConfig:
 
 @dataclass
 class NoiseConfig:
-    rate: float = _help("Fraction of training labels corrupted (validation/test stay clean).", 0.0)
+    rate: float = _help(
+        "Fraction of training labels corrupted (validation/test stay clean); with a transition matrix the "
+        "matrix sets the rates and this stays 0.",
+        0.0,
+    )
     kind: str = _help(f"Noise kind, one of {NOISE_KINDS}.", "symmetric")
-    pairs: dict[int, int] | None = _help("For kind=pairs: {clean class id: noisy class id}.")
+    pairs: dict[int, int] | None = _help("For kind=asymmetric: {clean class id: noisy class id}, flipped with prob rate.")
     transition: list[list[float]] | None = _help("For kind=asymmetric: row-stochastic matrix T[clean][noisy].")
     seed: int | None = _help("Seed of the noise draw; fixed across training seeds when set, else train.seed.")
 
@@ -149,6 +153,14 @@ class NoiseConfig:
         _choice("noise.kind", self.kind, NOISE_KINDS)
         if not 0.0 <= self.rate < 1.0:
             raise ConfigError("noise.rate", f"must be in [0, 1), got {self.rate}")
+        if self.kind == "asymmetric" and (self.pairs is None) == (self.transition is None):
+            raise ConfigError("noise.kind", "asymmetric noise needs exactly one of noise.pairs or noise.transition")
+        if self.kind != "asymmetric" and (self.pairs is not None or self.transition is not None):
+            raise ConfigError("noise.kind", f"pairs/transition need kind=asymmetric, got {self.kind!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.rate > 0 or self.transition is not None
 
 
 @dataclass

@@ -108,7 +108,7 @@ class Run:
         self.data: ClassificationData = load_classification_data(cfg.data)
         self.clean_train_labels = self.data.train.labels.copy()
         self.is_noisy: np.ndarray | None = None
-        if cfg.noise.rate > 0:
+        if cfg.noise.active:
             self._inject_noise()
         seed_everything(cfg.train.seed)
         self.tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
@@ -128,7 +128,7 @@ class Run:
 
         n = self.cfg.noise
         result = inject_label_noise(
-            self.data.train.labels, rate=n.rate, num_classes=self.data.num_labels, kind=n.kind,
+            self.data.train.labels, rate=None if n.transition is not None else n.rate, num_classes=self.data.num_labels, kind=n.kind,
             seed=n.seed if n.seed is not None else self.cfg.train.seed, transition=n.transition, pairs=n.pairs,
         )
         self.data.train = self.data.train.with_labels(result.noisy_labels)
@@ -172,6 +172,9 @@ class Run:
         if self.method.masked and kss is not None:
             masker = attach_kss(self.model, optimizer, kss, params=masked_parameters(self.model, self.method))
 
+        # Re-seed here too: dropout draws from the global RNG, and whatever ran between preparation and
+        # training (another run, a test) must not change this run's numbers.
+        seed_everything(tc.seed)
         order_gen = np.random.default_rng(tc.seed)
         labels_t = torch.as_tensor(self.train_batches.labels)
         bar = _progress(total, enabled=tc.progress, desc=self.method.label())

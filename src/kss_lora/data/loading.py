@@ -60,6 +60,9 @@ def load_classification_data(cfg: DataConfig) -> ClassificationData:
     val_df = _read_table(cfg, cfg.validation, "data.validation") if cfg.validation else None
     test_df = _read_table(cfg, cfg.test, "data.test") if cfg.test else None
 
+    for df, where in ((train_df, "data.train"), (val_df, "data.validation"), (test_df, "data.test")):
+        if df is not None:
+            _check_columns(df, cfg, where)
     label_names = cfg.label_names or _infer_label_names(train_df[cfg.label_column])
     if len(label_names) < 2:
         raise ConfigError(
@@ -148,12 +151,15 @@ def _infer_label_names(column: pd.Series) -> list[str]:
         return sorted({str(v) for v in values})
 
 
-def _to_split(df: pd.DataFrame, cfg: DataConfig, label_names: list[str], where: str) -> Split:
+def _check_columns(df: pd.DataFrame, cfg: DataConfig, where: str) -> None:
     for key in ("text_column", "label_column", "text_pair_column"):
         col = getattr(cfg, key)
         if col is not None and col not in df.columns:
             cols = ", ".join(map(str, df.columns))
             raise ConfigError(f"data.{key}", f"column {col!r} not found in {where}; columns: {cols}")
+
+
+def _to_split(df: pd.DataFrame, cfg: DataConfig, label_names: list[str], where: str) -> Split:
     index = {name: i for i, name in enumerate(label_names)}
     raw = df[cfg.label_column].astype(str).str.strip().tolist()
     unknown = sorted({v for v in raw if v not in index})

@@ -23,7 +23,7 @@ import yaml
 from .errors import ConfigError
 
 TASKS = ("classification", "causal-lm")
-DATA_SOURCES = ("synthetic", "file", "hf")
+DATA_SOURCES = ("synthetic", "file", "hf", "chaosnli")
 SCHEDULERS = ("linear", "cosine", "constant")
 NOISE_KINDS = ("symmetric", "asymmetric", "response-swap")
 PRECISIONS = ("fp32", "bf16", "fp8", "emu-fp8", "emu-fp4")
@@ -72,7 +72,7 @@ class DataConfig:
         _choice("data.source", self.source, DATA_SOURCES)
         if self.format is not None:
             _choice("data.format", self.format, ("csv", "tsv", "jsonl"))
-        if self.source in ("file", "hf") and not self.train:
+        if self.source in ("file", "hf", "chaosnli") and not self.train:
             raise ConfigError("data.train", f"required when data.source={self.source}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
@@ -164,6 +164,38 @@ class NoiseConfig:
 
 
 @dataclass
+class TrackingConfig:
+    per_example: bool = _help("Record per-example logits at checkpoints (dynamics.npz).", False)
+    free: bool = _help("Also record the training forward pass's own logits (no extra compute).", False)
+    every_steps: int | None = _help("Extra eval-mode checkpoint every N steps (epoch ends and step 0 always).")
+    heldout: str | None = _help("A second file of items to track (same data settings), e.g. ChaosNLI SNLI.")
+
+    def validate(self) -> None:
+        if self.every_steps is not None:
+            _positive("tracking.every_steps", self.every_steps)
+        if (self.free or self.every_steps or self.heldout) and not self.per_example:
+            raise ConfigError("tracking.per_example", "must be true when tracking.free/every_steps/heldout is set")
+
+
+@dataclass
+class PrecisionConfig:
+    mode: str = _help(f"Numeric precision, one of {PRECISIONS}; emu-* emulate on any device.", "fp32")
+    emulation: dict[str, Any] = _help(
+        "Options of kss_lora.precision.EmulationConfig (scaling, rounding, which tensors), for emu-* modes.",
+        factory=dict,
+    )
+
+    def validate(self) -> None:
+        _choice("precision.mode", self.mode, PRECISIONS)
+        if self.emulation and not self.mode.startswith("emu-"):
+            raise ConfigError("precision.emulation", f"only used with emu-fp8/emu-fp4, not {self.mode!r}")
+        if self.mode.startswith("emu-"):
+            from .precision.runtime import emulation_config
+
+            emulation_config(self)
+
+
+@dataclass
 class OutputConfig:
     dir: str = _help("Directory under which run directories are created.", "runs")
     run_name: str | None = _help("Run directory name; <method>-<config hash> when absent.")
@@ -181,8 +213,9 @@ class RunConfig:
     method: MethodConfig = _help("Fine-tuning method and its hyperparameters.", factory=MethodConfig)
     train: TrainConfig = _help("Optimisation settings.", factory=TrainConfig)
     noise: NoiseConfig = _help("Label noise injected into the training set.", factory=NoiseConfig)
+    tracking: TrackingConfig = _help("Per-example dynamics recording.", factory=TrackingConfig)
+    precision: PrecisionConfig = _help("Numeric precision (bf16, real FP8, emulated FP8/FP4).", factory=PrecisionConfig)
     output: OutputConfig = _help("Where results are written.", factory=OutputConfig)
-    precision: str = _help(f"Numeric precision, one of {PRECISIONS}.", "fp32")
     description: str = _help("Free text describing the run (copied to result.json).", "")
 
     def validate(self) -> RunConfig:
@@ -190,7 +223,6 @@ class RunConfig:
             block = getattr(self, f.name)
             if dataclasses.is_dataclass(block):
                 block.validate()
-        _choice("precision", self.precision, PRECISIONS)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,6 +272,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(where, f"must be a list, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_coerce(item, v, where) for v in value]
+    if tp is Any:
+        return value
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(where, f"must be a mapping, got {value!r}")

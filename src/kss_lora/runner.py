@@ -21,11 +21,14 @@ from torch import nn
 
 from . import rundir
 from .config import RunConfig, to_yaml
-from .data import ClassificationData, Split, load_classification_data
+from .data import ClassificationData, Split, load_classification_data, load_split
+from .dynamics.metrics import per_example_from_logits
+from .dynamics.records import DynamicsRecorder
 from .errors import KSSError, TrainingDiverged
 from .methods import ResolvedMethod, masked_parameters, resolve_method, wrap_model
 from .methods.kss import attach_kss
 from .models import load_model, load_tokenizer
+from .precision.runtime import PrecisionRuntime
 
 
 @dataclass
@@ -79,11 +82,8 @@ def predict_logits(model: nn.Module, batches: Batches, *, batch_size: int, pad_i
     return np.stack(out)
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-example cross-entropy from logits, numerically stable."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return -log_probs[np.arange(len(labels)), labels]
+def mean_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(per_example_from_logits(logits, labels).loss.mean())
 
 
 def seed_everything(seed: int) -> None:
@@ -116,12 +116,19 @@ class Run:
             cfg.model.name, task=cfg.model.task, num_labels=self.data.num_labels, tokenizer=self.tokenizer,
             seed=cfg.train.seed, trust_remote_code=cfg.model.trust_remote_code,
         )
-        self.model = wrap_model(base, self.method, task_type="SEQ_CLS").to(self.device)
+        self.precision = PrecisionRuntime(cfg.precision, self.device)
+        base = self.precision.before_adapters(base.to(self.device))
+        self.model = self.precision.after_adapters(wrap_model(base, self.method, task_type="SEQ_CLS").to(self.device))
         self.pad_id = self.tokenizer.pad_token_id or 0
         ml = cfg.model.max_length
         self.train_batches = tokenize(self.data.train, self.tokenizer, ml)
         self.val_batches = tokenize(self.data.validation, self.tokenizer, ml)
         self.test_batches = tokenize(self.data.test, self.tokenizer, ml) if self.data.test is not None else None
+        self.heldout_batches = None
+        if cfg.tracking.heldout:
+            heldout = load_split(cfg.data, cfg.tracking.heldout, self.data.label_names, where="tracking.heldout")
+            self.heldout_batches = tokenize(heldout, self.tokenizer, ml)
+        self.recorder: DynamicsRecorder | None = None
 
     def _inject_noise(self) -> None:
         from .noise import inject_label_noise
@@ -139,16 +146,29 @@ class Run:
         return Path(out.dir) / (out.run_name or f"{self.method.label()}-{self.cfg.run_id()}")
 
     # ------------------------------------------------------------------------------------------------
+    def logits(self, batches: Batches) -> np.ndarray:
+        with self.precision.autocast():
+            return predict_logits(
+                self.model, batches, batch_size=self.cfg.train.eval_batch_size, pad_id=self.pad_id, device=self.device
+            )
+
     def evaluate(self, batches: Batches, labels: np.ndarray) -> tuple[float, float, np.ndarray]:
-        logits = predict_logits(
-            self.model, batches, batch_size=self.cfg.train.eval_batch_size, pad_id=self.pad_id, device=self.device
-        )
-        losses = cross_entropy(logits, labels)
-        return float(losses.mean()), float((logits.argmax(1) == labels).mean()), logits
+        logits = self.logits(batches)
+        return float(mean_loss(logits, labels)), float((logits.argmax(1) == labels).mean()), logits
+
+    def checkpoint(self, step: int) -> np.ndarray:
+        """Eval-mode logits over the training set, recorded as a dynamics checkpoint when tracking is on."""
+        train_logits = self.logits(self.train_batches)
+        if self.recorder is not None:
+            heldout = self.logits(self.heldout_batches) if self.heldout_batches is not None else None
+            self.recorder.record_checkpoint(step, train_logits, heldout)
+        return train_logits
 
     def epoch_metrics(self, epoch: int, step: int, running: float) -> dict[str, Any]:
-        train_loss, train_acc, train_logits = self.evaluate(self.train_batches, self.train_batches.labels)
-        train_loss_clean = float(cross_entropy(train_logits, self.clean_train_labels).mean())
+        train_logits = self.checkpoint(step)
+        labels = self.train_batches.labels
+        train_loss, train_acc = mean_loss(train_logits, labels), float((train_logits.argmax(1) == labels).mean())
+        train_loss_clean = mean_loss(train_logits, self.clean_train_labels)
         val_loss, val_acc, _ = self.evaluate(self.val_batches, self.val_batches.labels)
         return {
             "epoch": epoch, "step": step, "train_loss": train_loss, "train_loss_clean": train_loss_clean,
@@ -163,6 +183,15 @@ class Run:
         micro = tc.batch_size // tc.grad_accum
         steps_per_epoch = math.ceil(len(self.train_batches) / tc.batch_size)
         total = min(tc.epochs * steps_per_epoch, tc.max_steps or 10**12)
+        track = cfg.tracking
+        if track.per_example:
+            self.recorder = DynamicsRecorder(
+                labels=self.train_batches.labels, ids=self.train_batches.ids, clean_labels=self.clean_train_labels,
+                is_noisy=self.is_noisy, steps_per_epoch=steps_per_epoch,
+                heldout_labels=self.heldout_batches.labels if self.heldout_batches is not None else None,
+                heldout_ids=self.heldout_batches.ids if self.heldout_batches is not None else None,
+            )
+            self.checkpoint(0)
         from transformers import get_scheduler
 
         sched_name = "constant_with_warmup" if tc.scheduler == "constant" else tc.scheduler
@@ -188,7 +217,10 @@ class Run:
                 for m_start in range(0, len(batch_idx), micro):
                     index = batch_idx[m_start : m_start + micro]
                     inputs = collate(self.train_batches, index, self.pad_id, self.device)
-                    logits = self.model(**inputs).logits.float()
+                    with self.precision.autocast():
+                        logits = self.model(**inputs).logits.float()
+                    if track.free:
+                        self.recorder.record_batch(step + 1, index, logits.detach().cpu().numpy())
                     loss = nn.functional.cross_entropy(logits, labels_t[index].to(self.device))
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(f"loss became {loss.item()} at step {step}, epoch {epoch}")
@@ -205,6 +237,8 @@ class Run:
                 bar.set_postfix(loss=f"{running_sum / running_n:.4f}", epoch=epoch)
                 if step >= total:
                     break
+                if track.every_steps and step % track.every_steps == 0 and step % steps_per_epoch:
+                    self.checkpoint(step)
             row = self.epoch_metrics(epoch, step, running_sum / max(running_n, 1))
             row["time_s"] = round(time.time() - self.t0, 2)
             if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
@@ -216,6 +250,8 @@ class Run:
         bar.close()
         if masker is not None:
             masker.detach()
+        if self.recorder is not None:
+            self.recorder.save(directory)
         return {"history": history, "steps": step, "kss": kss}
 
     def execute(self, directory: Path | None = None) -> dict[str, Any]:
@@ -248,7 +284,7 @@ class Run:
             "status": "running", "error": None, "run_id": c.run_id(), "method": m.name, "preset": m.preset,
             "condition": m.label(), "rank": m.rank, "gamma": m.gamma, "sparsity": m.sparsity,
             "mask_mode": m.mask_mode, "seed": c.train.seed, "noise_rate": c.noise.rate, "noise_kind": c.noise.kind,
-            "precision": c.precision, "model": c.model.name, "lr": c.train.lr,
+            "precision": c.precision.mode, "model": c.model.name, "lr": c.train.lr,
             "n_train": len(self.train_batches), "n_val": len(self.val_batches),
             "n_test": len(self.test_batches) if self.test_batches is not None else 0,
             "description": c.description,
@@ -293,4 +329,4 @@ def run(cfg: RunConfig, directory: str | Path | None = None) -> dict[str, Any]:
     return prepared.execute(Path(directory) if directory is not None else None)
 
 
-__all__ = ["KSSError", "Run", "cross_entropy", "predict_logits", "run", "tokenize"]
+__all__ = ["KSSError", "Run", "mean_loss", "predict_logits", "run", "tokenize"]

@@ -1,12 +1,20 @@
 """Data loading: files, ``datasets`` datasets and a built-in synthetic set."""
 
-from .loading import ClassificationData, Split, load_classification_data, stratified_sample, stratified_split
+from .loading import (
+    ClassificationData,
+    Split,
+    load_classification_data,
+    load_split,
+    stratified_sample,
+    stratified_split,
+)
 from .synthetic import make_synthetic
 
 __all__ = [
     "ClassificationData",
     "Split",
     "load_classification_data",
+    "load_split",
     "make_synthetic",
     "stratified_sample",
     "stratified_split",

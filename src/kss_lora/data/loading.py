@@ -56,6 +56,8 @@ class ClassificationData:
 def load_classification_data(cfg: DataConfig) -> ClassificationData:
     if cfg.source == "synthetic":
         return _synthetic(cfg)
+    if cfg.source == "chaosnli":
+        return _chaosnli(cfg)
     train_df = _read_table(cfg, cfg.train, "data.train")
     val_df = _read_table(cfg, cfg.validation, "data.validation") if cfg.validation else None
     test_df = _read_table(cfg, cfg.test, "data.test") if cfg.test else None
@@ -82,6 +84,44 @@ def load_classification_data(cfg: DataConfig) -> ClassificationData:
         validation = _cap(validation, cfg.max_eval_examples, cfg.split_seed)
         test = _cap(test, cfg.max_eval_examples, cfg.split_seed + 1) if test is not None else None
     return ClassificationData(train, validation, test, list(label_names))
+
+
+def load_split(cfg: DataConfig, path: str, label_names: list[str], *, where: str) -> Split:
+    """One whole file read with the same settings as the training data (e.g. held-out items to track)."""
+    if cfg.source == "chaosnli":
+        return _chaosnli_split(path, where)
+    df = _read_table(cfg, path, where)
+    _check_columns(df, cfg, where)
+    return _to_split(df, cfg, label_names, where)
+
+
+CHAOSNLI_LABELS = ["entailment", "neutral", "contradiction"]
+
+
+def _chaosnli_split(path: str, where: str) -> Split:
+    """ChaosNLI items with the 100-vote majority label (order e, n, c); ids are row numbers in the file."""
+    from ..dynamics.entropy import load_chaosnli
+
+    if not Path(path).is_file():
+        raise DataError(f"{where}: file not found: {path}")
+    df = load_chaosnli(path)
+    if df.attrs.get("task") not in (None, "nli"):
+        raise DataError(f"{where}: only SNLI/MNLI ChaosNLI files are supported for training, got {path}")
+    return Split(df["premise"].tolist(), df["majority_label"].to_numpy(), df["hypothesis"].tolist())
+
+
+def _chaosnli(cfg: DataConfig) -> ClassificationData:
+    """Train on one ChaosNLI subset's majority labels (Steele's protocol adapted to the data we have)."""
+    pool = _chaosnli_split(cfg.train, "data.train")  # type: ignore[arg-type]
+    if cfg.validation:
+        train, validation = pool, _chaosnli_split(cfg.validation, "data.validation")
+    else:
+        train_idx, val_idx = stratified_split(pool.labels, cfg.val_fraction, seed=cfg.split_seed)
+        train, validation = pool.subset(train_idx), pool.subset(val_idx)
+    test = _chaosnli_split(cfg.test, "data.test") if cfg.test else None
+    if cfg.max_train_examples and len(train) > cfg.max_train_examples:
+        train = train.subset(stratified_sample(train.labels, cfg.max_train_examples, seed=cfg.split_seed))
+    return ClassificationData(train, validation, test, list(CHAOSNLI_LABELS))
 
 
 def _synthetic(cfg: DataConfig) -> ClassificationData:

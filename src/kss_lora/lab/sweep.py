@@ -1,0 +1,479 @@
+"""Sweeps: one base config plus a grid, expanded into runs that can be killed and resumed at any time.
+
+A sweep file is YAML::
+
+    name: five_config_cpu            # default: the file name
+    base: agnews                     # shipped config name, a path (relative to this file or the cwd), or a mapping
+    overrides: {train.epochs: 4}     # dotted keys applied to the base
+    conditions:                      # optional: named arms, crossed with the grid
+      - {name: "dense γ=1.0", method.name: lora, method.gamma: 1.0}
+    grid:                            # dotted key -> list of values; the full product is run
+      method.preset: [standard, kss-default]
+      train.seed: [0, 1, 2, 3, 4]
+    baseline: standard               # the arm the statistics compare against
+    strata: [noise.rate]             # grid keys compared *within* (default: non-seed grid keys outside method.*)
+    runs_dir: runs/five_config       # default: runs/<name>
+    executor: local                  # sequential (default), local, ray, slurm
+    workers: 2
+    executor_options: {}             # passed to the ray / slurm executor (see executors.py)
+    tracking: [mlflow]               # optional mirrors (see tracking.py); the run directory stays the truth
+
+Why the run directory is named ``<label>-<run_id>``: ``run_id`` is a hash of the resolved config (output
+settings excluded), so the same grid point always lands in the same directory, a resumed sweep finds its
+finished runs, and two sweeps that share a point (e.g. the five-config benchmark and the matched control)
+share its run. "Finished" means a ``result.json`` that parses, carries this run_id and a final status; the
+runner writes it atomically and last, so a run killed at any moment is redone from scratch next time.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import itertools
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .. import rundir
+from ..config import from_dict, load_raw, parse_yaml, set_key, to_yaml
+from ..errors import ConfigError, KSSError
+
+SWEEP_KEYS = ("name", "description", "base", "overrides", "conditions", "grid", "baseline", "strata", "runs_dir",
+              "executor", "workers", "executor_options", "tracking")
+MANIFEST_DIR = "sweeps"
+LOCK_NAME = ".sweep.lock"
+# Short names used in condition labels (ASCII forms are used in directory names).
+SHORT_NAMES = {"noise.rate": "noise", "method.rank": "r", "method.sparsity": "ρ", "method.gamma": "γ",
+               "train.lr": "lr", "method.mask_mode": "mask", "method.name": "method"}
+_ASCII = {"ρ": "rho", "γ": "gamma", "×": "x", "=": ""}
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file: what to run and how to compare it."""
+
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    baseline: str | None = None
+    strata: list[str] | None = None
+    runs_dir: Path = Path("runs")
+    executor: str = "sequential"
+    workers: int | None = None
+    executor_options: dict[str, Any] = field(default_factory=dict)
+    tracking: list[str] = field(default_factory=list)
+    description: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: its resolved config, where it lives, and which condition it belongs to."""
+
+    params: dict[str, Any]  # the dotted keys this point sets (condition + grid)
+    arm: str  # the method being compared, e.g. "kss-default" or "dense γ=1.0"
+    stratum: str  # the setting it is compared within, e.g. "noise=0.2" ("" when none)
+    seed: int
+    config: dict[str, Any]  # RunConfig.to_dict() of the resolved config
+    run_id: str
+    name: str  # directory name: <label>-<run_id>
+
+    @property
+    def condition(self) -> str:
+        return condition_label(self.arm, self.stratum)
+
+
+def condition_label(arm: str, stratum: str) -> str:
+    return f"{arm} | {stratum}" if stratum else arm
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def shipped_sweeps() -> dict[str, Path]:
+    """Sweep files shipped as package data (``configs/sweeps/*.yaml``), by name."""
+    root = resources.files("kss_lora") / "configs" / "sweeps"
+    return {p.stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")} if root.is_dir() else {}
+
+
+def resolve_sweep_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_sweeps()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    raise ConfigError("sweep", f"no such file or shipped sweep {name_or_path!r}; shipped: {', '.join(sorted(shipped))}")
+
+
+def load_sweep(name_or_path: str, overrides: list[str] | None = None, grid: list[str] | None = None) -> SweepSpec:
+    """Read a sweep file; ``overrides`` (``key=value``) change the base, ``grid`` (``key=[..]``) replaces axes."""
+    path = resolve_sweep_path(name_or_path)
+    data = parse_yaml(path.read_text(), str(path))
+    for item in grid or []:
+        key, value = _parse_assignment(item, "--grid")
+        data.setdefault("grid", {})
+        data["grid"][key] = value if isinstance(value, list) else [value]
+    for item in overrides or []:
+        key, value = _parse_assignment(item, "override")
+        data.setdefault("overrides", {})
+        data["overrides"][key] = value
+    return parse_sweep(data, source=path, default_name=path.stem)
+
+
+def _parse_assignment(item: str, where: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(where, f"expected key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    return key.strip(), parse_yaml(f"v: {raw}", f"{where} {key}")["v"]
+
+
+def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", default_name: str = "sweep") -> SweepSpec:
+    """Build a :class:`SweepSpec` from a parsed mapping; every key is checked (a typo is an error)."""
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(f"sweep.{unknown[0]}", f"unknown sweep key; allowed: {', '.join(SWEEP_KEYS)}")
+    if "base" not in data:
+        raise ConfigError("sweep.base", "required: a shipped config name, a config path, or a config mapping")
+    base = _load_base(data["base"], Path(source).parent if source != "<mapping>" else Path.cwd())
+    for key, value in _mapping(data.get("overrides"), "sweep.overrides").items():
+        set_key(base, str(key), value)
+    grid = {str(k): (list(v) if isinstance(v, list) else [v]) for k, v in _mapping(data.get("grid"), "sweep.grid").items()}
+    for key, values in grid.items():
+        if not values:
+            raise ConfigError(f"sweep.grid.{key}", "needs at least one value")
+    conditions = data.get("conditions") or []
+    if isinstance(conditions, dict):  # {name: {overrides}} shorthand
+        conditions = [{"name": k, **_mapping(v, f"sweep.conditions.{k}")} for k, v in conditions.items()]
+    if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
+        raise ConfigError("sweep.conditions", "must be a list of mappings of dotted keys (with an optional name)")
+    executor = str(data.get("executor") or "sequential")
+    from .executors import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise ConfigError("sweep.executor", f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    name = str(data.get("name") or default_name)
+    tracking = data.get("tracking") or []
+    return SweepSpec(
+        name=name, base=base, grid=grid, conditions=[dict(c) for c in conditions],
+        baseline=None if data.get("baseline") is None else str(data["baseline"]),
+        strata=None if data.get("strata") is None else [str(s) for s in data["strata"]],
+        runs_dir=Path(data.get("runs_dir") or f"runs/{name}"), executor=executor,
+        workers=None if data.get("workers") is None else int(data["workers"]),
+        executor_options=_mapping(data.get("executor_options"), "sweep.executor_options"),
+        tracking=[tracking] if isinstance(tracking, str) else list(tracking),
+        description=str(data.get("description") or ""), source=str(source),
+    )
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(where, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _load_base(base: Any, here: Path) -> dict[str, Any]:
+    if isinstance(base, dict):
+        return copy.deepcopy(base)
+    if not isinstance(base, str):
+        raise ConfigError("sweep.base", f"must be a config name, path or mapping, got {base!r}")
+    local = here / base
+    return load_raw(str(local) if local.is_file() else base)
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def is_seed_key(key: str) -> bool:
+    """Seed keys give replicates of one condition, not new conditions."""
+    return key.split(".")[-1].endswith("seed")
+
+
+def strata_keys(spec: SweepSpec) -> list[str]:
+    """Grid keys compared *within*: given explicitly, else every non-seed grid key outside ``method.*``."""
+    if spec.strata is not None:
+        return spec.strata
+    return [k for k in spec.grid if not is_seed_key(k) and not k.startswith("method.")]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _short(key: str) -> str:
+    return SHORT_NAMES.get(key, key.split(".")[-1])
+
+
+def slug(text: str) -> str:
+    for k, v in _ASCII.items():
+        text = text.replace(k, v)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "run"
+
+
+def expand(spec: SweepSpec) -> list[SweepPoint]:
+    """Every run of the sweep, in a stable order; raises :class:`ConfigError` naming the first bad point.
+
+    All points are validated here, before anything runs, so a typo in any grid value fails the whole sweep
+    at once instead of after an hour of training.
+    """
+    strata = strata_keys(spec)
+    unknown = [s for s in strata if s not in spec.grid]
+    if unknown:
+        raise ConfigError("sweep.strata", f"{unknown[0]!r} is not a grid key; grid keys: {', '.join(spec.grid)}")
+    keys = list(spec.grid)
+    conditions = spec.conditions or [{}]
+    points, seen = [], {}
+    for cond in conditions:
+        cond = dict(cond)
+        cond_name = cond.pop("name", None)
+        for values in itertools.product(*(spec.grid[k] for k in keys)):
+            params = {**cond, **dict(zip(keys, values))}
+            raw = copy.deepcopy(spec.base)
+            for key, value in params.items():
+                set_key(raw, key, value)
+            where = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or "base"
+            try:
+                cfg = from_dict(raw)
+            except ConfigError as exc:
+                raise ConfigError(exc.field, f"{exc.message} (sweep point {where})") from None
+            arm = str(cond_name) if cond_name else _arm_name(cfg, params, strata)
+            stratum = ", ".join(f"{_short(k)}={_fmt(params[k])}" for k in strata)
+            label = "_".join([slug(arm)] + [slug(f"{_short(k)}{_fmt(params[k])}") for k in strata]
+                             + [f"s{cfg.train.seed}"])
+            run_id = cfg.run_id()
+            if run_id in seen:
+                raise ConfigError("sweep", f"points {seen[run_id]} and {where} resolve to the same config")
+            seen[run_id] = where
+            points.append(SweepPoint(params=params, arm=arm, stratum=stratum, seed=cfg.train.seed,
+                                     config=cfg.to_dict(), run_id=run_id, name=f"{label}-{run_id}"))
+    return points
+
+
+def _arm_name(cfg: Any, params: dict[str, Any], strata: list[str]) -> str:
+    """Method label (preset or method name) plus the method settings this point varies, e.g. ``kss ρ=0.3``."""
+    label = cfg.method.preset or cfg.method.name
+    extra = [f"{_short(k)}={_fmt(v)}" for k, v in params.items()
+             if k.startswith("method.") and k not in ("method.preset", "method.name") and k not in strata]
+    return " ".join([label, *extra])
+
+
+# ----------------------------------------------------------------------------- state of a run
+
+
+def point_status(directory: Path, run_id: str) -> str:
+    """``ok`` / ``failed`` for a finished run, ``unfinished`` for a killed or never-started one."""
+    result = rundir.read_result(directory)
+    if result is None or result.get("run_id") != run_id or result.get("status") not in ("ok", "failed"):
+        return "unfinished"
+    return str(result["status"])
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What a worker needs to run one point; plain data so every executor can ship it."""
+
+    config: dict[str, Any]
+    directory: str
+    cwd: str
+    name: str
+
+
+def run_task(task: RunTask) -> dict[str, Any]:
+    """Run one point and return its result; never raises for a bad point (it is recorded as failed).
+
+    Runs in a worker process (local, ray, slurm) or in the sweep's own process (sequential).
+    """
+    if task.cwd and os.getcwd() != task.cwd:  # relative data paths in configs are relative to the sweep's cwd
+        os.chdir(task.cwd)
+    from ..runner import Run
+
+    cfg = from_dict(task.config)
+    directory = Path(task.directory)
+    try:
+        prepared = Run(cfg)
+    except Exception as exc:  # bad data, missing model...: a failed run, recorded like any other
+        return record_prepare_failure(cfg, directory, exc)
+    return prepared.execute(directory)
+
+
+def record_prepare_failure(cfg: Any, directory: Path, exc: BaseException) -> dict[str, Any]:
+    """A point that could not even start still gets a run directory that says why."""
+    from ..runner import prepare_directory
+
+    prepare_directory(directory)
+    rundir.atomic_write_text(directory / rundir.CONFIG_NAME, to_yaml(cfg))
+    (directory / "error.log").write_text("".join(traceback.format_exception(exc)))
+    message = str(exc) if isinstance(exc, KSSError) else f"{type(exc).__name__}: {exc}"
+    result = {
+        "status": "failed", "error": message.splitlines()[0] if message else type(exc).__name__,
+        "run_id": cfg.run_id(), "method": cfg.method.name, "preset": cfg.method.preset,
+        "condition": cfg.method.preset or cfg.method.name, "rank": cfg.method.rank, "gamma": cfg.method.gamma,
+        "sparsity": cfg.method.sparsity, "seed": cfg.train.seed, "noise_rate": cfg.noise.rate,
+        "precision": cfg.precision, "model": cfg.model.name, "lr": cfg.train.lr, "stage": "prepare",
+    }
+    rundir.atomic_write_json(directory / rundir.RESULT_NAME, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- running a sweep
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep did: counts, and each point's status afterwards."""
+
+    total: int
+    skipped: int = 0  # finished before this invocation
+    done: int = 0
+    failed: int = 0
+    lost: int = 0  # a worker died: no result, redone next time
+    statuses: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.skipped - self.done - self.failed - self.lost
+
+
+def write_manifest(spec: SweepSpec, points: list[SweepPoint]) -> Path:
+    """``<runs_dir>/sweeps/<name>.json``: how this sweep labels its runs (read by ``kss ls`` and the report)."""
+    path = spec.runs_dir / MANIFEST_DIR / f"{slug(spec.name)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_json(path, {
+        "name": spec.name, "description": spec.description, "source": spec.source, "baseline": spec.baseline,
+        "grid": spec.grid, "strata": strata_keys(spec), "conditions": spec.conditions,
+        "points": [{"name": p.name, "run_id": p.run_id, "arm": p.arm, "stratum": p.stratum, "seed": p.seed,
+                    "params": p.params} for p in points],
+    })
+    return path
+
+
+@contextmanager
+def sweep_lock(runs_dir: Path) -> Iterator[None]:
+    """One sweep per runs directory at a time; the OS drops the lock if the sweep is killed."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / LOCK_NAME, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KSSError(f"another sweep is running in {runs_dir} (lock {runs_dir / LOCK_NAME})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    executor: str | None = None,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    on_result: Callable[[SweepPoint, dict[str, Any]], None] | None = None,
+) -> SweepSummary:
+    """Expand, skip what is finished, run the rest on the chosen executor, and return a summary.
+
+    A failed point is recorded (``result.json`` with ``status: failed``) and the sweep goes on; with
+    ``retry_failed`` such points are run again.
+    """
+    from .executors import map_unordered
+
+    points = expand(spec)
+    runs_dir = spec.runs_dir
+    with sweep_lock(runs_dir):
+        write_manifest(spec, points)
+        summary = SweepSummary(total=len(points))
+        todo = []
+        for p in points:
+            status = point_status(runs_dir / p.name, p.run_id)
+            if status == "ok" or (status == "failed" and not retry_failed):
+                summary.skipped += 1
+                summary.statuses[p.name] = status
+            else:
+                todo.append(p)
+        tasks = [RunTask(config=p.config, directory=str((runs_dir / p.name).resolve()), cwd=os.getcwd(), name=p.name)
+                 for p in todo]
+        bar = SweepProgress(summary, enabled=progress)
+        t0 = time.time()
+        by_name = {p.name: p for p in todo}
+        for task, outcome in map_unordered(run_task, tasks, executor=executor or spec.executor,
+                                           workers=workers or spec.workers, options=spec.executor_options):
+            if isinstance(outcome, BaseException):
+                summary.lost += 1
+                summary.statuses[task.name] = "unfinished"
+                bar.update(task.name, None, f"{type(outcome).__name__}: {outcome}")
+                continue
+            status = str(outcome.get("status"))
+            summary.statuses[task.name] = status
+            if status == "ok":
+                summary.done += 1
+            else:
+                summary.failed += 1
+            bar.update(task.name, outcome, outcome.get("error"))
+            if spec.tracking:
+                from .tracking import mirror_run
+
+                mirror_run(runs_dir / task.name, spec.tracking, experiment=spec.name)
+            if on_result is not None:
+                on_result(by_name[task.name], outcome)
+        bar.close()
+        summary.wall_s = round(time.time() - t0, 2)
+    return summary
+
+
+class SweepProgress:
+    """Sweep-level progress: a bar on a terminal, one line per finished run in a log."""
+
+    def __init__(self, summary: SweepSummary, *, enabled: bool):
+        self.summary = summary
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.bar = None
+        if self.tty:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=summary.total, initial=summary.skipped, desc="sweep", unit="run")
+            self._postfix()
+        elif enabled:
+            s = summary
+            print(f"sweep: {s.total} runs, {s.skipped} already finished, {s.total - s.skipped} to run",
+                  file=sys.stderr, flush=True)
+
+    def _postfix(self) -> None:
+        s = self.summary
+        if self.bar is not None:
+            self.bar.set_postfix(done=s.done + s.skipped, failed=s.failed, remaining=s.remaining)
+
+    def update(self, name: str, result: dict[str, Any] | None, error: str | None) -> None:
+        if not self.enabled:
+            return
+        s = self.summary
+        if self.bar is not None:
+            self.bar.update(1)
+            self._postfix()
+            if error:
+                self.bar.write(f"failed: {name}: {error}")
+            return
+        finished = s.total - s.remaining
+        if result is not None and result.get("status") == "ok":
+            what = f"ok gap={result.get('gap', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f}"
+        else:
+            what = f"FAILED {error}"
+        print(f"[{finished}/{s.total}] {name}: {what}  (failed {s.failed}, remaining {s.remaining})",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

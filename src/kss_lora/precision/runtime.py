@@ -1,0 +1,72 @@
+"""Precision of a training run: the three points where the runner asks for it.
+
+- :meth:`PrecisionRuntime.before_adapters`: real FP8 (``torchao``) converts the base model's linear layers
+  *before* LoRA is injected (torchao's known LoRA issue: converting afterwards swaps PEFT's wrappers).
+- :meth:`PrecisionRuntime.after_adapters`: emulated FP8/FP4 (``emu-fp8``/``emu-fp4``) fake-quantizes the
+  chosen tensors of the finished model (base and LoRA layers), on any device.
+- :meth:`PrecisionRuntime.autocast`: bf16 autocast for ``bf16`` and ``fp8`` (torchao's recipe keeps the
+  non-linear ops in bf16); a no-op for fp32 and emulation (emulation measures the format, not bf16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .config import EmulationConfig
+
+# Format defaults per emulated mode; precision.emulation overrides any field of EmulationConfig.
+EMULATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "emu-fp8": {"forward_format": "e4m3", "backward_format": "e5m2"},
+    "emu-fp4": {"forward_format": "e2m1", "backward_format": "e5m2"},
+}
+
+
+def emulation_config(precision: Any) -> EmulationConfig:
+    """The EmulationConfig for a ``PrecisionConfig`` block (validated; bad fields are ConfigErrors)."""
+    options = {**EMULATION_DEFAULTS[precision.mode], **(precision.emulation or {})}
+    return EmulationConfig.from_dict(options)
+
+
+class PrecisionRuntime:
+    def __init__(self, precision: Any, device: torch.device):
+        self.precision = precision
+        self.mode: str = precision.mode
+        self.device = device
+        self.handle: Any = None
+
+    def before_adapters(self, base: nn.Module) -> nn.Module:
+        if self.mode != "fp8":
+            return base
+        from .fp8 import convert_base_to_float8
+
+        return convert_base_to_float8(base, device=self.device)
+
+    def after_adapters(self, model: nn.Module) -> nn.Module:
+        if self.mode.startswith("emu-"):
+            from .emulate import apply_emulation
+
+            self.handle = apply_emulation(model, emulation_config(self.precision))
+        return model
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        if self.mode in ("bf16", "fp8"):
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+
+def require_torchao() -> Any:
+    try:
+        import torchao  # noqa: F401
+        from torchao.float8 import convert_to_float8_training
+    except ImportError:
+        raise ConfigError("precision.mode", "fp8 needs torchao: pip install 'kss-lora[fp8]'") from None
+    return convert_to_float8_training

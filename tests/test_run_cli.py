@@ -162,7 +162,7 @@ def test_malformed_yaml_and_overrides(tmp_path, capsys):
 def test_every_shipped_config_validates():
     shipped = shipped_configs()
     assert {"quickstart", "agnews"} <= set(shipped)
-    for name, path in shipped.items():
+    for path in shipped.values():
         raw = yaml.safe_load(path.read_text())
         if "grid" in raw or "base" in raw:  # sweep files are validated by the lab's own test
             continue

@@ -35,16 +35,38 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config path or shipped config name (see `kss configs`)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method.preset=kss-sparse train.seed=1")
     p.add_argument("--run-dir", help="write the run here instead of output.dir/<name>")
+    p.add_argument("--launcher", choices=("none", "accelerate", "torchrun"),
+                   help="start data-parallel processes (overrides launcher.name)")
+    p.add_argument("--profile", help="accelerate profile: ddp, fsdp2 or a config file (overrides launcher.profile)")
+    p.add_argument("--nproc", type=int, help="processes per machine (overrides launcher.num_processes)")
 
 
 @command("run", "train one run and write its run directory")(_add_run_args)
 def _run(args: argparse.Namespace) -> int:
     from .config import load_config
+
+    overrides = list(args.overrides)
+    for flag, key in ((args.launcher, "launcher.name"), (args.profile, "launcher.profile"),
+                      (args.nproc, "launcher.num_processes")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    cfg = load_config(args.config, overrides)
+    from . import launch
+
+    if cfg.launcher.name != "none" and not launch.launched():
+        child = ["run", args.config, *overrides] + (["--run-dir", args.run_dir] if args.run_dir else [])
+        return launch.relaunch(cfg.launcher, child)
     from .runner import run
 
-    cfg = load_config(args.config, args.overrides)
-    result = run(cfg, args.run_dir)
+    try:
+        result = run(cfg, args.run_dir)
+    finally:
+        launch.shutdown_distributed()
+    if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: rank 0 speaks for the run
+        return 0 if result["status"] == "ok" else 1
     keys = ("status", "method", "preset", "seed", "train_loss", "val_loss", "gap", "val_accuracy", "test_accuracy")
+    if cfg.model.task == "causal-lm":
+        keys = ("status", "method", "preset", "seed", "train_loss", "val_loss", "gap", "val_perplexity", "test_loss")
     print(json.dumps({k: result.get(k) for k in keys}))
     if result["status"] != "ok":
         print(f"error: run failed: {result.get('error')}", file=sys.stderr)

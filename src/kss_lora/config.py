@@ -27,6 +27,8 @@ DATA_SOURCES = ("synthetic", "file", "hf", "chaosnli")
 SCHEDULERS = ("linear", "cosine", "constant")
 NOISE_KINDS = ("symmetric", "asymmetric", "response-swap")
 PRECISIONS = ("fp32", "bf16", "fp8", "emu-fp8", "emu-fp4")
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+LAUNCHERS = ("none", "accelerate", "torchrun")
 
 
 def _help(text: str, default: Any = None, factory: Any = None) -> Any:
@@ -41,10 +43,16 @@ class ModelConfig:
     task: str = _help(f"Training task, one of {TASKS}.", "classification")
     max_length: int = _help("Maximum tokens per example (longer inputs are truncated).", 128)
     trust_remote_code: bool = _help("Allow model code from the checkpoint. Off by default for safety.", False)
+    dtype: str = _help(
+        f"Storage dtype of the base weights, one of {MODEL_DTYPES}; bfloat16 halves the memory of a 7-8B model "
+        "(LoRA tensors stay float32). Compute precision is precision.mode.",
+        "float32",
+    )
 
     def validate(self) -> None:
         _choice("model.task", self.task, TASKS)
         _positive("model.max_length", self.max_length)
+        _choice("model.dtype", self.dtype, MODEL_DTYPES)
 
 
 @dataclass
@@ -67,9 +75,26 @@ class DataConfig:
     num_classes: int = _help("Synthetic data: number of classes.", 4)
     num_examples: int = _help("Synthetic data: examples in the training pool (validation/test are extra).", 800)
     synthetic_ambiguity: float = _help("Synthetic data: fraction of words drawn from other classes.", 0.25)
+    prompt_column: str = _help("causal-lm: column holding the prompt (instruction / question).", "prompt")
+    response_column: str = _help("causal-lm: column holding the response the model learns to produce.", "response")
+    messages_column: str | None = _help(
+        "causal-lm: column holding chat messages ([{role, content}, ...]); every assistant turn is trained on. "
+        "Replaces prompt_column/response_column when set."
+    )
+    instruction: str | None = _help(
+        "causal-lm from classification data: prompt template with {text} (and {text_pair}, {labels}); the "
+        "response is the label name. Default for source=synthetic/chaosnli under causal-lm."
+    )
+    system_prompt: str | None = _help("causal-lm: system message put before each conversation.")
+    use_chat_template: bool = _help(
+        "causal-lm: format with the tokenizer's chat template when it has one (else prompt, newline, response, EOS).",
+        True,
+    )
 
     def validate(self) -> None:
         _choice("data.source", self.source, DATA_SOURCES)
+        if self.messages_column is not None and self.instruction is not None:
+            raise ConfigError("data.instruction", "give either data.instruction or data.messages_column, not both")
         if self.format is not None:
             _choice("data.format", self.format, ("csv", "tsv", "jsonl"))
         if self.source in ("file", "hf", "chaosnli") and not self.train:
@@ -122,6 +147,9 @@ class TrainConfig:
     device: str = _help("auto, cpu, cuda or cuda:N.", "auto")
     threads: int | None = _help("torch CPU threads; torch's default when absent.")
     progress: bool = _help("Show a progress bar.", True)
+    gradient_checkpointing: bool = _help(
+        "Recompute activations in the backward pass (less memory, about 30% more compute); for 7-8B models.", False
+    )
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
@@ -207,6 +235,27 @@ class OutputConfig:
 
 
 @dataclass
+class LauncherConfig:
+    name: str = _help(
+        f"How `kss run` starts processes, one of {LAUNCHERS}; none = this process (or the one torchrun/accelerate "
+        "already started).",
+        "none",
+    )
+    profile: str = _help("accelerate: shipped profile name (ddp, fsdp2) or a path to an accelerate config file.", "ddp")
+    num_processes: int | None = _help("Processes per machine (GPUs); the profile's value, or 2 for torchrun, when absent.")
+    args: list[str] = _help(
+        "Extra launcher arguments, e.g. multi-node: [--num_machines, '2', --machine_rank, '0', --main_process_ip, "
+        "10.0.0.1] (accelerate) or [--nnodes, '2', --node_rank, '0', --master_addr, 10.0.0.1] (torchrun).",
+        factory=list,
+    )
+
+    def validate(self) -> None:
+        _choice("launcher.name", self.name, LAUNCHERS)
+        if self.num_processes is not None:
+            _positive("launcher.num_processes", self.num_processes)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = _help("The model to fine-tune.", factory=ModelConfig)
     data: DataConfig = _help("Where the data comes from and how it is split.", factory=DataConfig)
@@ -216,6 +265,7 @@ class RunConfig:
     tracking: TrackingConfig = _help("Per-example dynamics recording.", factory=TrackingConfig)
     precision: PrecisionConfig = _help("Numeric precision (bf16, real FP8, emulated FP8/FP4).", factory=PrecisionConfig)
     output: OutputConfig = _help("Where results are written.", factory=OutputConfig)
+    launcher: LauncherConfig = _help("Multi-process (data-parallel) launch: accelerate or torchrun.", factory=LauncherConfig)
     description: str = _help("Free text describing the run (copied to result.json).", "")
 
     def validate(self) -> RunConfig:
@@ -233,8 +283,23 @@ class RunConfig:
         d = self.to_dict()
         d.pop("output")
         d.pop("description")
+        d.pop("launcher")  # how processes are started does not change what is computed (DDP = one process)
+        for block, defaults in HASH_NEUTRAL_DEFAULTS.items():
+            for key, default in defaults.items():
+                if d[block].get(key) == default:
+                    d[block].pop(key)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# Fields added after run ids were first published: left out of the hash while at their defaults, so that
+# adding them did not change the id (and a sweep's "already done" check) of any existing config.
+HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"dtype": "float32"},
+    "data": {"prompt_column": "prompt", "response_column": "response", "messages_column": None,
+             "instruction": None, "system_prompt": None, "use_chat_template": True},
+    "train": {"gradient_checkpointing": False},
+}
 
 
 # ----------------------------------------------------------------------------- building and loading
@@ -321,7 +386,10 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
 def shipped_configs() -> dict[str, Path]:
     """Configs shipped as package data, by name (file stem), e.g. ``quickstart``."""
     root = resources.files("kss_lora") / "configs"
-    return {p.stem: Path(str(p)) for p in root.rglob("*.yaml")} if root.is_dir() else {}
+    if not root.is_dir():
+        return {}
+    # configs/accelerate/ holds accelerate launcher profiles, not run configs.
+    return {p.stem: Path(str(p)) for p in root.rglob("*.yaml") if "accelerate" not in Path(str(p)).relative_to(Path(str(root))).parts[:-1]}
 
 
 def resolve_config_path(name_or_path: str) -> Path:

@@ -29,7 +29,7 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "expand a sweep (base config x grid) into runs and run what is not finished")(_add_sweep_args)
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import expand, load_sweep, point_status, run_sweep, shipped_sweeps
+    from .sweep import adopt_finished, expand, load_sweep, point_status, run_sweep, shipped_sweeps
 
     if args.list or not args.sweep:
         for name, path in sorted(shipped_sweeps().items()):
@@ -41,7 +41,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise KSSError(f"--workers must be at least 1, got {args.workers}")
     if args.dry_run:
-        points = expand(spec)
+        points = adopt_finished(expand(spec), spec.runs_dir)
         print(f"{spec.name}: {len(points)} runs in {spec.runs_dir}")
         for p in points:
             print(f"  {point_status(spec.runs_dir / p.name, p.run_id):10s} {p.name}")
@@ -56,6 +56,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _add_ls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir", help="a directory of run directories (a sweep's runs_dir)")
+    p.add_argument("--sweep", help="only this sweep's runs, labelled as it labels them (runs dirs can be shared)")
     p.add_argument("--status", choices=("ok", "failed", "unfinished"), help="only runs with this status")
     p.add_argument("--csv", help="also write the full table of runs as CSV here")
 
@@ -64,7 +65,7 @@ def _add_ls_args(p: argparse.ArgumentParser) -> None:
 def _ls(args: argparse.Namespace) -> int:
     from .registry import format_runs, load_runs
 
-    runs = load_runs(args.runs_dir)
+    runs = load_runs(args.runs_dir, sweep=args.sweep)
     if args.status:
         runs = runs[runs["status"] == args.status]
     print(format_runs(runs))
@@ -75,6 +76,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _add_aggregate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir")
+    p.add_argument("--sweep", help="only this sweep's runs, labelled as it labels them (runs dirs can be shared)")
     p.add_argument("--baseline", help="baseline arm (default: the sweep's baseline, else 'standard')")
     p.add_argument("--csv", help="write the tidy per-condition table as CSV")
     p.add_argument("--markdown", help="write the main columns as a Markdown table")
@@ -83,11 +85,11 @@ def _add_aggregate_args(p: argparse.ArgumentParser) -> None:
 @command("aggregate", "per-condition statistics of a runs directory vs a baseline (CSV / Markdown)")(
     _add_aggregate_args)
 def _aggregate(args: argparse.Namespace) -> int:
-    from .registry import load_runs
+    from .registry import default_baseline, load_runs
     from .stats import aggregate, to_markdown
 
-    runs = load_runs(args.runs_dir)
-    table = aggregate(runs, baseline=args.baseline)
+    runs = load_runs(args.runs_dir, sweep=args.sweep)
+    table = aggregate(runs, baseline=args.baseline or default_baseline(args.runs_dir, runs, sweep=args.sweep))
     md = to_markdown(table)
     if args.csv:
         table.to_csv(args.csv, index=False)
@@ -99,6 +101,7 @@ def _aggregate(args: argparse.Namespace) -> int:
 
 def _add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir")
+    p.add_argument("--sweep", help="only this sweep's runs, labelled as it labels them (runs dirs can be shared)")
     p.add_argument("-o", "--output", default="report", help="output directory (default: report/)")
     p.add_argument("--baseline", help="baseline arm (default: the sweep's baseline, else 'standard')")
     p.add_argument("--title", help="page title")
@@ -109,7 +112,7 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    paths = write_report(args.runs_dir, args.output, baseline=args.baseline, title=args.title)
+    paths = write_report(args.runs_dir, args.output, baseline=args.baseline, title=args.title, sweep=args.sweep)
     for kind, path in paths.items():
         print(f"{kind:9s} {path}")
     return 0

@@ -28,6 +28,7 @@ runner writes it atomically and last, so a run killed at any moment is redone fr
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fcntl
 import itertools
 import os
@@ -279,6 +280,27 @@ def point_status(directory: Path, run_id: str) -> str:
     return str(result["status"])
 
 
+def adopt_finished(points: list[SweepPoint], runs_dir: Path) -> list[SweepPoint]:
+    """Point each grid point at an existing finished run with its run_id, whatever that directory's label.
+
+    Two sweeps may label the same config differently (``standard_s0`` in the five-config benchmark,
+    ``standard_noise0_s0`` in the noise sweep); the run_id is the identity, so the run is done once.
+    """
+    existing: dict[str, list[str]] = {}
+    if runs_dir.is_dir():
+        for d in sorted(runs_dir.iterdir()):
+            if d.is_dir() and "-" in d.name:
+                existing.setdefault(d.name.rsplit("-", 1)[-1], []).append(d.name)
+    out = []
+    for p in points:
+        names = existing.get(p.run_id, [])
+        finished = [n for n in names if point_status(runs_dir / n, p.run_id) != "unfinished"]
+        if finished and p.name not in finished:
+            p = dataclasses.replace(p, name=finished[0])
+        out.append(p)
+    return out
+
+
 @dataclass(frozen=True)
 class RunTask:
     """What a worker needs to run one point; plain data so every executor can ship it."""
@@ -390,9 +412,9 @@ def run_sweep(
     """
     from .executors import map_unordered
 
-    points = expand(spec)
     runs_dir = spec.runs_dir
     with sweep_lock(runs_dir):
+        points = adopt_finished(expand(spec), runs_dir)
         write_manifest(spec, points)
         summary = SweepSummary(total=len(points))
         todo = []

@@ -16,6 +16,7 @@ wrappers call the underlying ``optimizer.step()``. Gradient clipping, when used,
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable
 
 import torch
@@ -30,11 +31,18 @@ def mask_seed(seed: int, step: int, name: str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+_LOCAL = threading.local()  # generators are stateful: one set per thread
+
+
 def keep_mask(
     shape: torch.Size | tuple[int, ...], *, sparsity: float, seed: int, step: int, name: str, device: torch.device
 ) -> torch.Tensor:
     """Boolean mask, True where the entry is kept (probability 1 − ρ)."""
-    gen = torch.Generator(device=device)
+    device = torch.device(device)
+    cache = _LOCAL.__dict__.setdefault("generators", {})
+    gen = cache.get(device)
+    if gen is None:  # one generator per device, re-seeded per mask: creating one per call costs more
+        gen = cache[device] = torch.Generator(device=device)
     gen.manual_seed(mask_seed(seed, step, name))
     return torch.rand(shape, generator=gen, device=device) >= sparsity
 
@@ -85,7 +93,7 @@ class KSSMasker:
             if p.grad is None:
                 continue
             keep = self.keep(name, p.shape, p.device)
-            p.grad.mul_(keep.to(p.grad.dtype)).mul_(scale)
+            p.grad.masked_fill_(~keep, 0.0).mul_(scale)
             if self.config.mask_mode == "update":
                 self._frozen[name] = (keep, p.detach()[~keep].clone())
 

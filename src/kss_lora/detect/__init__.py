@@ -1,0 +1,54 @@
+"""Label-noise detection: RACT (reconstructed) and baselines, one cleanlab-style API.
+
+- :mod:`.scores`: pure per-example scores (higher = more suspicious) and :func:`flag_top`.
+- :mod:`.evaluate`: precision/recall/F1 at k and at flags, AUROC, AUPRC, per class.
+- :mod:`.estimate`: noise-rate estimation (confident learning), so flags need no oracle.
+- :mod:`.pipeline`: :func:`detect_label_issues` trains what the detectors need and scores them.
+- :mod:`.retrain`: clean (drop/relabel) and retrain against the clean-label ceiling and the noisy floor.
+
+RACT ("Rank-Aware Curriculum Training", Steele, "Why LoRA Resists Label Noise") has no public algorithm;
+what is here is the reconstruction of SPEC §2. See docs/detection.md.
+"""
+
+from .estimate import estimate_noise_rate, noise_joint
+from .evaluate import evaluate_detection, evaluate_per_class, prf
+from .pipeline import DETECTORS, DetectionResult, DetectOptions, cross_fit_folds, detect_label_issues
+from .retrain import bounds, clean_and_retrain, retrain_table
+from .scores import (
+    aulc_scores,
+    aum_scores,
+    aum_threshold,
+    cartography_scores,
+    flag_top,
+    forgetting_scores,
+    hard_to_learn,
+    rank_discrepancy_scores,
+    self_confidence_scores,
+    small_loss_scores,
+)
+
+__all__ = [
+    "DETECTORS",
+    "DetectOptions",
+    "DetectionResult",
+    "aulc_scores",
+    "aum_scores",
+    "aum_threshold",
+    "bounds",
+    "cartography_scores",
+    "clean_and_retrain",
+    "cross_fit_folds",
+    "detect_label_issues",
+    "estimate_noise_rate",
+    "evaluate_detection",
+    "evaluate_per_class",
+    "flag_top",
+    "forgetting_scores",
+    "hard_to_learn",
+    "noise_joint",
+    "prf",
+    "rank_discrepancy_scores",
+    "retrain_table",
+    "self_confidence_scores",
+    "small_loss_scores",
+]

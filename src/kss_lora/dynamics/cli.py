@@ -1,0 +1,148 @@
+"""``kss dynamics`` (one run's per-example tables and plots) and ``kss entropy`` (Steele's analysis).
+
+Imported by ``kss_lora.cli`` at start-up; each ``@command`` registers a subcommand. The work is done by
+:mod:`kss_lora.dynamics.analysis` and :mod:`kss_lora.dynamics.plots`; this module only parses arguments,
+writes files and prints where they went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..cli import command
+from ..errors import ConfigError
+from .metrics import LN2
+
+FORMATS = ("csv", "parquet")
+
+
+def _write_table(frame: pd.DataFrame, path: Path) -> Path:
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number (a loss in nats), got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite loss in nats, got {text!r}")
+    return value
+
+
+def _add_dynamics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run directory recorded with tracking.per_example: true")
+    p.add_argument("--source", choices=("checkpoint", "free"), default="checkpoint",
+                   help="checkpoint: eval-mode passes (default); free: the training pass's own logits")
+    p.add_argument("--threshold", type=_threshold, default=LN2,
+                   help="learning time = first checkpoint with loss below this (nats; default ln 2, p(y) > 0.5)")
+    p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/dynamics)")
+    p.add_argument("--format", choices=FORMATS, default="csv", help="table format (default csv)")
+
+
+@command("dynamics", "per-example dynamics of a run: tables (AULC, cartography, AUM, ...) and data-map plots")(
+    _add_dynamics_args
+)
+def _dynamics(args: argparse.Namespace) -> int:
+    from . import plots
+    from .analysis import load_run, run_capacity, run_separation, run_tables
+
+    run = load_run(args.run_dir)
+    out = Path(args.out) if args.out else run.run_dir / "dynamics"
+    out.mkdir(parents=True, exist_ok=True)
+    train, heldout = run_tables(run, source=args.source, threshold=args.threshold)
+    files = [_write_table(train, out / f"examples.{args.format}")]
+    if heldout is not None:
+        files.append(_write_table(heldout, out / f"heldout.{args.format}"))
+    title = f"{run.run_dir.name}: {run.condition} ({args.source})"
+    files.append(plots.data_map(train, out / "data_map.png", title=title))
+    capacity = run_capacity(run)
+    summary: dict[str, Any] = {
+        "run_dir": str(run.run_dir), "source": args.source, "threshold": args.threshold, "n_train": len(train),
+        "n_heldout": 0 if heldout is None else len(heldout), "capacity": capacity,
+        "mean_aulc": float(train["aulc"].mean()), "learned": float((train["learning_time"] >= 0).mean()),
+    }
+    sep = run_separation(run, args.source)
+    if sep is not None:
+        s, epochs = sep
+        files.append(plots.temporal_separation_plot(s, epochs, out / "temporal_separation.png",
+                                                    capacity_line=capacity["line"], title=title))
+        summary["temporal_separation"] = {
+            "epochs": epochs.tolist(), "clean_fitted": s.clean_fitted.tolist(), "noisy_fitted": s.noisy_fitted.tolist(),
+            "best_epoch": float(epochs[s.best_checkpoint]),
+            "overtaking_epoch": float(epochs[s.crossover]) if s.crossover >= 0 else None,
+        }
+    if "is_noisy" in train and train["is_noisy"].any():
+        summary["aum_noisy_mean"] = float(train.loc[train["is_noisy"], "aum"].mean())
+        summary["aum_clean_mean"] = float(train.loc[~train["is_noisy"], "aum"].mean())
+    summary_path = out / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    files.append(summary_path)
+    for f in files:
+        print(f)
+    print(capacity["line"])
+    if sep is not None:
+        ts = summary["temporal_separation"]
+        over = ts["overtaking_epoch"]
+        print(f"temporal separation: max clean-noisy gap at epoch {ts['best_epoch']:.2f}; noisy fitting overtakes "
+              + (f"at epoch {over:.2f}" if over is not None else "never"))
+    return 0
+
+
+def _add_entropy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", help="run directories trained on ChaosNLI, or folders of them")
+    p.add_argument("-o", "--out", default="entropy_report", help="output folder (default: ./entropy_report)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+@command("entropy", "annotation entropy vs per-example AULC / un-learning over ChaosNLI runs (Steele)")(
+    _add_entropy_args
+)
+def _entropy(args: argparse.Namespace) -> int:
+    from . import plots
+    from .analysis import entropy_analysis, entropy_markdown, find_runs, load_run
+
+    if args.n_boot < 0:
+        raise ConfigError("--n-boot", f"must be >= 0, got {args.n_boot}")
+    runs = [load_run(p) for p in find_runs(args.run_dirs)]
+    report = entropy_analysis(runs, n_boot=args.n_boot, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [
+        _write_table(report.per_run, out / "correlations_per_run.csv"),
+        _write_table(report.per_condition, out / "correlations_per_condition.csv"),
+        _write_table(report.delta, out / "unlearning_by_bucket.csv"),
+        _write_table(report.lora_vs_full, out / "lora_vs_full_contested.csv"),
+    ]
+    md = out / "entropy.md"
+    md.write_text("# Annotation entropy vs per-example learning dynamics\n\n" + entropy_markdown(report))
+    files.append(md)
+    for which in ("heldout", "train"):
+        if (report.items["items"] == which).any():
+            files.append(plots.entropy_scatter(report.items, report.per_run, out / f"entropy_vs_aulc_{which}.png",
+                                               which=which))
+            files.append(plots.unlearning_bars(report.delta, out / f"unlearning_{which}.png", which=which))
+            first = {}
+            for r in report.per_run[report.per_run["items"] == which].itertuples():
+                first.setdefault(r.condition, report.trajectories[(r.run, which)])
+            files.append(plots.bucket_trajectories(first, out / f"loss_by_bucket_{which}.png",
+                                                   title=f"mean loss per entropy bucket ({which} items, first seed)"))
+    for f in files:
+        print(f)
+    for r in report.per_condition.itertuples():
+        print(f"{r.condition:40s} {r.items:8s} rho={r.rho:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+              f"partial={r.partial_rho:+.3f} (paper 0.06-0.43: {'in' if r.in_paper_range else 'out of'} range)")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0

@@ -1,0 +1,174 @@
+"""Optional mirrors of finished runs to MLflow, TensorBoard and Weights & Biases (extra ``tracking``).
+
+The run directory stays the source of truth: a mirror is written *from* it after the run finished, can be
+redone at any time (``kss mirror RUNS_DIR --to mlflow``), and a mirror that fails never fails a run or a sweep.
+
+- ``mlflow``: a local SQLite store ``sqlite:///<runs_dir>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` is set;
+  one MLflow run per run directory (tag ``kss.run_id``; already mirrored runs are skipped); params = the
+  flattened resolved config, metrics per epoch (step = epoch) plus the final ones, result.json as artefact.
+- ``tensorboard``: event files under ``<runs_dir>/tensorboard/<run name>/`` (``tensorboard --logdir``).
+- ``wandb``: one W&B run per run directory, offline unless ``WANDB_MODE`` says otherwise (``wandb sync``
+  uploads later), files under ``<runs_dir>/wandb``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import rundir
+from ..errors import KSSError
+
+BACKENDS = ("mlflow", "tensorboard", "wandb")
+FINAL_KEYS = ("train_loss", "train_loss_clean", "val_loss", "gap", "gap_clean", "val_accuracy", "test_loss",
+              "test_accuracy", "wall_time_s")
+EPOCH_KEYS = ("train_loss", "train_loss_clean", "train_loss_running", "val_loss", "gap", "gap_clean",
+              "train_accuracy", "val_accuracy")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-3}}`` → ``{"train.lr": 1e-3}`` (what trackers take as params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _run_data(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]] | None:
+    result = rundir.read_result(run_dir)
+    if result is None:
+        return None
+    try:
+        config = yaml.safe_load((run_dir / rundir.CONFIG_NAME).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    return result, config, rundir.read_metrics(run_dir)
+
+
+def _numbers(d: dict[str, Any], keys: Iterable[str]) -> dict[str, float]:
+    return {k: float(d[k]) for k in keys if isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool)}
+
+
+def mirror_mlflow(run_dir: Path, experiment: str) -> bool:
+    import mlflow
+
+    data = _run_data(run_dir)
+    if data is None:
+        return False
+    result, config, metrics = data
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.parent.resolve() / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    found = mlflow.search_runs(filter_string=f"tags.`kss.run_id` = '{result.get('run_id')}'", output_format="list")
+    if found:
+        return False
+    with mlflow.start_run(run_name=run_dir.name, tags={"kss.run_id": str(result.get("run_id")),
+                                                        "kss.status": str(result.get("status"))}):
+        params = {k: str(v)[:500] for k, v in flatten(config).items()}
+        mlflow.log_params(params)
+        for row in metrics:
+            mlflow.log_metrics(_numbers(row, EPOCH_KEYS), step=int(row.get("epoch", 0)))
+        mlflow.log_metrics({f"final_{k}": v for k, v in _numbers(result, FINAL_KEYS).items()})
+        mlflow.log_artifact(str(run_dir / rundir.RESULT_NAME))
+    return True
+
+
+def mirror_tensorboard(run_dir: Path, experiment: str) -> bool:
+    from torch.utils.tensorboard import SummaryWriter
+
+    data = _run_data(run_dir)
+    if data is None:
+        return False
+    result, config, metrics = data
+    logdir = run_dir.parent / "tensorboard" / run_dir.name
+    if logdir.exists():  # already mirrored: event files are append-only, so never write twice
+        return False
+    writer = SummaryWriter(log_dir=str(logdir))
+    try:
+        for row in metrics:
+            for k, v in _numbers(row, EPOCH_KEYS).items():
+                writer.add_scalar(k, v, global_step=int(row.get("epoch", 0)))
+        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()
+                   if k.split(".")[0] in ("method", "train", "noise", "model")}
+        writer.add_hparams(hparams, {f"final/{k}": v for k, v in _numbers(result, FINAL_KEYS).items()}, run_name=".")
+        writer.add_text("result", f"```\n{yaml.safe_dump(result)}\n```")
+    finally:
+        writer.close()
+    return True
+
+
+def mirror_wandb(run_dir: Path, experiment: str) -> bool:
+    import wandb
+
+    data = _run_data(run_dir)
+    if data is None:
+        return False
+    result, config, metrics = data
+    wandb_dir = run_dir.parent / "wandb"
+    wandb_dir.mkdir(exist_ok=True)
+    run = wandb.init(project=experiment, name=run_dir.name, id=str(result.get("run_id")), config=flatten(config),
+                     dir=str(wandb_dir), mode=os.environ.get("WANDB_MODE", "offline"), resume="allow",
+                     reinit="finish_previous")
+    try:
+        for row in metrics:
+            run.log(_numbers(row, EPOCH_KEYS), step=int(row.get("epoch", 0)))
+        for k, v in _numbers(result, FINAL_KEYS).items():
+            run.summary[f"final_{k}"] = v
+        run.summary["status"] = result.get("status")
+    finally:
+        run.finish()
+    return True
+
+
+MIRRORS = {"mlflow": mirror_mlflow, "tensorboard": mirror_tensorboard, "wandb": mirror_wandb}
+
+
+def check_backends(backends: Iterable[str]) -> list[str]:
+    """Validate backend names and that their packages are installed (a clear error, not an ImportError)."""
+    backends = list(backends)
+    for b in backends:
+        if b not in MIRRORS:
+            raise KSSError(f"unknown tracking backend {b!r}; allowed: {', '.join(BACKENDS)}")
+        module = "torch.utils.tensorboard" if b == "tensorboard" else b
+        try:
+            __import__(module)
+        except ImportError:
+            raise KSSError(f"tracking backend {b} needs its package: pip install 'kss-lora[tracking]'") from None
+    return backends
+
+
+def mirror_run(run_dir: str | Path, backends: Iterable[str], *, experiment: str = "kss-lora") -> dict[str, bool]:
+    """Mirror one finished run; returns ``{backend: mirrored now}``. Errors are warnings, never raised."""
+    out = {}
+    for b in backends:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[b] = MIRRORS[b](Path(run_dir), experiment)
+        except Exception as exc:  # noqa: BLE001 - a mirror must never break a sweep
+            print(f"warning: could not mirror {Path(run_dir).name} to {b}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            out[b] = False
+    return out
+
+
+def mirror_runs(runs_dir: str | Path, backends: Iterable[str], *, experiment: str | None = None) -> int:
+    """Mirror every finished run of a runs directory; returns how many runs were newly mirrored anywhere."""
+    from .registry import run_dirs
+
+    backends = check_backends(backends)
+    experiment = experiment or Path(runs_dir).resolve().name
+    count = 0
+    for d in run_dirs(runs_dir):
+        if any(mirror_run(d, backends, experiment=experiment).values()):
+            count += 1
+    return count

@@ -1,0 +1,231 @@
+"""Data-parallel training: starting processes (accelerate / torchrun) and what the runner needs inside them.
+
+How a multi-process run works (see ``docs/scale-out.md``):
+
+- ``kss run CONFIG --launcher accelerate --profile ddp`` (or ``launcher:`` in the config) re-executes
+  itself under ``accelerate launch --config_file <shipped profile>`` or ``torchrun``; the children see
+  ``WORLD_SIZE``/``RANK`` and run the same config.
+- Each optimizer step's *global* batch is drawn from the same seeded permutation on every rank and split
+  into contiguous shards; each rank backpropagates ``sum(its losses) / global batch size`` and the
+  gradients are summed across ranks (one bucketed all-reduce per step). The result is the single-process
+  gradient of the same global batch, so the run equals single-process training to float tolerance.
+- No model wrapper: parameter names stay those of the single-process model, so KSS masks — a function of
+  (seed, step, parameter name) — are identical on every rank by construction (checked at the end of the
+  run by comparing a hash of the masks across ranks), and parameters stay identical because every rank
+  applies the same masked update to the same summed gradient.
+- Evaluation passes are sharded too and gathered; only rank 0 writes the run directory.
+
+Why not ``DistributedDataParallel``: its wrapper renames parameters (``module.``), its bucketing hooks
+fire before our per-step mask would be applied, and our loop already owns the step; summing gradients
+explicitly keeps the loop one plain PyTorch loop for 1 or N processes. FSDP2 (sharded parameters) is
+not implemented: the ``fsdp2`` profile is refused with a clear error (masks on sharded DTensors need
+support in the KSS masker first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+LAUNCHED_ENV = "KSS_LORA_LAUNCHED"
+BUCKET_ELEMENTS = 1 << 24  # 16M floats (64 MB) per all-reduce call
+
+
+# ----------------------------------------------------------------------------- inside the processes
+
+
+@dataclass
+class DistContext:
+    """This process's place in a data-parallel group (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, index: np.ndarray) -> np.ndarray:
+        """This rank's contiguous share of ``index`` (ranks differ by at most one example)."""
+        return np.array_split(np.asarray(index), self.world_size)[self.rank] if self.enabled else np.asarray(index)
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def all_reduce_grads(self, params: list[torch.nn.Parameter], extra: torch.Tensor) -> torch.Tensor:
+        """Sum gradients (missing ones count as zero) and the small ``extra`` vector across ranks.
+
+        ``extra`` rides in the first bucket, so loss sums, example counts and a divergence flag cost no
+        separate collective. Returns the summed ``extra``.
+        """
+        if not self.enabled:
+            return extra
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        buckets: list[list[torch.nn.Parameter]] = [[]]
+        size = 0
+        for p in params:
+            if size and size + p.numel() > BUCKET_ELEMENTS:
+                buckets.append([])
+                size = 0
+            buckets[-1].append(p)
+            size += p.numel()
+        summed_extra = extra
+        for b, bucket in enumerate(buckets):
+            parts = [p.grad.reshape(-1).float() for p in bucket]
+            if b == 0:
+                parts.append(extra.to(parts[0].device if parts else extra.device, torch.float32))
+            flat = torch.cat(parts)
+            torch.distributed.all_reduce(flat)
+            offset = 0
+            for p in bucket:
+                p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+                offset += p.numel()
+            if b == 0:
+                summed_extra = flat[offset:].cpu()
+        return summed_extra
+
+    def broadcast_params(self, params: list[torch.nn.Parameter]) -> None:
+        """Start every rank from rank 0's trainable weights (they are seeded alike; this makes it certain)."""
+        if self.enabled:
+            with torch.no_grad():
+                for p in params:
+                    torch.distributed.broadcast(p.data, src=0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+
+def init_distributed() -> DistContext:
+    """Join the process group that torchrun/accelerate describe in the environment (no-op when alone)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dist = torch.distributed
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
+                       backend=dist.get_backend())
+
+
+def shutdown_distributed() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def mask_digest(masker: Any, steps: list[int]) -> str:
+    """Hash of the KSS masks a masker would draw at ``steps`` (every parameter, sorted by name)."""
+    h = hashlib.sha256()
+    saved = masker.step
+    try:
+        for step in steps:
+            masker.step = step
+            for name in sorted(masker.params):
+                keep = masker.keep(name, masker.params[name].shape, masker.params[name].device)
+                h.update(name.encode())
+                h.update(np.packbits(keep.cpu().numpy().ravel()).tobytes())
+    finally:
+        masker.step = saved
+    return h.hexdigest()[:16]
+
+
+def params_digest(params: dict[str, torch.nn.Parameter]) -> str:
+    """Hash of parameter values (sorted by name): equal on every rank after a correct data-parallel run."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(name.encode())
+        h.update(params[name].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- starting the processes
+
+PROFILES = ("ddp", "fsdp2")
+
+
+def profile_path(profile: str) -> Path:
+    """A shipped accelerate profile by name, or a path to the user's own accelerate config file."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+        return path
+    root = resources.files("kss_lora") / "configs" / "accelerate"
+    shipped = Path(str(root / f"{profile}.yaml"))
+    if profile in PROFILES and shipped.is_file():
+        return shipped
+    raise ConfigError("launcher.profile", f"unknown profile {profile!r}; shipped: {', '.join(PROFILES)} "
+                                          "(or a path to an accelerate config file)")
+
+
+def check_supported(launcher: Any) -> None:
+    """Refuse, as one line, what the runner cannot honour (before any process starts)."""
+    if launcher.name == "accelerate":
+        text = profile_path(launcher.profile).read_text().lower().replace(" ", "")
+        if "distributed_type:fsdp" in text:
+            raise ConfigError("launcher.profile", "FSDP2 is not implemented yet (KSS masks on sharded parameters); "
+                                                  "use profile ddp, which replicates the model on each GPU")
+
+
+def build_command(launcher: Any, cli_args: list[str]) -> list[str]:
+    """The command that runs ``kss <cli_args>`` under ``launcher`` (accelerate or torchrun)."""
+    check_supported(launcher)
+    target = ["-m", "kss_lora.cli", *cli_args]
+    if launcher.name == "accelerate":
+        cmd = [_accelerate_exe(), "launch", "--config_file", str(profile_path(launcher.profile))]
+        if launcher.num_processes:
+            cmd += ["--num_processes", str(launcher.num_processes)]
+        return cmd + list(launcher.args) + target
+    if launcher.name == "torchrun":
+        n = launcher.num_processes or (torch.cuda.device_count() or 2)
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+                *list(launcher.args), *target]
+    raise ConfigError("launcher.name", f"nothing to launch for {launcher.name!r}")
+
+
+def _accelerate_exe() -> str:
+    local = Path(sys.executable).with_name("accelerate")
+    found = str(local) if local.is_file() else shutil.which("accelerate")
+    if not found:
+        raise ConfigError("launcher.name", "accelerate is not installed: pip install accelerate")
+    return found
+
+
+def launched() -> bool:
+    """True inside a process that a launcher started (so ``kss run`` must not launch again)."""
+    return os.environ.get(LAUNCHED_ENV) == "1" or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def relaunch(launcher: Any, cli_args: list[str]) -> int:
+    """Run ``kss <cli_args>`` under the launcher; returns its exit code."""
+    cmd = build_command(launcher, cli_args)
+    env = {**os.environ, LAUNCHED_ENV: "1"}
+    print("launching: " + " ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd, env=env)

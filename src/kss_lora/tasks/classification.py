@@ -1,0 +1,151 @@
+"""Sequence classification: a class label per text (or text pair), cross-entropy loss, accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import ClassificationData, Split, load_classification_data, load_split
+from ..dynamics.metrics import per_example_from_logits
+from ..models import load_model
+from .base import EvalOutput, Task
+
+
+@dataclass
+class Batches:
+    """A tokenized split: token ids per example, labels, and the example ids."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def tokenize(split: Split, tokenizer: Any, max_length: int) -> Batches:
+    enc = tokenizer(split.texts, split.text_pairs, truncation=True, max_length=max_length)
+    return Batches(enc["input_ids"], enc.get("token_type_ids"), split.labels.copy(), split.ids)
+
+
+def collate(batches: Batches, index: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    rows = [batches.input_ids[i] for i in index]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        ids[j, : len(r)] = torch.tensor(r)
+        mask[j, : len(r)] = 1
+    out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if batches.token_type_ids is not None:
+        tt = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, i in enumerate(index):
+            tt[j, : len(batches.token_type_ids[i])] = torch.tensor(batches.token_type_ids[i])
+        out["token_type_ids"] = tt.to(device)
+    return out
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, batches: Batches, *, batch_size: int, pad_id: int, device: torch.device,
+                   index: np.ndarray | None = None) -> np.ndarray:
+    """Eval-mode logits [N, K] for every example (or those in ``index``, in that order); batched by length
+    to waste little compute on padding."""
+    was_training = model.training
+    model.eval()
+    index = np.arange(len(batches)) if index is None else np.asarray(index)
+    order = index[np.argsort([len(batches.input_ids[i]) for i in index], kind="stable")]
+    position = {int(i): j for j, i in enumerate(index)}
+    out: list[np.ndarray] = [None] * len(index)  # type: ignore[list-item]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        logits = model(**collate(batches, chunk, pad_id, device)).logits.float().cpu().numpy()
+        for j, i in enumerate(chunk):
+            out[position[int(i)]] = logits[j]
+    model.train(was_training)
+    return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def mean_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(per_example_from_logits(logits, labels).loss.mean())
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    peft_task_type = "SEQ_CLS"
+
+    def load_data(self) -> None:
+        self.data: ClassificationData = load_classification_data(self.cfg.data)
+        self.clean_train_labels = self.data.train.labels.copy()
+        if self.cfg.noise.active:
+            from ..noise import inject_label_noise
+
+            n = self.cfg.noise
+            result = inject_label_noise(
+                self.data.train.labels, rate=None if n.transition is not None else n.rate,
+                num_classes=self.data.num_labels, kind=n.kind,
+                seed=n.seed if n.seed is not None else self.cfg.train.seed, transition=n.transition, pairs=n.pairs,
+            )
+            self.data.train = self.data.train.with_labels(result.noisy_labels)
+            self.is_noisy = result.is_noisy
+
+    def build_model(self, tokenizer: Any) -> nn.Module:
+        c = self.cfg
+        return load_model(c.model.name, task="classification", num_labels=self.data.num_labels, tokenizer=tokenizer,
+                          seed=c.train.seed, trust_remote_code=c.model.trust_remote_code)
+
+    def tokenize(self, tokenizer: Any) -> None:
+        ml = self.cfg.model.max_length
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.train_batches = tokenize(self.data.train, tokenizer, ml)
+        self.val_batches = tokenize(self.data.validation, tokenizer, ml)
+        self.test_batches = tokenize(self.data.test, tokenizer, ml) if self.data.test is not None else None
+        if self.cfg.tracking.heldout:
+            heldout = load_split(self.cfg.data, self.cfg.tracking.heldout, self.data.label_names,
+                                 where="tracking.heldout")
+            self.heldout_batches = tokenize(heldout, tokenizer, ml)
+
+    def train_losses(self, model: nn.Module, batches: Batches, index: np.ndarray, device: torch.device,
+                     autocast: Callable[[], AbstractContextManager]) -> tuple[torch.Tensor, np.ndarray]:
+        inputs = collate(batches, index, self.pad_id, device)
+        with autocast():
+            logits = model(**inputs).logits.float()
+        labels = torch.as_tensor(batches.labels[index]).to(device)
+        losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+        return losses, logits.detach().cpu().numpy()
+
+    def evaluate(self, model: nn.Module, batches: Batches, index: np.ndarray, *, batch_size: int,
+                 device: torch.device, autocast: Callable[[], AbstractContextManager]) -> EvalOutput:
+        with autocast():
+            logits = predict_logits(model, batches, batch_size=batch_size, pad_id=self.pad_id, device=device,
+                                    index=index)
+        return self.outputs_for(logits, batches.labels[index])
+
+    @staticmethod
+    def outputs_for(logits: np.ndarray, labels: np.ndarray) -> EvalOutput:
+        ex = per_example_from_logits(logits, labels)
+        return EvalOutput(loss=ex.loss, record=logits, correct=logits.argmax(1) == labels)
+
+    def clean_train_output(self, noisy: EvalOutput, evaluate: Callable[[Any], EvalOutput]) -> EvalOutput:
+        return self.outputs_for(noisy.record, self.clean_train_labels)
+
+    def split_metrics(self, name: str, out: EvalOutput) -> dict[str, Any]:
+        return {f"{name}_loss": float(out.loss.mean()), f"{name}_accuracy": float(out.correct.mean())}
+
+    def recorder_kwargs(self) -> dict[str, Any]:
+        h = self.heldout_batches
+        return {"labels": self.train_batches.labels, "ids": self.train_batches.ids,
+                "clean_labels": self.clean_train_labels, "is_noisy": self.is_noisy,
+                "heldout_labels": h.labels if h is not None else None, "heldout_ids": h.ids if h is not None else None}
+
+    def save_extra(self, directory: Path) -> None:
+        if self.is_noisy is not None:
+            np.savez(directory / "noise.npz", is_noisy=self.is_noisy, clean_labels=self.clean_train_labels,
+                     noisy_labels=self.train_batches.labels, ids=self.train_batches.ids)

@@ -45,3 +45,15 @@ def test_agnews_in_place(shared_data):
     assert data.label_names == ["Business", "Sci/Tech", "Sports", "World"]
     assert len(data.train) == 400 and len(data.validation) == 100 and len(data.test) == 100
     assert np.bincount(data.train.labels).min() >= 95
+
+
+def test_datasets_dataset_from_disk(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = {"sentence": [f"text number {i}" for i in range(40)], "target": [i % 2 for i in range(40)]}
+    DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict(rows)}).save_to_disk(tmp_path / "ds")
+    cfg = from_dict({"data": {"source": "hf", "train": f"{tmp_path / 'ds'}:train", "test": f"{tmp_path / 'ds'}:test",
+                              "text_column": "sentence", "label_column": "target", "val_fraction": 0.25}})
+    data = load_classification_data(cfg.data)
+    assert data.label_names == ["0", "1"] and len(data.train) == 30 and len(data.validation) == 10
+    assert len(data.test) == 40 and data.test.texts[3] == "text number 3"

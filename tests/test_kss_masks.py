@@ -26,6 +26,14 @@ def tiny_peft(seed: int = 0, rank: int = 4, alpha: float = 4.0, dropout: float =
     return get_peft_model(base, cfg)
 
 
+def randomize_lora_B(model, std: float) -> None:
+    """B starts at zero (so A gets no gradient at step 0); tests that inspect both need B nonzero."""
+    with torch.no_grad():
+        for name, p in lora_parameters(model).items():
+            if "lora_B" in name:
+                p.normal_(0, std)
+
+
 def toy_batch(seed: int = 0, n: int = 8):
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 50, (n, 6), generator=g)
@@ -101,51 +109,40 @@ def test_rho_zero_reproduces_plain_peft_lora_exactly():
     assert max(diffs) > 1e-3
 
 
-def test_update_mode_leaves_masked_entries_unchanged():
+def one_masked_step(optimizer_cls, kss: KSSConfig, **opt_kw):
+    """One step on a tiny model with nonzero B (so A and B both get gradients); returns before/after/keep."""
     model = tiny_peft()
-    # make B nonzero so both A and B get gradients in the first step
-    with torch.no_grad():
-        for name, p in lora_parameters(model).items():
-            if "lora_B" in name:
-                p.normal_(0, 0.1)
+    randomize_lora_B(model, 0.1)
     before = {n: p.detach().clone() for n, p in lora_parameters(model).items()}
-    kss = KSSConfig(sparsity=0.5, mask_mode="update", seed=4)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    opt = optimizer_cls([p for p in model.parameters() if p.requires_grad], **opt_kw)
     masker = attach_kss(model, opt, kss)
     x, y = toy_batch()
     torch.nn.functional.cross_entropy(model(input_ids=x).logits, y).backward()
     keeps = {n: masker.keep(n, p.shape, CPU) for n, p in lora_parameters(model).items()}
     opt.step()
-    for name, p in lora_parameters(model).items():
-        keep = keeps[name]
-        assert torch.equal(p.detach()[~keep], before[name][~keep]), name
-        assert not torch.equal(p.detach()[keep], before[name][keep]), name
+    return before, {n: p.detach() for n, p in lora_parameters(model).items()}, keeps
 
 
-def test_grad_mode_moves_masked_entries_only_through_optimizer_state():
+def test_update_mode_leaves_masked_entries_unchanged():
+    # AdamW with weight decay would move every entry; update mode must keep masked ones fixed.
+    kss = KSSConfig(sparsity=0.5, mask_mode="update", seed=4)
+    before, after, keeps = one_masked_step(torch.optim.AdamW, kss, lr=1e-2, weight_decay=0.1)
+    for name, keep in keeps.items():
+        assert torch.equal(after[name][~keep], before[name][~keep]), name
+        assert not torch.equal(after[name][keep], before[name][keep]), name
+
+
+def test_grad_mode_masked_entries_get_zero_gradient():
     # In grad mode a masked entry gets zero gradient; with plain SGD (no momentum) it must not move.
-    model = tiny_peft()
-    with torch.no_grad():
-        for name, p in lora_parameters(model).items():
-            if "lora_B" in name:
-                p.normal_(0, 0.1)
-    before = {n: p.detach().clone() for n, p in lora_parameters(model).items()}
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    masker = attach_kss(model, opt, KSSConfig(sparsity=0.4, seed=1))
-    x, y = toy_batch()
-    torch.nn.functional.cross_entropy(model(input_ids=x).logits, y).backward()
-    keeps = {n: masker.keep(n, p.shape, CPU) for n, p in lora_parameters(model).items()}
-    opt.step()
-    for name, p in lora_parameters(model).items():
-        assert torch.equal(p.detach()[~keeps[name]], before[name][~keeps[name]])
+    before, after, keeps = one_masked_step(torch.optim.SGD, KSSConfig(sparsity=0.4, seed=1), lr=0.1)
+    for name, keep in keeps.items():
+        assert torch.equal(after[name][~keep], before[name][~keep]), name
+        assert not torch.equal(after[name][keep], before[name][keep]), name
 
 
 def test_rank_mode_masks_training_forward_only():
     model = tiny_peft()
-    with torch.no_grad():
-        for name, p in lora_parameters(model).items():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    randomize_lora_B(model, 0.5)
     x, _ = toy_batch()
     model.eval()
     reference = model(input_ids=x).logits.detach().clone()

@@ -5,6 +5,8 @@ The executor contract is tested on a cheap function first (no training), then on
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import tiny_config
 
@@ -14,21 +16,20 @@ from kss_lora.lab.registry import load_runs
 from kss_lora.lab.sweep import parse_sweep, run_sweep
 
 
-def square(x: int) -> int:
-    if x < 0:
-        raise RuntimeError("worker died")
-    return x * x
+# A plain-Python library function, so Ray / submitit workers can import it (a function in this test module
+# they cannot); parsing "{" raises, standing in for a worker that dies.
+parse = json.loads
 
 
 def test_sequential_and_local_contract():
-    assert sorted(r for _, r in map_unordered(square, [1, 2, 3])) == [1, 4, 9]
-    out = dict(map_unordered(square, [1, 2, 3, -1], executor="local", workers=2))
-    assert {k: v for k, v in out.items() if k > 0} == {1: 1, 2: 4, 3: 9}
-    assert isinstance(out[-1], RuntimeError)  # reported, not raised: the sweep marks the run lost
-    assert list(map_unordered(square, [], executor="local")) == []
+    assert sorted(r for _, r in map_unordered(parse, ["1", "2", "3"])) == [1, 2, 3]
+    out = dict(map_unordered(parse, ["1", "2", "3", "{"], executor="local", workers=2))
+    assert {k: v for k, v in out.items() if k != "{"} == {"1": 1, "2": 2, "3": 3}
+    assert isinstance(out["{"], ValueError)  # reported, not raised: the sweep marks the run lost
+    assert list(map_unordered(parse, [], executor="local")) == []
     assert default_workers() >= 1
     with pytest.raises(ConfigError):
-        list(map_unordered(square, [1], executor="kubernetes"))
+        list(map_unordered(parse, ["1"], executor="kubernetes"))
 
 
 def one_point_sweep(tmp_path, name: str, **extra) -> dict:
@@ -38,7 +39,8 @@ def one_point_sweep(tmp_path, name: str, **extra) -> dict:
 
 def test_ray_executor_local_instance(tmp_path):
     ray = pytest.importorskip("ray")
-    assert dict(map_unordered(square, [2, 3], executor="ray", workers=2)) == {2: 4, 3: 9}
+    out = dict(map_unordered(parse, ["4", "9", "{"], executor="ray", workers=2))
+    assert (out["4"], out["9"]) == (4, 9) and isinstance(out["{"], Exception)
     assert not ray.is_initialized()  # we started it, we shut it down
     spec = parse_sweep(one_point_sweep(tmp_path, "ray", executor="ray", workers=2))
     summary = run_sweep(spec, progress=False)
@@ -50,7 +52,8 @@ def test_ray_executor_local_instance(tmp_path):
 def test_slurm_executor_via_submitit_local(tmp_path):
     pytest.importorskip("submitit")
     opts = {"cluster": "local", "timeout_min": 10, "poll_s": 0.5, "folder": str(tmp_path / "submitit")}
-    assert dict(map_unordered(square, [2, 3], executor="slurm", workers=2, options=opts)) == {2: 4, 3: 9}
+    out = dict(map_unordered(parse, ["4", "9", "{"], executor="slurm", workers=2, options=opts))
+    assert (out["4"], out["9"]) == (4, 9) and isinstance(out["{"], Exception)
     spec = parse_sweep(one_point_sweep(tmp_path, "slurm", executor="slurm", workers=2, executor_options=opts))
     summary = run_sweep(spec, progress=False)
     assert summary.done == 2

@@ -200,8 +200,9 @@ def build_command(launcher: Any, cli_args: list[str]) -> list[str]:
     target = ["-m", "kss_lora.cli", *cli_args]
     if launcher.name == "accelerate":
         cmd = [_accelerate_exe(), "launch", "--config_file", str(profile_path(launcher.profile))]
-        if launcher.num_processes:
-            cmd += ["--num_processes", str(launcher.num_processes)]
+        n = launcher.num_processes or torch.cuda.device_count()
+        if n:
+            cmd += ["--num_processes", str(n)]
         return cmd + list(launcher.args) + target
     if launcher.name == "torchrun":
         n = launcher.num_processes or (torch.cuda.device_count() or 2)

@@ -339,7 +339,7 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
     k = probe.data.num_labels
     label_names = list(probe.data.label_names)
     is_noisy = None if probe.is_noisy is None else probe.is_noisy.copy()
-    clean = probe.clean_train_labels.copy() if is_noisy is not None else None
+    clean = probe.task.clean_train_labels.copy() if is_noisy is not None else None
     if np.unique(labels).size < 2:
         raise KSSError("detect: the training split needs at least two classes")
     del probe

@@ -3,8 +3,9 @@
 Detection needs variants of one run that the config cannot express: train on a *subset* of the training
 split (k-fold cross-fitting, clean-and-retrain), on *relabelled* examples (threshold samples, relabelling),
 with one *extra output class* (AUM threshold samples), or *continuing* from a smaller-rank adapter
-(RACT's curriculum). Each is a small edit of a prepared ``Run`` before ``execute``: ``Run.train`` reads
-``train_batches``, ``clean_train_labels``, ``is_noisy``, ``model`` and ``cfg.tracking`` only when it starts.
+(RACT's curriculum). Each is a small edit of a prepared ``Run`` before ``execute``: ``Run.train`` reads the
+task's ``train_batches``, ``clean_train_labels`` and ``is_noisy``, the run's ``model`` and ``cfg.tracking``
+only when it starts. Classification tasks only (:class:`kss_lora.tasks.classification.ClassificationTask`).
 
 Every run trains on exactly ``run.train_batches``, so :attr:`Trained.train_ids` is the authoritative list
 of examples a model saw (cross-fitting's no-leak guarantee is checked against it).
@@ -71,20 +72,23 @@ def prepare(cfg: RunConfig, *, extra_classes: int = 0) -> Any:
     from kss_lora.models import load_model
     from kss_lora.runner import Run
 
+    if cfg.model.task != "classification":
+        raise KSSError(f"detect: label-noise detection needs model.task=classification, got {cfg.model.task!r}")
     run = Run(cfg)
     if extra_classes:
         base = load_model(
-            cfg.model.name, task=cfg.model.task, num_labels=run.data.num_labels + extra_classes,
+            cfg.model.name, task="classification", num_labels=run.data.num_labels + extra_classes,
             tokenizer=run.tokenizer, seed=cfg.train.seed, trust_remote_code=cfg.model.trust_remote_code,
         )
         base = run.precision.before_adapters(base.to(run.device))
-        run.model = run.precision.after_adapters(wrap_model(base, run.method, task_type="SEQ_CLS").to(run.device))
+        wrapped = wrap_model(base, run.method, task_type=run.task.peft_task_type).to(run.device)
+        run.model = run.precision.after_adapters(wrapped)
     return run
 
 
 def subset_batches(batches: Any, index: np.ndarray, labels: np.ndarray | None = None) -> Any:
     """Rows ``index`` of a tokenized split (``runner.Batches``), optionally with replacement labels."""
-    from kss_lora.runner import Batches
+    from kss_lora.tasks.classification import Batches
 
     index = np.asarray(index, dtype=np.int64)
     tt = None if batches.token_type_ids is None else [batches.token_type_ids[i] for i in index]
@@ -98,7 +102,8 @@ def restrict(run: Any, index: Sequence[int] | np.ndarray | None = None, *, label
     ``is_noisy`` is recomputed against the clean labels when labels change, so recorded dynamics and
     ``noise.npz`` stay honest (a relabelled example that got its true label back is no longer noisy).
     """
-    n = len(run.train_batches)
+    task = run.task
+    n = len(task.train_batches)
     index = np.arange(n) if index is None else np.asarray(index, dtype=np.int64)
     if index.size == 0:
         raise KSSError("detect: a training run would have no examples (every example flagged?)")
@@ -106,12 +111,12 @@ def restrict(run: Any, index: Sequence[int] | np.ndarray | None = None, *, label
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (n,):
             raise KSSError(f"detect: replacement labels must have length {n}, got {labels.shape}")
-    run.train_batches = subset_batches(run.train_batches, index, labels)
-    new_labels = run.train_batches.labels
-    run.data.train = run.data.train.subset(index).with_labels(new_labels)
-    run.clean_train_labels = run.clean_train_labels[index]
-    if run.is_noisy is not None:
-        run.is_noisy = new_labels != run.clean_train_labels
+    task.train_batches = subset_batches(task.train_batches, index, labels)
+    new_labels = task.train_batches.labels
+    task.data.train = task.data.train.subset(index).with_labels(new_labels)
+    task.clean_train_labels = task.clean_train_labels[index]
+    if task.is_noisy is not None:
+        task.is_noisy = new_labels != task.clean_train_labels
 
 
 def grow_rank(target: Any, source: Any) -> int:

@@ -8,8 +8,10 @@ finished runs are reused, so the script can be stopped and restarted.
 
 Why CPU-sized and how it departs from Steele's protocol (all of it said in the output's README):
 a subsample of the training items and of the held-out SNLI items, ``max_length`` 64, 3 epochs, batch 16,
-about 7 checkpoints instead of 39, and LoRA lr 2e-4 instead of 2e-5 (at 2e-5 LoRA barely moves in a
-hundred steps, so there would be no dynamics to correlate; full fine-tuning keeps 2e-5).
+about 7 checkpoints instead of 39, and LoRA lr 1e-3 instead of 2e-5 (in 96 steps LoRA at 2e-5 barely
+moves and at 2e-4 it learns only the label prior, so there are no dynamics to correlate; full fine-tuning
+keeps 2e-5). ``--extra-runs`` adds finished runs (e.g. the lr 2e-4 run) to the analysis as their own
+conditions.
 
     .venv/bin/python benchmarks/run_entropy_experiment.py                 # the default plan
     .venv/bin/python benchmarks/run_entropy_experiment.py --seeds 42 123 456 --smollm2
@@ -64,7 +66,7 @@ def plan(args: argparse.Namespace, heldout: str) -> list[tuple[str, str, list[st
                 f"train.epochs={args.smollm2_epochs}", f"train.batch_size={args.batch_size}", "train.threads=1",
                 "train.progress=false", f"tracking.every_steps={args.smollm2_every_steps}",
                 f"tracking.heldout={heldout_subset(args.smollm2_heldout_items, RUNS)}", "output.save_adapter=false",
-                f"train.lr={args.lora_lr}", f"train.seed={args.seeds[0]}"]
+                f"train.lr={args.smollm2_lr}", f"train.seed={args.seeds[0]}"]
         runs.append((f"smollm2-lora-s{args.seeds[0]}", "entropy_smollm2_lora", smol))
     return runs
 
@@ -104,6 +106,7 @@ def analyse(args: argparse.Namespace, times: dict[str, float]) -> None:
     from kss_lora.cli import main
 
     dirs = [str(RUNS / name) for name, _, _ in plan(args, SNLI) if finished(RUNS / name)]
+    dirs += [d for d in args.extra_runs if finished(Path(d))]
     if not dirs:
         raise SystemExit("no finished runs to analyse")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -134,15 +137,17 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--every-steps", type=int, default=24)
-    p.add_argument("--lora-lr", type=float, default=2e-4)
+    p.add_argument("--lora-lr", type=float, default=1e-3)
     p.add_argument("--full-lr", type=float, default=2e-5)
     p.add_argument("--smollm2", action="store_true", help="also run SmolLM2-135M + LoRA (one seed; slow on CPU)")
     p.add_argument("--smollm2-train-items", type=int, default=160)
     p.add_argument("--smollm2-heldout-items", type=int, default=200)
     p.add_argument("--smollm2-epochs", type=int, default=2)
+    p.add_argument("--smollm2-lr", type=float, default=5e-4)
     p.add_argument("--smollm2-every-steps", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--extra-runs", nargs="*", default=[], help="more finished run directories to analyse")
     p.add_argument("--analyse-only", action="store_true")
     args = p.parse_args()
     os.chdir(ROOT)

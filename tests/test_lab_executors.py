@@ -15,7 +15,6 @@ from kss_lora.lab.executors import default_workers, map_unordered
 from kss_lora.lab.registry import load_runs
 from kss_lora.lab.sweep import parse_sweep, run_sweep
 
-
 # A plain-Python library function, so Ray / submitit workers can import it (a function in this test module
 # they cannot); parsing "{" raises, standing in for a worker that dies.
 parse = json.loads
@@ -37,6 +36,7 @@ def one_point_sweep(tmp_path, name: str, **extra) -> dict:
     return {"name": name, "base": base, "grid": {"train.seed": [0, 1]}, "runs_dir": str(tmp_path / name), **extra}
 
 
+@pytest.mark.slow  # starting a local Ray instance takes 10-60 s on 2 cores
 def test_ray_executor_local_instance(tmp_path):
     ray = pytest.importorskip("ray")
     out = dict(map_unordered(parse, ["4", "9", "{"], executor="ray", workers=2))
@@ -49,6 +49,7 @@ def test_ray_executor_local_instance(tmp_path):
     assert list(runs["status"]) == ["ok", "ok"]
 
 
+@pytest.mark.slow  # each submitit local job is a fresh Python process importing torch
 def test_slurm_executor_via_submitit_local(tmp_path):
     pytest.importorskip("submitit")
     opts = {"cluster": "local", "timeout_min": 10, "poll_s": 0.5, "folder": str(tmp_path / "submitit")}

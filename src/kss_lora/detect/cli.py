@@ -53,6 +53,8 @@ def _add_detect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=3, help="k of the cross-fitting for confident learning (default 3)")
     p.add_argument("--aum-passes", type=int, default=2, help="AUM runs with disjoint threshold samples (default 2)")
     p.add_argument("--checkpoints-per-epoch", type=int, default=2, help="eval checkpoints per epoch (default 2)")
+    p.add_argument("--eval-examples", type=int,
+                   help="validation examples in auxiliary runs (no test pass there); default: all")
     p.add_argument("--primary", help="detector whose ranking the suspected-errors CSV follows")
     p.add_argument("--retrain", choices=("none", "drop", "relabel"), default="none",
                    help="clean with the flags and retrain; compare with the clean-label ceiling and the floor")
@@ -101,7 +103,7 @@ def _detect(args: argparse.Namespace) -> int:
             cfg, out / "runs", detectors=detectors, rate=args.rate, low_rank=args.low_rank,
             high_rank=args.high_rank, curriculum_ranks=_int_list(args.curriculum_ranks, "--curriculum-ranks"),
             curriculum_epochs=args.curriculum_epochs, curriculum_seed=args.curriculum_seed, folds=args.folds, aum_passes=args.aum_passes,
-            checkpoints_per_epoch=args.checkpoints_per_epoch, primary=args.primary,
+            checkpoints_per_epoch=args.checkpoints_per_epoch, eval_examples=args.eval_examples, primary=args.primary,
         )
         summary = write_outputs(result, out)
         if args.retrain != "none":

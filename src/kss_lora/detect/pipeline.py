@@ -10,7 +10,8 @@ Runs it trains (only those the chosen detectors need), all on the same examples 
   ``cartography``, ``forgetting``.
 - ``rank-low`` / ``rank-high``: the same with LoRA rank ``low_rank`` / ``high_rank`` -> ``ract``
   (``d = AULC_low - AULC_high``), ``ract-final`` (final-loss discrepancy) and ``ract-low`` (the
-  low-rank model's AULC alone: the capacity argument without the discrepancy, an ablation).
+  low-rank model's final loss alone: the capacity argument without the discrepancy, an ablation; final
+  rather than AULC because a rank-1 adapter learns slowly, so its AULC mostly measures learning speed).
 - ``curriculum-<s>``: RACT's curriculum: continue the low-rank adapter, rank grown to the next of
   ``curriculum_ranks``, on the examples the previous stage kept -> ``ract-curriculum``.
 - ``aum-<p>``: ``aum_passes`` runs with one extra (fake) class given to disjoint random subsets of
@@ -42,7 +43,6 @@ import pandas as pd
 
 from kss_lora.config import RunConfig
 from kss_lora.errors import ConfigError, KSSError
-from kss_lora.methods.registry import LORA_METHODS
 
 from . import scores as S
 from .estimate import estimate_noise_rate
@@ -76,12 +76,15 @@ class DetectOptions:
             previous adapter, grown, on the examples the previous stage kept).
         curriculum_epochs: epochs per curriculum stage (default: the config's ``train.epochs``).
         curriculum_seed: the score whose top fraction the curriculum's first stage drops: ``"ract"``
-            (SPEC's discrepancy, the default) or ``"ract-low"`` (the low-rank model's AULC alone).
+            (SPEC's discrepancy, the default), ``"ract-final"`` or ``"ract-low"`` (the low-rank model's final
+            loss alone).
         folds: k of the k-fold cross-fitting for confident learning (>= 2).
         aum_passes: runs with disjoint threshold-sample sets (>= 2, so every example is scored).
         aum_percentile: Pleiss et al.'s percentile of threshold-sample AUMs used as the cut (99).
         rate: known noise rate; ``None`` estimates it (see module docstring).
         checkpoints_per_epoch: eval-mode checkpoints per epoch for trajectories (AULC, cartography...).
+        eval_examples: cap on validation examples (and no test pass) in auxiliary runs — other ranks,
+            AUM passes, folds — whose metrics are not reported; ``None`` evaluates them fully.
         primary: detector whose ranking the suspected-errors CSV follows (default: first of ract,
             confident-learning, the first detector run).
     """
@@ -97,6 +100,7 @@ class DetectOptions:
     aum_percentile: float = 99.0
     rate: float | None = None
     checkpoints_per_epoch: int = 2
+    eval_examples: int | None = None
     primary: str | None = None
 
     def validate(self) -> DetectOptions:
@@ -127,6 +131,8 @@ class DetectOptions:
             raise ConfigError("aum-percentile", f"must be in (0, 100], got {self.aum_percentile}")
         if self.rate is not None and not 0.0 <= self.rate < 1.0:
             raise ConfigError("rate", f"must be in [0, 1), got {self.rate}")
+        if self.eval_examples is not None and self.eval_examples < 1:
+            raise ConfigError("eval-examples", f"must be at least 1, got {self.eval_examples}")
         if self.curriculum_epochs is not None and self.curriculum_epochs < 1:
             raise ConfigError("curriculum-epochs", f"must be at least 1, got {self.curriculum_epochs}")
         if self.primary is not None and self.primary not in self.detectors:
@@ -222,9 +228,11 @@ def _after_start(arr: np.ndarray) -> np.ndarray:
     return arr[1:] if arr.shape[0] > 1 else arr
 
 
-def _full_run(cfg: RunConfig, out: Path, name: str, opts: DetectOptions, *, rank: int | None = None) -> Trained:
+def _full_run(cfg: RunConfig, out: Path, name: str, opts: DetectOptions, *, rank: int | None = None,
+              auxiliary: bool = False) -> Trained:
     run = prepare(configure(cfg, rank=rank))
-    return train(run, out / name, checkpoints_per_epoch=opts.checkpoints_per_epoch)
+    return train(run, out / name, checkpoints_per_epoch=opts.checkpoints_per_epoch,
+                 eval_examples=opts.eval_examples if auxiliary else None)
 
 
 def _cross_fit(cfg: RunConfig, out: Path, labels: np.ndarray, opts: DetectOptions, res: dict[str, Any]) -> np.ndarray:
@@ -237,7 +245,7 @@ def _cross_fit(cfg: RunConfig, out: Path, labels: np.ndarray, opts: DetectOption
         full = run.train_batches
         held = np.flatnonzero(folds == f)
         restrict(run, np.flatnonzero(folds != f))
-        trained = train(run, out / f"fold-{f}")
+        trained = train(run, out / f"fold-{f}", eval_examples=opts.eval_examples)
         logits = run.logits(subset_batches(full, held))
         if probs is None:
             probs = np.full((labels.size, logits.shape[1]), np.nan)
@@ -274,7 +282,8 @@ def _aum(cfg: RunConfig, out: Path, labels: np.ndarray, k: int, opts: DetectOpti
         y = run.train_batches.labels.copy()
         y[fake] = k
         restrict(run, labels=y)
-        trained = train(run, out / f"aum-{p}", checkpoints_per_epoch=opts.checkpoints_per_epoch)
+        trained = train(run, out / f"aum-{p}", checkpoints_per_epoch=opts.checkpoints_per_epoch,
+                        eval_examples=opts.eval_examples)
         margins = _after_start(_trajectories(trained).margin)
         s = S.aum_scores(margins)
         keep = np.ones(n, dtype=bool)
@@ -331,6 +340,10 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
     out = Path(out_dir)
     cfg = copy.deepcopy(cfg).validate()
     need = {_NEEDS[d] for d in opts.detectors}
+    from kss_lora.methods.registry import LORA_METHODS
+
+    if "ranks" in need and cfg.method.name not in LORA_METHODS:
+        raise ConfigError("method.name", f"RACT compares LoRA ranks; needs a LoRA method, got {cfg.method.name!r}")
 
     probe = prepare(configure(cfg, track=False))  # data, noise and labels every run will see
     split = probe.data.train
@@ -353,16 +366,14 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
         oos_probs = _cross_fit(cfg, out, labels, opts, res)
 
     ref = low = high = None
-    if "ranks" in need and cfg.method.name not in LORA_METHODS:
-        raise ConfigError("method.name", f"RACT compares LoRA ranks; needs a LoRA method, got {cfg.method.name!r}")
     if "reference" in need:
         ref = _full_run(cfg, out, "reference", opts)
     if "ranks" in need:
         # A rank equal to the config's own reuses the reference run (same config, same seed: same model).
         low = ref if ref is not None and opts.low_rank == cfg.method.rank else None
-        low = low or _full_run(cfg, out, "rank-low", opts, rank=opts.low_rank)
+        low = low or _full_run(cfg, out, "rank-low", opts, rank=opts.low_rank, auxiliary=True)
         high = ref if ref is not None and opts.high_rank == cfg.method.rank else None
-        high = high or _full_run(cfg, out, "rank-high", opts, rank=opts.high_rank)
+        high = high or _full_run(cfg, out, "rank-high", opts, rank=opts.high_rank, auxiliary=True)
     for name, t in (("reference", ref), ("rank-low", low), ("rank-high", high)):
         if t is not None and name not in res["runs"]:
             res["runs"][name], res["run_results"][name] = t.directory, t.result
@@ -411,7 +422,7 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
         ract = {
             "ract": S.rank_discrepancy_scores(lo, hi, reduce="mean"),
             "ract-final": S.rank_discrepancy_scores(lo, hi, reduce="final"),
-            "ract-low": S.aulc_scores(lo),
+            "ract-low": S.small_loss_scores(lo, reduce="final"),
         }
         for d in ("ract", "ract-final", "ract-low"):
             if d in opts.detectors:

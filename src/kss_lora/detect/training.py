@@ -166,9 +166,19 @@ def set_checkpoints(run: Any, per_epoch: int) -> None:
     run.cfg.tracking.every_steps = max(1, math.ceil(steps / per_epoch))
 
 
-def train(run: Any, directory: str | Path, *, checkpoints_per_epoch: int = 2) -> Trained:
-    """Execute a prepared (and possibly restricted) run; raise :class:`DetectionRunFailed` if it failed."""
+def train(run: Any, directory: str | Path, *, checkpoints_per_epoch: int = 2, eval_examples: int | None = None) -> Trained:
+    """Execute a prepared (and possibly restricted) run; raise :class:`DetectionRunFailed` if it failed.
+
+    ``eval_examples`` caps the validation split at that many examples and skips the test split: for
+    auxiliary runs (other ranks, AUM passes, folds) whose val/test metrics nobody reads, evaluation would
+    otherwise cost as much as training on a small training set.
+    """
     set_checkpoints(run, checkpoints_per_epoch)
+    if eval_examples is not None:
+        task = run.task
+        n = min(int(eval_examples), len(task.val_batches))
+        task.val_batches = subset_batches(task.val_batches, np.arange(n))
+        task.test_batches = None
     directory = Path(directory)
     train_ids = np.asarray(run.train_batches.ids).copy()
     result = run.execute(directory)

@@ -56,6 +56,7 @@ __all__ = [
     "find_runs",
     "item_frame",
     "load_run",
+    "optimal_rank",
     "run_capacity",
     "run_separation",
     "run_tables",
@@ -101,10 +102,16 @@ class RunInfo:
 
     @property
     def condition(self) -> str:
-        """What the run measures apart from its seed: model, method and (for LoRA) rank."""
+        """What the run measures apart from its seed: model, method, (for LoRA) rank, learning rate, noise.
+
+        The learning rate is part of it because runs of one method at two learning rates are two
+        conditions (under Adam, LoRA's lr and gamma both scale the update), never seeds of one.
+        """
         rank = f" r={self.get('method.rank')}" if self.uses_lora else ""
+        lr = self.get("train.lr")
         noise = self.get("noise.rate") or 0.0
-        return f"{self.get('model.name')} {self.method}{rank}" + (f" noise={noise:g}" if noise else "")
+        return (f"{self.get('model.name')} {self.method}{rank}" + (f" lr={float(lr):g}" if lr is not None else "")
+                + (f" noise={noise:g}" if noise else ""))
 
     @property
     def seed(self) -> int | None:
@@ -375,20 +382,24 @@ def item_frame(run: RunInfo, which: str) -> pd.DataFrame | None:
         ids = dyn.arrays["ids"]
     items = chaosnli_items(run, which)
     rows = items.iloc[ids]
+    prior = np.bincount(dyn.clean_labels, minlength=int(dyn.arrays["ckpt_logits"].shape[-1])) / len(dyn.clean_labels)
+    majority = rows["majority_label"].to_numpy()
     return pd.DataFrame({
         "uid": rows["uid"].to_numpy(), "entropy": rows["entropy_nats"].to_numpy(),
+        "prior_loss": -np.log(np.maximum(prior[majority], 1e-12)),
         "bucket": rows["bucket"].to_numpy(), "text_words": rows["text_words"].to_numpy(),
         "aulc": aulc(out.loss), "loss_initial": out.loss[0], "unlearning": unlearning(out.loss),
         "final_correct": out.correct[-1],
     })
 
 
-def correlate(entropy: Any, aulc_values: Any, confounders: Any, *, n_boot: int = 1000, seed: int = 0
-              ) -> dict[str, float]:
+def correlate(entropy: Any, aulc_values: Any, confounders: Any, *, n_boot: int = 1000, seed: int = 0,
+              extra: Any = None) -> dict[str, float]:
     """Spearman rho(H, AULC) with bootstrap CI, partial rho given the confounders, and ΔR² of entropy.
 
     The ΔR² is on ranks (a Spearman-style hierarchical regression): how much of AULC's rank variance
-    entropy explains beyond the confounders' ranks.
+    entropy explains beyond the confounders' ranks. ``extra`` (optional ``[n]`` or ``[n, j]``) adds a
+    second partial rho controlling for the confounders *and* these columns (``partial_rho_extra``).
     """
     from scipy.stats import rankdata
 
@@ -398,9 +409,14 @@ def correlate(entropy: Any, aulc_values: Any, confounders: Any, *, n_boot: int =
     sp = spearman_with_ci(h, a, n_boot=n_boot, seed=seed)
     pa = partial_spearman(h, a, z, n_boot=n_boot, seed=seed)
     hr = hierarchical_r2(rankdata(a), np.column_stack([rankdata(c) for c in z.T]), rankdata(h))
-    return {"n": sp.n, "rho": sp.rho, "p": sp.p, "ci_low": sp.ci_low, "ci_high": sp.ci_high,
-            "partial_rho": pa.rho, "partial_p": pa.p, "partial_ci_low": pa.ci_low, "partial_ci_high": pa.ci_high,
-            "delta_r2": hr.delta_r2, "delta_r2_p": hr.p_value}
+    out = {"n": sp.n, "rho": sp.rho, "p": sp.p, "ci_low": sp.ci_low, "ci_high": sp.ci_high,
+           "partial_rho": pa.rho, "partial_p": pa.p, "partial_ci_low": pa.ci_low, "partial_ci_high": pa.ci_high,
+           "delta_r2": hr.delta_r2, "delta_r2_p": hr.p_value}
+    if extra is not None:
+        zx = np.column_stack([z, np.asarray(extra, dtype=float).reshape(len(h), -1)])
+        px = partial_spearman(h, a, zx, n_boot=0)
+        out.update(partial_rho_extra=px.rho, partial_p_extra=px.p)
+    return out
 
 
 @dataclass
@@ -418,6 +434,10 @@ class EntropyReport:
 
 
 CONFOUNDERS = ("text_words", "loss_initial")
+PRIOR = "prior_loss"
+"""-ln (training frequency of the item's majority label): the loss of a model that learned only the label
+prior. A weakly trained model's AULC is mostly this, and contested items may have rarer majority labels,
+so the report adds a partial rho that also controls for it."""
 
 
 def entropy_analysis(runs: Sequence[RunInfo], *, n_boot: int = 1000, seed: int = 0) -> EntropyReport:
@@ -441,7 +461,8 @@ def entropy_analysis(runs: Sequence[RunInfo], *, n_boot: int = 1000, seed: int =
             frame = item_frame(run, which)
             if frame is None:
                 continue
-            stats = correlate(frame["entropy"], frame["aulc"], frame[list(CONFOUNDERS)], n_boot=n_boot, seed=seed)
+            stats = correlate(frame["entropy"], frame["aulc"], frame[list(CONFOUNDERS)], n_boot=n_boot, seed=seed,
+                              extra=frame[PRIOR])
             acc = float(frame["final_correct"].mean())
             rows.append({"run": run.run_dir.name, "condition": run.condition, "model": run.get("model.name"),
                          "method": run.method, "lora": run.uses_lora, "seed": run.seed, "items": which,
@@ -474,7 +495,7 @@ def _seed_mean(items: pd.DataFrame) -> pd.DataFrame:
     return items.groupby(keys, sort=False).agg(
         entropy=("entropy", "first"), bucket=("bucket", "first"), text_words=("text_words", "first"),
         model=("model", "first"), lora=("lora", "first"), aulc=("aulc", "mean"),
-        loss_initial=("loss_initial", "mean"), unlearning=("unlearning", "mean"),
+        prior_loss=("prior_loss", "mean"), loss_initial=("loss_initial", "mean"), unlearning=("unlearning", "mean"),
         seeds=("run", "nunique")).reset_index()
 
 
@@ -483,7 +504,8 @@ def _per_condition(items: pd.DataFrame, per_run: pd.DataFrame, n_boot: int, seed
     pooled = _seed_mean(items)
     rows, deltas = [], []
     for (cond, which), g in pooled.groupby(["condition", "items"], sort=False):
-        stats = correlate(g["entropy"], g["aulc"], g[list(CONFOUNDERS)], n_boot=n_boot, seed=seed)
+        stats = correlate(g["entropy"], g["aulc"], g[list(CONFOUNDERS)], n_boot=n_boot, seed=seed,
+                          extra=g[PRIOR])
         seeds = per_run[(per_run["condition"] == cond) & (per_run["items"] == which)]["rho"]
         lo, hi = PAPER_RHO_RANGE
         rows.append({"condition": cond, "items": which, "model": g["model"].iloc[0], "lora": bool(g["lora"].iloc[0]),
@@ -553,11 +575,16 @@ def entropy_markdown(report: EntropyReport) -> str:
     lo, hi = PAPER_RHO_RANGE
     out = [f"Paper (Steele): Spearman ρ(H, AULC) = {lo}–{hi}, positive in all 25 conditions.", "",
            "### Per condition (seeds pooled: each item's AULC averaged over seeds)", "",
-           "| condition | items | runs | n | ρ [95% CI] | per-seed ρ mean ± sd | partial ρ | ΔR² | paper | in range |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "Partial ρ controls for text length and initial loss (Steele's confounders); partial ρ + prior also "
+           "controls for −ln(training frequency of the majority label), the loss of a model that learned only "
+           "the label prior. ΔR²: rank variance of AULC explained by entropy beyond length and initial loss.", "",
+           "| condition | items | runs | n | ρ [95% CI] | per-seed ρ mean ± sd | partial ρ | partial ρ + prior "
+           "| ΔR² | paper | in range |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.per_condition.itertuples():
         out.append(f"| {r.condition} | {r.items} | {r.runs} | {r.n} | {_f(r.rho)} [{_f(r.ci_low)}, {_f(r.ci_high)}] "
                    f"| {_f(r.rho_seed_mean)} ± {_f(r.rho_seed_std)} | {_f(r.partial_rho)} (p={r.partial_p:.2g}) "
+                   f"| {_f(r.partial_rho_extra)} (p={r.partial_p_extra:.2g}) "
                    f"| {_f(r.delta_r2, 4)} | {lo}–{hi} | {'yes' if r.in_paper_range else 'no'} |")
     out += ["", "### Per run", "",
             "| run | condition | seed | items | n | final acc | ρ [95% CI] | p | partial ρ [95% CI] |",
@@ -583,3 +610,42 @@ def entropy_markdown(report: EntropyReport) -> str:
     if report.notes:
         out += ["", *(f"- {n}" for n in report.notes)]
     return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------ optimal rank
+
+
+RANK_METRICS = {"val_loss": "min", "val_accuracy": "max", "gap_clean": "min", "test_accuracy": "max"}
+
+
+def optimal_rank(results: Sequence[dict[str, Any]], *, metric: str = "val_loss") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Best LoRA rank per noise rate from finished runs' ``result.json`` contents.
+
+    Why a separate summary: the theory (Steele) predicts the optimal rank *decreases* with the noise
+    rate; the sweep's per-condition statistics show each (rank, noise) cell but not the arg-best per row.
+    Returns ``(cells, best)``: mean/std/n of ``metric`` per (noise_rate, rank), and per noise rate the best
+    rank with its mean and the ranks whose mean lies within one standard error of the best (ties in effect).
+    Only LoRA-family runs with ``status: ok`` count. ``metric`` is judged on clean labels: validation and
+    test sets are never corrupted (SPEC §2), so ``val_loss`` is a clean quantity.
+    """
+    if metric not in RANK_METRICS:
+        raise ConfigError("--metric", f"unknown value {metric!r}; allowed: {', '.join(RANK_METRICS)}")
+    rows = [r for r in results if r.get("status") == "ok" and r.get("rank") is not None
+            and r.get("method") not in ("full-ft", "childtuning-f") and r.get(metric) is not None]
+    if not rows:
+        raise DataError(f"no finished LoRA runs with {metric} to compare")
+    frame = pd.DataFrame({"noise_rate": [float(r.get("noise_rate") or 0.0) for r in rows],
+                          "rank": [int(r["rank"]) for r in rows], metric: [float(r[metric]) for r in rows]})
+    cells = frame.groupby(["noise_rate", "rank"])[metric].agg(["mean", "std", "count"]).reset_index()
+    cells["sem"] = cells["std"] / np.sqrt(cells["count"])
+    better_low = RANK_METRICS[metric] == "min"
+    best_rows = []
+    for noise, g in cells.groupby("noise_rate"):
+        i = g["mean"].idxmin() if better_low else g["mean"].idxmax()
+        b = g.loc[i]
+        tol = 0.0 if np.isnan(b["sem"]) else float(b["sem"])
+        close = g[(g["mean"] - b["mean"]).abs() <= tol]["rank"].tolist()
+        best_rows.append({"noise_rate": noise, "best_rank": int(b["rank"]), "metric": metric,
+                          "best_mean": float(b["mean"]), "best_sem": float(b["sem"]), "runs": int(b["count"]),
+                          "within_1_sem": ",".join(str(int(r)) for r in close)})
+    return cells, pd.DataFrame(best_rows)

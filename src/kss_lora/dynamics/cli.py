@@ -146,3 +146,35 @@ def _entropy(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     return 0
+
+
+def _add_optimal_rank_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs_dir", help="a folder of finished runs (e.g. runs/optimal_rank_cpu)")
+    p.add_argument("--metric", default="val_loss", help="val_loss (default), val_accuracy, gap_clean, test_accuracy")
+    p.add_argument("-o", "--out", help="write the per-cell and best-rank tables as CSV into this folder")
+
+
+@command("optimal-rank", "best LoRA rank per noise rate over a rank x noise sweep (lower rank at more noise?)")(
+    _add_optimal_rank_args
+)
+def _optimal_rank(args: argparse.Namespace) -> int:
+    from .. import rundir
+    from ..errors import DataError
+    from .analysis import optimal_rank
+
+    root = Path(args.runs_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such runs directory")
+    results = [r for d in sorted(root.iterdir()) if d.is_dir() and (r := rundir.read_result(d)) is not None]
+    cells, best = optimal_rank(results, metric=args.metric)
+    table = cells.pivot(index="rank", columns="noise_rate", values="mean")
+    print(f"mean {args.metric} by LoRA rank (rows) and noise rate (columns)")
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    print()
+    print(best.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_table(cells, out / "optimal_rank_cells.csv")
+        _write_table(best, out / "optimal_rank_best.csv")
+    return 0

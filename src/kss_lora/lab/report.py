@@ -42,7 +42,8 @@ def write_report(runs_dir: str | Path, output: str | Path = "report", *, baselin
     conditions = list(dict.fromkeys(table["condition"])) if len(table) else []
     figs: dict[str, Path | None] = {
         "loss_curves": figures.loss_curves(load_curves(runs), conditions, out / "loss_curves.png"),
-        "run_tiles": figures.run_tiles(runs, list(dict.fromkeys(runs["condition"])), out / "run_tiles.png"),
+        "run_tiles": figures.run_tiles(runs, list(dict.fromkeys([*conditions, *runs["condition"]])),
+                                       out / "run_tiles.png"),
         "gap_vs_noise": figures.gap_vs(table, ok, "noise_rate", "label-noise rate", out / "gap_vs_noise.png"),
         "gap_vs_rank": figures.gap_vs(table, ok, "rank", "LoRA rank", out / "gap_vs_rank.png"),
         "gap_vs_sparsity": figures.gap_vs(table, ok, "sparsity", "sparsity ρ", out / "gap_vs_sparsity.png"),
@@ -110,12 +111,13 @@ def setting_text(runs: pd.DataFrame, counts: dict[str, int], baseline: str | Non
         first = Path(ok["path"].iloc[0])
         try:
             cfg = yaml.safe_load((first / rundir.CONFIG_NAME).read_text())
-            m, d, t = cfg["model"], cfg["data"], cfg["train"]
+            m, d, t, prec = cfg["model"], cfg["data"], cfg["train"], cfg.get("precision", "fp32")
+            prec = prec.get("mode", prec) if isinstance(prec, dict) else prec
             parts.append(
                 f"Model `{m['name']}` (max_length {m['max_length']}); data `{d.get('train') or d['source']}` with "
                 f"{int(ok['n_train'].iloc[0])} training and {int(ok['n_val'].iloc[0])} validation examples; "
                 f"{t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']}, LoRA rank {cfg['method']['rank']}, "
-                f"precision {cfg['precision']}; seeds {sorted({int(s) for s in ok['seed'].dropna()})}.")
+                f"precision {prec}; seeds {sorted({int(s) for s in ok['seed'].dropna()})}.")
         except (OSError, KeyError, TypeError, yaml.YAMLError):
             pass
         wall = ok["wall_time_s"].dropna()
@@ -224,7 +226,7 @@ def _rel(x: float, base: float) -> str:
 
 FIGURE_CAPTIONS = {
     "loss_curves": "Loss per epoch, per condition",
-    "run_tiles": "One tile per run, coloured by gap",
+    "run_tiles": "One tile per run, coloured by its gap (gap_clean)",
     "gap_vs_noise": "Gap vs label-noise rate",
     "gap_vs_rank": "Gap vs LoRA rank",
     "gap_vs_sparsity": "Gap vs sparsity ρ",

@@ -342,7 +342,7 @@ def record_prepare_failure(cfg: Any, directory: Path, exc: BaseException) -> dic
         "run_id": cfg.run_id(), "method": cfg.method.name, "preset": cfg.method.preset,
         "condition": cfg.method.preset or cfg.method.name, "rank": cfg.method.rank, "gamma": cfg.method.gamma,
         "sparsity": cfg.method.sparsity, "seed": cfg.train.seed, "noise_rate": cfg.noise.rate,
-        "precision": cfg.precision, "model": cfg.model.name, "lr": cfg.train.lr, "stage": "prepare",
+        "precision": getattr(cfg.precision, "mode", cfg.precision), "model": cfg.model.name, "lr": cfg.train.lr, "stage": "prepare",
     }
     rundir.atomic_write_json(directory / rundir.RESULT_NAME, result)
     return result

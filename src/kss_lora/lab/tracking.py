@@ -3,7 +3,8 @@
 The run directory stays the source of truth: a mirror is written *from* it after the run finished, can be
 redone at any time (``kss mirror RUNS_DIR --to mlflow``), and a mirror that fails never fails a run or a sweep.
 
-- ``mlflow``: a local SQLite store ``sqlite:///<runs_dir>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` is set;
+- ``mlflow``: a local SQLite store ``sqlite:///<runs_dir>/mlflow.db`` (artefacts in ``<runs_dir>/mlflow-artifacts``)
+  unless ``MLFLOW_TRACKING_URI`` is set;
   one MLflow run per run directory (tag ``kss.run_id``; already mirrored runs are skipped); params = the
   flattened resolved config, metrics per epoch (step = epoch) plus the final ones, result.json as artefact.
 - ``tensorboard``: event files under ``<runs_dir>/tensorboard/<run name>/`` (``tensorboard --logdir``).
@@ -66,8 +67,11 @@ def mirror_mlflow(run_dir: Path, experiment: str) -> bool:
     if data is None:
         return False
     result, config, metrics = data
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.parent.resolve() / 'mlflow.db'}"
+    root = run_dir.parent.resolve()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:  # artefacts beside the store, not in ./mlruns
+        mlflow.create_experiment(experiment, artifact_location=(root / "mlflow-artifacts").as_uri())
     mlflow.set_experiment(experiment)
     found = mlflow.search_runs(filter_string=f"tags.`kss.run_id` = '{result.get('run_id')}'", output_format="list")
     if found:

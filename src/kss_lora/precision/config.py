@@ -14,6 +14,7 @@ from kss_lora.precision.formats import check_rounding, get_format
 from kss_lora.precision.scaling import BLOCK_FORMATS, SCALING_MODES, QuantSpec
 
 _PREFIX = "precision"
+COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 _TENSOR_FLAGS = ("base_weight", "base_input", "lora_weight", "lora_activation", "grad_output")
 
 
@@ -56,6 +57,14 @@ class EmulationConfig:
         metadata={"help": "nvfp4 only: add a float32 per-tensor scale so E4M3 block scales do not underflow"},
     )
     seed: int = field(default=0, metadata={"help": "seed of the stochastic-rounding generator"})
+    compute_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "dtype of everything that is not fake-quantized (matmul accumulation, norms, softmax): "
+            "float32 isolates the format; bfloat16 runs under bf16 autocast like a real FP8 recipe, so "
+            "the difference to a bf16 run is the format alone (and CPUs with bf16 units run it faster)"
+        },
+    )
     base_weight: bool = field(
         default=True, metadata={"help": "quantize weights of frozen base Linear layers"}
     )
@@ -86,6 +95,11 @@ class EmulationConfig:
         if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
             raise ConfigError(f"{_PREFIX}.block_size", f"must be a positive integer or null, got {bs!r}")
         check_rounding(self.rounding, f"{_PREFIX}.rounding")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(
+                f"{_PREFIX}.compute_dtype",
+                f"unknown dtype {self.compute_dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}",
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"{_PREFIX}.seed", f"must be an integer, got {self.seed!r}")
         for name in ("saturate", "two_level", *_TENSOR_FLAGS):

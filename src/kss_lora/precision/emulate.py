@@ -57,6 +57,37 @@ class _GeneratorPool:
         return self._gens[device]
 
 
+class _QuantCache:
+    """Reuse fake-quantized tensors that cannot have changed: a speed-up with identical results.
+
+    Why: emulation on CPU costs more than the matmuls it wraps. Two kinds of work repeat:
+    - frozen base weights are re-quantized on every forward although they never change; a weight is
+      reused while its ``_version`` (bumped by every in-place update, e.g. the optimizer's) is unchanged;
+    - one activation feeds several Linears (query/key/value and LoRA A all read the same hidden
+      states), so the last input is reused when the very same tensor object comes again.
+    A strong reference to the cached input keeps its memory from being recycled, so identity plus
+    ``_version`` is a sound key; grad mode is part of the key so a tensor cached under ``no_grad`` never
+    cuts a gradient. Only deterministic (nearest) rounding is cached: stochastic rounding must draw anew.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._input: tuple[torch.Tensor, int, bool, torch.Tensor] | None = None
+
+    def input(self, x: torch.Tensor, spec: QuantSpec, gen: torch.Generator | None) -> torch.Tensor:
+        grad = torch.is_grad_enabled()
+        hit = self._input
+        if self.enabled and hit is not None and hit[0] is x and hit[1] == x._version and hit[2] == grad:
+            return hit[3]
+        q = fake_quant_ste(x, spec, generator=gen)
+        if self.enabled:
+            self._input = (x, x._version, grad, q)
+        return q
+
+    def clear(self) -> None:
+        self._input = None
+
+
 def _emulated_forward(
     module: nn.Linear,
     fwd: QuantSpec | None,
@@ -64,14 +95,27 @@ def _emulated_forward(
     quant_weight: bool,
     bwd: QuantSpec | None,
     gens: _GeneratorPool | None,
+    cache: _QuantCache,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
+    weight_cache: list[Any] = [None]  # (version, data_ptr, dtype, device, quantized weight)
+
+    def quant_weight_cached(w: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        # A frozen weight (no grad needed) is constant between in-place updates: quantize it once.
+        constant = cache.enabled and not (w.requires_grad and torch.is_grad_enabled())
+        key = (w._version, w.data_ptr(), w.dtype, w.device)
+        if constant and weight_cache[0] is not None and weight_cache[0][:4] == key:
+            return weight_cache[0][4]
+        q = fake_quant_ste(w, fwd, generator=gen)
+        weight_cache[0] = (*key, q.detach()) if constant else None
+        return q
+
     def forward(input: torch.Tensor) -> torch.Tensor:
         gen = gens.get(input.device) if gens is not None else None
         x, w = input, module.weight
         if quant_input and fwd is not None:
-            x = fake_quant_ste(x, fwd, generator=gen)
+            x = cache.input(x, fwd, gen)
         if quant_weight and fwd is not None:
-            w = fake_quant_ste(w, fwd, generator=gen)
+            w = quant_weight_cached(w, gen)
         out = F.linear(x, w, module.bias)
         if bwd is not None and out.requires_grad:
             out = quantize_grad(out, bwd, generator=gen)
@@ -92,6 +136,7 @@ class EmulationHandle:
     modules: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     _saved: list[tuple[nn.Module, Any]] = field(default_factory=list, repr=False)
+    _cache: Any = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:
@@ -99,6 +144,8 @@ class EmulationHandle:
 
     def remove(self) -> None:
         """Restore every wrapped module's original ``forward``; safe to call more than once."""
+        if self._cache is not None:
+            self._cache.clear()
         while self._saved:
             module, previous = self._saved.pop()
             del module.forward
@@ -127,7 +174,8 @@ def apply_emulation(
     fwd = cfg.forward_spec()
     bwd = cfg.backward_spec() if cfg.grad_output else None
     gens = _GeneratorPool(cfg.seed) if cfg.rounding == "stochastic" else None
-    handle = EmulationHandle(config=cfg)
+    cache = _QuantCache(enabled=cfg.rounding == "nearest")
+    handle = EmulationHandle(config=cfg, _cache=cache)
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
             continue
@@ -147,7 +195,7 @@ def apply_emulation(
             q_in, q_w = cfg.lora_activation, cfg.lora_weight
         if not (q_in or q_w or bwd is not None):
             continue
-        forward = _emulated_forward(module, fwd, q_in, q_w, bwd, gens)
+        forward = _emulated_forward(module, fwd, q_in, q_w, bwd, gens, cache)
         forward._kss_emulated = True  # type: ignore[attr-defined]
         handle._saved.append((module, module.__dict__.get("forward", _MISSING)))
         module.forward = forward

@@ -5,7 +5,8 @@
 - :meth:`PrecisionRuntime.after_adapters`: emulated FP8/FP4 (``emu-fp8``/``emu-fp4``) fake-quantizes the
   chosen tensors of the finished model (base and LoRA layers), on any device.
 - :meth:`PrecisionRuntime.autocast`: bf16 autocast for ``bf16`` and ``fp8`` (torchao's recipe keeps the
-  non-linear ops in bf16); a no-op for fp32 and emulation (emulation measures the format, not bf16).
+  non-linear ops in bf16); for emulation only with ``emulation.compute_dtype: bfloat16`` (the default,
+  float32, measures the format alone, not bf16); a no-op for fp32.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class PrecisionRuntime:
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        if self.mode in ("bf16", "fp8"):
+        if self.mode in ("bf16", "fp8") or (self.handle is not None and self.handle.config.compute_dtype == "bfloat16"):
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                 yield
         else:

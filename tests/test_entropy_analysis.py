@@ -128,6 +128,8 @@ def test_entropy_analysis_on_known_dynamics(synthetic_runs):
     assert cmp["n_contested"] == int((h >= 0.7).sum())
     assert cmp["diff"] > 0 and cmp["diff_ci_low"] > 0
     assert cmp["frac_unlearned_lora"] > 0.9 and cmp["frac_unlearned_full"] < 0.1
+    # all items have majority label 0 ("e") here: one row per condition and item set
+    assert set(report.by_label["majority_label"]) == {"e"} and len(report.by_label) == 4
     md = entropy_markdown(report)
     assert f"{PAPER_RHO_RANGE[0]}–{PAPER_RHO_RANGE[1]}" in md and "| lora-s1 |" in md
 
@@ -137,7 +139,8 @@ def test_entropy_cli_writes_report(synthetic_runs, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["entropy", str(root / "runs"), "-o", str(out), "--n-boot", "50"]) == 0
     for name in ("entropy.md", "correlations_per_run.csv", "correlations_per_condition.csv",
-                 "unlearning_by_bucket.csv", "lora_vs_full_contested.csv", "entropy_vs_aulc_heldout.png",
+                 "unlearning_by_bucket.csv", "lora_vs_full_contested.csv", "by_majority_label.csv",
+                 "entropy_vs_aulc_heldout.png",
                  "unlearning_heldout.png", "loss_by_bucket_heldout.png"):
         assert (out / name).is_file(), name
     assert (out / "entropy_vs_aulc_heldout.png").read_bytes()[:4] == b"\x89PNG"

@@ -196,16 +196,18 @@ def test_kill_9_of_the_whole_sweep_then_resume(tmp_path):
     data["base"]["train"]["epochs"] = 3
     path.write_text(yaml.safe_dump({**data, "executor": "local", "workers": 1}))
     runs_dir = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "kss_lora.cli", "sweep", str(path), "--no-progress"],
+    kss = str(Path(sys.executable).parent / "kss")
+    proc = subprocess.Popen([kss, "sweep", str(path), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     # wait until one run has finished and the next has started writing
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         dirs = [d for d in runs_dir.glob("*-*") if d.is_dir()] if runs_dir.is_dir() else []
         done = [d for d in dirs if (d / "result.json").exists()]
         if done and len(dirs) > len(done):
             break
         time.sleep(0.2)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -386,6 +386,7 @@ def item_frame(run: RunInfo, which: str) -> pd.DataFrame | None:
     majority = rows["majority_label"].to_numpy()
     return pd.DataFrame({
         "uid": rows["uid"].to_numpy(), "entropy": rows["entropy_nats"].to_numpy(),
+        "majority_label": np.asarray(items.attrs.get("label_names", list(range(len(prior)))), dtype=object)[majority],
         "prior_loss": -np.log(np.maximum(prior[majority], 1e-12)),
         "bucket": rows["bucket"].to_numpy(), "text_words": rows["text_words"].to_numpy(),
         "aulc": aulc(out.loss), "loss_initial": out.loss[0], "unlearning": unlearning(out.loss),
@@ -429,6 +430,7 @@ class EntropyReport:
     delta: pd.DataFrame
     lora_vs_full: pd.DataFrame
     items: pd.DataFrame
+    by_label: pd.DataFrame = field(default_factory=pd.DataFrame)
     trajectories: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -478,7 +480,16 @@ def entropy_analysis(runs: Sequence[RunInfo], *, n_boot: int = 1000, seed: int =
     per_condition, delta = _per_condition(items, per_run, n_boot, seed)
     return EntropyReport(per_run=per_run, per_condition=per_condition, delta=delta,
                          lora_vs_full=_lora_vs_full(items, n_boot, seed), items=items,
-                         trajectories=trajectories, notes=notes)
+                         by_label=_by_label(items), trajectories=trajectories, notes=notes)
+
+
+def _by_label(items: pd.DataFrame) -> pd.DataFrame:
+    """Entropy, AULC and Δℓ per majority label: exposes a model that learned only the label prior
+    (then every item of the disfavoured class "un-learns", whatever its entropy)."""
+    return items.groupby(["condition", "items", "majority_label"], sort=False).agg(
+        n=("aulc", "size"), mean_entropy=("entropy", "mean"), mean_aulc=("aulc", "mean"),
+        mean_unlearning=("unlearning", "mean"), frac_unlearned=("unlearning", lambda v: float((v > 0).mean())),
+        final_accuracy=("final_correct", "mean")).reset_index()
 
 
 def _bucket_trajectory(run: RunInfo, which: str, buckets: np.ndarray) -> pd.DataFrame:
@@ -607,6 +618,14 @@ def entropy_markdown(report: EntropyReport) -> str:
             out.append(f"| {r.model} | {r.items} | {r.lora} | {r.full} | {r.n_contested} | {_f(r.delta_lora)} "
                        f"| {_f(r.delta_full)} | {_f(r.frac_unlearned_lora, 2)} / {_f(r.frac_unlearned_full, 2)} "
                        f"| {_f(r.diff)} [{_f(r.diff_ci_low)}, {_f(r.diff_ci_high)}] |")
+    if not report.by_label.empty:
+        out += ["", "### Per majority label (all seeds' items pooled): does the label prior drive it?", "",
+                "| condition | items | majority label | n | mean H | mean AULC | Δℓ | share un-learned | final acc |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in report.by_label.itertuples():
+            out.append(f"| {r.condition} | {r.items} | {r.majority_label} | {r.n} | {_f(r.mean_entropy)} "
+                       f"| {_f(r.mean_aulc)} | {_f(r.mean_unlearning)} | {_f(r.frac_unlearned, 2)} "
+                       f"| {_f(r.final_accuracy, 2)} |")
     if report.notes:
         out += ["", *(f"- {n}" for n in report.notes)]
     return "\n".join(out) + "\n"

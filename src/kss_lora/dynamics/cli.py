@@ -124,6 +124,7 @@ def _entropy(args: argparse.Namespace) -> int:
         _write_table(report.per_condition, out / "correlations_per_condition.csv"),
         _write_table(report.delta, out / "unlearning_by_bucket.csv"),
         _write_table(report.lora_vs_full, out / "lora_vs_full_contested.csv"),
+        _write_table(report.by_label, out / "by_majority_label.csv"),
     ]
     md = out / "entropy.md"
     md.write_text("# Annotation entropy vs per-example learning dynamics\n\n" + entropy_markdown(report))

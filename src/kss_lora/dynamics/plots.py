@@ -53,7 +53,10 @@ def data_map(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
                         alpha=0.6, linewidths=0)
         fig.colorbar(sc, ax=ax, label="correctness")
     for ax, (col, colours, legend) in zip(axes[0], panels, strict=False):
-        for value, colour in colours.items():
+        # largest group first, so the rarer groups (noisy items, clean ChaosNLI items) stay visible on top
+        order = sorted(colours, key=lambda v: -int((table[col] == v).sum()))
+        for value in order:
+            colour = colours[value]
             sel = table[col] == value
             if not sel.any():
                 continue

@@ -203,8 +203,17 @@ class LoglikScorer:
         cache = copy.deepcopy(cache) if cache is not None else None
         ids = torch.tensor([tokens], device=self.device)
         mask = torch.ones((1, past + len(tokens)), dtype=torch.long, device=self.device)
-        kwargs = {"past_key_values": cache} if cache is not None else {}
-        return self.model(input_ids=ids, attention_mask=mask, use_cache=True, **kwargs).past_key_values
+        kwargs = {self._cache_arg(): cache} if cache is not None else {}
+        return _cache_of(self.model(input_ids=ids, attention_mask=mask, use_cache=True, **kwargs))
+
+    def _cache_arg(self) -> str:
+        """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older): whichever forward takes."""
+        if not hasattr(self, "_cache_kw"):
+            import inspect
+
+            params = inspect.signature(self.model.forward).parameters
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        return self._cache_kw
 
     @staticmethod
     def _shared_prefix(requests: Sequence[Request]) -> int:
@@ -232,7 +241,7 @@ class LoglikScorer:
         if cache is not None:
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(rows))
-            kwargs = {"past_key_values": batch_cache, "use_cache": True}
+            kwargs = {self._cache_arg(): batch_cache, "use_cache": True}
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs).logits
         out = np.zeros(len(rows))
         for j, (row, start) in enumerate(rows):
@@ -243,6 +252,11 @@ class LoglikScorer:
             logprobs = torch.log_softmax(logits[j, positions].float(), dim=-1)
             out[j] = float(logprobs[torch.arange(len(targets), device=logits.device), targets].sum())
         return out
+
+
+def _cache_of(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 # ----------------------------------------------------------------------------- the benchmark

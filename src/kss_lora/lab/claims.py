@@ -240,7 +240,7 @@ def noise_levels(runs: pd.DataFrame) -> list[float]:
 def claim_noise_gap(runs: pd.DataFrame) -> ClaimResult:
     text = "KSS's gap stays far below the baseline's at every label-noise rate (judged on gap_clean)"
     seed = "; ".join(f"{100 * n:.0f}%: {b}→{k}" for n, (b, k) in SEED_NOISE.items()) + " (H200, 5 seeds)"
-    levels = [n for n in noise_levels(runs) if n > 0]
+    levels = noise_levels(runs) if any(n > 0 for n in noise_levels(runs)) else []
     parts, verdicts = [], []
     for n in levels:
         base, kss = select(runs, preset="standard", noise=n), select(runs, preset="kss-default", noise=n)
@@ -252,7 +252,7 @@ def claim_noise_gap(runs: pd.DataFrame) -> ClaimResult:
         claimed = seed_pair[1] / seed_pair[0] if seed_pair else 0.2
         verdicts.append(judge_ratio((lo, hi), claimed))
         parts.append(f"{100 * n:.0f}%: {b.mean():.3f}→{k.mean():.3f} (κ_rel {_fmt_ratio(point, lo, hi)})")
-    if not verdicts:
+    if len(verdicts) < 2:
         return ClaimResult("noise-gap", text, seed, "–", NOT_MEASURED, "needs standard and kss-default runs with noise.rate > 0")
     return ClaimResult("noise-gap", text, seed, "; ".join(parts), combine(verdicts),
                        "κ_rel on gap_clean = val_loss − train_loss_clean")

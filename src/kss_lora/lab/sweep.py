@@ -142,7 +142,9 @@ def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", defau
     """Build a :class:`SweepSpec` from a parsed mapping; every key is checked (a typo is an error)."""
     unknown = sorted(set(data) - set(SWEEP_KEYS))
     if unknown:
-        raise ConfigError(f"sweep.{unknown[0]}", f"unknown sweep key; allowed: {', '.join(SWEEP_KEYS)}")
+        hint = (" (this looks like a run config: use `kss run`, or name it as a sweep's base:)"
+                if set(unknown) & {"model", "data", "method", "train"} else "")
+        raise ConfigError(f"sweep.{unknown[0]}", f"unknown sweep key; allowed: {', '.join(SWEEP_KEYS)}{hint}")
     if "base" not in data:
         raise ConfigError("sweep.base", "required: a shipped config name, a config path, or a config mapping")
     base = _load_base(data["base"], Path(source).parent if source != "<mapping>" else Path.cwd())

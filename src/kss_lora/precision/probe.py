@@ -295,7 +295,7 @@ def probe_run(run: Any, steps: int, *, gammas: Sequence[float] = DEFAULT_GAMMAS,
             loss = nn.functional.cross_entropy(logits, labels[index].to(run.device))
             loss.backward()
             state["active"] = False
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if tc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()

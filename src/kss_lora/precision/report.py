@@ -146,3 +146,18 @@ def plot(path: Path, summary: Sequence[dict[str, Any]], gamma_rows: Sequence[dic
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_probe_outputs(out: Path, result: Any, *, context: dict[str, Any], formats: Sequence[str],
+                        scalings: Sequence[str]) -> dict[str, Path]:
+    """Everything ``kss precision`` writes for one probe (a :class:`~.probe.ProbeResult`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"layers": out / "layers.csv", "summary": out / "summary.csv", "gamma_sweep": out / "gamma_sweep.csv",
+             "markdown": out / "precision.md", "plot": out / "precision.png"}
+    write_csv(paths["layers"], result.rows)
+    write_csv(paths["summary"], result.summary)
+    write_csv(paths["gamma_sweep"], result.gamma_rows)
+    write_markdown(paths["markdown"], title="Low-precision diagnostics", context=context, summary=result.summary,
+                   gamma_rows=result.gamma_rows, formats=formats, scalings=scalings)
+    plot(paths["plot"], result.summary, result.gamma_rows, formats, scalings)
+    return paths

@@ -1,0 +1,186 @@
+"""Tables, plots and the plain-language reading of the precision experiment.
+
+Why a module of its own: the experiment's numbers (degradation per condition) only mean something
+next to the underflow each condition causes, and the seeds' claims (SPEC section 4) are checked here
+against both, so the report states measured facts rather than repeating the claim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kss_lora.precision.experiment import ExperimentSpec
+from kss_lora.precision.report import markdown_table, plot, write_csv
+
+SEED_CLAIMS = {"standard": 0.682, "kss-default": 0.052}  # SPEC section 4: FP8 degradation claimed by the seeds
+KEY_TENSORS = ("base_input", "base_weight", "base_grad_output", "lora_A_weight", "lora_B_weight", "lora_B_input",
+               "lora_A_grad_output", "lora_B_grad_output", "lora_update")
+
+
+def condition_quant(spec: ExperimentSpec) -> dict[str, dict[str, Any] | None]:
+    """For each precision condition: forward/backward format and scaling label, or None if not emulated."""
+    from kss_lora.precision.runtime import emulation_config
+
+    out: dict[str, dict[str, Any] | None] = {}
+    method = next(iter(spec.methods))
+    for name in spec.precisions:
+        prec = spec.run_config(name, method, spec.seeds[0]).precision
+        if not prec.mode.startswith("emu-"):
+            out[name] = None
+            continue
+        emu = emulation_config(prec)
+        label = emu.scaling if emu.scaling != "block" else f"block-{emu.block_format}"
+        out[name] = {"forward": emu.forward_format, "backward": emu.backward_format, "scaling": label,
+                     "grad_output": emu.grad_output}
+    return out
+
+
+def probe_methods(spec: ExperimentSpec, steps: int) -> dict[str, Any]:
+    """``kss precision``'s probe (float32, ``steps`` steps) once per method, on the first seed."""
+    from kss_lora.config import PrecisionConfig
+    from kss_lora.precision.probe import probe_run
+    from kss_lora.runner import Run
+
+    out = {}
+    for method in spec.methods:
+        cfg = spec.run_config(spec.baseline_precision, method, spec.seeds[0])
+        out[method] = probe_run(Run(dataclasses.replace(cfg, precision=PrecisionConfig())), steps, seed=cfg.train.seed)
+    return out
+
+
+def underflow_rows(probes: dict[str, Any], quant: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """What each emulated condition's formats do to each tensor kind, per method (from the probes)."""
+    rows = []
+    for method, result in probes.items():
+        index = {(r["tensor"], r["format"], r["scaling"]): r for r in result.summary}
+        for cond, q in quant.items():
+            if q is None:
+                continue
+            for tensor in KEY_TENSORS:
+                is_grad = tensor.endswith("grad_output")
+                if is_grad and not q["grad_output"]:
+                    continue
+                fmt = q["backward"] if is_grad else q["forward"]
+                r = index.get((tensor, fmt, q["scaling"]))
+                if r is not None:
+                    rows.append({"method": method, "precision": cond, "tensor": tensor, "format": fmt,
+                                 "scaling": q["scaling"], "underflow_frac": r["underflow_frac"],
+                                 "saturate_frac": r["saturate_frac"], "rel_error": r["rel_error"]})
+    return rows
+
+
+def _pm(mean: float | None, std: float | None, pct: bool = False) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if pct:
+        return f"{100 * mean:+.2f}% ± {100 * (std or 0):.2f}%"
+    return f"{mean:.4f} ± {std or 0:.4f}"
+
+
+def _plot_degradation(path: Path, spec: ExperimentSpec, runs: Sequence[dict[str, Any]],
+                      summary: Sequence[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    precisions = [p for p in spec.precisions if p != spec.baseline_precision]
+    methods = list(spec.methods)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(precisions))]
+        rows = [next(s for s in summary if s["precision"] == p and s["method"] == m) for p in precisions]
+        means = [100 * r["degradation_mean"] if not math.isnan(r["degradation_mean"]) else 0 for r in rows]
+        stds = [100 * r["degradation_std"] if not math.isnan(r["degradation_std"]) else 0 for r in rows]
+        ax.bar(xs, means, width=width, yerr=stds, capsize=3, label=f"{m} (γ={rows[0]['gamma']})", alpha=0.8)
+        for x, p in zip(xs, precisions):
+            pts = [100 * r["degradation"] for r in runs if r["precision"] == p and r["method"] == m
+                   and r["degradation"] is not None]
+            ax.scatter([x] * len(pts), pts, color="k", s=8, zorder=3)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(precisions)))
+    ax.set_xticklabels(precisions)
+    ax.set_ylabel(f"val-loss degradation vs {spec.baseline_precision} (%)")
+    ax.set_title("Precision degradation (mean ± std over seeds; dots = seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_experiment_report(out: Path, spec: ExperimentSpec, runs: list[dict[str, Any]],
+                            summary: list[dict[str, Any]], probes: dict[str, Any],
+                            quant: dict[str, dict[str, Any] | None], context: dict[str, Any]) -> None:
+    """``experiment.md`` plus CSVs and PNGs in ``out`` (no run directories)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "runs.csv", runs)
+    write_csv(out / "summary.csv", summary)
+    under = underflow_rows(probes, quant)
+    if under:
+        write_csv(out / "underflow.csv", under)
+    gamma_all = [{"method": m, **r} for m, res in probes.items() for r in res.gamma_rows]
+    if gamma_all:
+        write_csv(out / "gamma_sweep.csv", gamma_all)
+        first = next(iter(probes))
+        plot(out / "gamma_sweep.png", probes[first].summary, probes[first].gamma_rows, ("e4m3", "e5m2", "e2m1"),
+             ("none", "tensor", "block-mx", "block-nvfp4"))
+    if runs:
+        _plot_degradation(out / "degradation.png", spec, runs, summary)
+
+    base = spec.run_config(spec.baseline_precision, next(iter(spec.methods)), spec.seeds[0])
+    text = [f"# {spec.description or spec.name}\n",
+            f"Spec `{spec.name}` (base `{spec.base}`); generated by `benchmarks/run_precision_experiment.py`.\n",
+            f"- model {base.model.name}, max_length {base.model.max_length}, {base.data.max_train_examples} train / "
+            f"{base.data.max_eval_examples} validation examples, {base.train.epochs} epochs, batch "
+            f"{base.train.batch_size}, lr {base.train.lr}, rank {base.method.rank}",
+            f"- seeds {sorted({r['seed'] for r in runs})}; baseline precision `{spec.baseline_precision}`",
+            *[f"- {k}: {v}" for k, v in context.items()], "",
+            "## Precision conditions\n"]
+    for name, overrides in spec.precisions.items():
+        q = quant.get(name)
+        what = "no emulation" if q is None else (f"forward {q['forward']}, grad-output {q['backward']}, "
+                                                 f"scaling {q['scaling']}")
+        text.append(f"- `{name}`: {what}; overrides `{overrides}`")
+    text += ["", "## Degradation `(val_loss_lowprec − val_loss_bf16) / val_loss_bf16`, paired by seed and method\n"]
+    rows = [{"precision": s["precision"], "method": s["method"], "γ": s["gamma"], "n": s["n"],
+             "failed": s["failed"], "val_loss": _pm(s["val_loss_mean"], s["val_loss_std"]),
+             "val_acc": _pm(s["val_accuracy_mean"], s["val_accuracy_std"]),
+             "degradation": _pm(s["degradation_mean"], s["degradation_std"], pct=True)} for s in summary]
+    text.append(markdown_table(rows, ["precision", "method", "γ", "n", "failed", "val_loss", "val_acc", "degradation"]))
+    text.append("Per-run numbers: `runs.csv`. Plot: `degradation.png`.\n")
+    if under:
+        text.append("## Underflow each condition causes (probe: float32 steps, fractions of nonzero values)\n")
+        tensors = [t for t in KEY_TENSORS if any(u["tensor"] == t for u in under)]
+        pivot = []
+        for method in probes:
+            for cond, q in quant.items():
+                if q is None:
+                    continue
+                row: dict[str, Any] = {"method": method, "precision": cond}
+                for t in tensors:
+                    match = [u for u in under if (u["method"], u["precision"], u["tensor"]) == (method, cond, t)]
+                    row[t] = match[0]["underflow_frac"] if match else float("nan")
+                pivot.append(row)
+        text.append(markdown_table(pivot, ["method", "precision", *tensors]))
+        text.append("Saturation and relative error per tensor: `underflow.csv`.\n")
+    if gamma_all:
+        from kss_lora.precision.report import gamma_verdicts
+
+        text.append("## γ sweep of ΔW = γ·B·A and of γ·B·A·x (from each method's probed factors)\n")
+        for m, res in probes.items():
+            text.append(f"**{m}**\n")
+            text += gamma_verdicts(res.gamma_rows)
+            text.append("")
+        text.append("Full sweep: `gamma_sweep.csv`; plot: `gamma_sweep.png`.\n")
+    text.append("## Against the seeds' claims (SPEC §3/§4)\n")
+    for method, claim in SEED_CLAIMS.items():
+        for s in summary:
+            if s["method"] == method and s["precision"].startswith("emu-fp8"):
+                text.append(f"- `{method}` at `{s['precision']}`: measured {_pm(s['degradation_mean'], s['degradation_std'], True)}"
+                            f" vs the seeds' {100 * claim:.1f}% (their FP8 number, H200 vs A100, Llama-3.1-8B)")
+    (out / "experiment.md").write_text("\n".join(text) + "\n")

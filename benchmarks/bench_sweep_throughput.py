@@ -58,22 +58,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--runs", type=int, default=4)
-    ap.add_argument("--examples", type=int, default=1000, help="synthetic training examples per run")
+    ap.add_argument("--examples", type=int, default=400, help="synthetic training examples per run")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sweep_throughput.json"))
     args = ap.parse_args()
     _quiet_libraries()
+    load_before = os.getloadavg()
     rows = [measure(e, w, model=args.model, runs=args.runs, examples=args.examples) for e, w in MODES]
+    load_after = os.getloadavg()
     by = {(r["executor"], r["workers"]): r for r in rows}
     ratio = by[("local", 2)]["runs_per_min"] / by[("local", 1)]["runs_per_min"]
     print(f"{'executor':12s} {'workers':>7s} {'runs':>5s} {'wall s':>8s} {'runs/min':>9s}")
     for r in rows:
         print(f"{r['executor']:12s} {r['workers']:7d} {r['runs']:5d} {r['wall_s']:8.1f} {r['runs_per_min']:9.2f}")
     print(f"local 2 workers / 1 worker throughput ratio: {ratio:.2f}x")
+    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}: other work on the machine "
+          "skews the ratio (more processes get a larger share of contended cores)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "sweep_throughput", "model": args.model, "examples": args.examples, "rows": rows,
         "ratio_local2_vs_local1": round(ratio, 3), "cpu_count": os.cpu_count(), "machine": platform.platform(),
+        "loadavg_before": load_before, "loadavg_after": load_after,
         "note": "sequential runs in-process with torch's default threads; local workers get cores // workers threads",
     }, indent=2) + "\n")
     print(f"wrote {out}")

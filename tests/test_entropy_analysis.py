@@ -28,9 +28,9 @@ from kss_lora.errors import DataError
 def test_correlate_recovers_a_known_spearman():
     # Gaussian copula: Pearson r = 0.5 gives Spearman rho = (6/pi) asin(r/2) = 0.4826
     rng = np.random.default_rng(0)
-    x, e = rng.normal(size=(2, 3000))
+    x, e = rng.normal(size=(2, 2000))
     y = 0.5 * x + math.sqrt(0.75) * e
-    out = correlate(x, np.exp(y), rng.normal(size=(3000, 2)), n_boot=300)
+    out = correlate(x, np.exp(y), rng.normal(size=(2000, 2)), n_boot=200)
     expected = 6 / math.pi * math.asin(0.25)
     assert abs(out["rho"] - expected) < 0.04
     assert out["ci_low"] < expected < out["ci_high"]
@@ -96,7 +96,7 @@ def fake_run(root: Path, name: str, method: str, seed: int, counts: np.ndarray, 
 @pytest.fixture(scope="module")
 def synthetic_runs(tmp_path_factory) -> tuple[Path, np.ndarray]:
     root = tmp_path_factory.mktemp("entropy")
-    counts = make_counts(300, np.random.default_rng(0))
+    counts = make_counts(240, np.random.default_rng(0))
     items = root / "items.jsonl"
     write_chaosnli(items, counts)
     for seed in (1, 2):
@@ -137,7 +137,7 @@ def test_entropy_analysis_on_known_dynamics(synthetic_runs):
 def test_entropy_cli_writes_report(synthetic_runs, tmp_path, capsys):
     root, _ = synthetic_runs
     out = tmp_path / "report"
-    assert main(["entropy", str(root / "runs"), "-o", str(out), "--n-boot", "50"]) == 0
+    assert main(["entropy", str(root / "runs"), "-o", str(out), "--n-boot", "20"]) == 0
     for name in ("entropy.md", "correlations_per_run.csv", "correlations_per_condition.csv",
                  "unlearning_by_bucket.csv", "lora_vs_full_contested.csv", "by_majority_label.csv",
                  "entropy_vs_aulc_heldout.png",

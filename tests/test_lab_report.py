@@ -115,8 +115,14 @@ def test_report_has_tables_figures_and_verdicts(tmp_path):
 
 def test_report_without_matched_control_says_so(tmp_path):
     runs_dir = fake_runs_dir(tmp_path, matched=False, noise=False)
-    assert main(["report", str(runs_dir), "-o", str(tmp_path / "r")]) == 0
+    manifest = json.loads((runs_dir / "sweeps" / "fake.json").read_text())
+    manifest["points"].append({"name": "standard_s7-000000000000", "run_id": "000000000000", "arm": "standard",
+                               "stratum": "", "seed": 7, "params": {}})  # a point the sweep never reached
+    (runs_dir / "sweeps" / "fake.json").write_text(json.dumps(manifest))
+    assert main(["report", str(runs_dir), "--sweep", "fake", "-o", str(tmp_path / "r")]) == 0
     page = (tmp_path / "r" / "index.html").read_text()
+    assert "1 further points of the sweep were not run" in page
+    assert "KSS-LoRA lab report: fake" in page
     assert "matched-γ control was not run here" in page
     assert "id='noise-table'" not in page and "fig-gap_vs_noise" not in page
 

@@ -388,8 +388,10 @@ def shipped_configs() -> dict[str, Path]:
     root = resources.files("kss_lora") / "configs"
     if not root.is_dir():
         return {}
-    # configs/accelerate/ holds accelerate launcher profiles, not run configs.
-    return {p.stem: Path(str(p)) for p in root.rglob("*.yaml") if "accelerate" not in Path(str(p)).relative_to(Path(str(root))).parts[:-1]}
+    base = Path(str(root))
+    paths = (Path(str(p)) for p in root.rglob("*.yaml"))
+    # configs/accelerate/ holds accelerate launcher profiles (kss run --profile), not run configs.
+    return {p.stem: p for p in paths if p.relative_to(base).parts[0] != "accelerate"}
 
 
 def resolve_config_path(name_or_path: str) -> Path:

@@ -78,12 +78,17 @@ def load_classification_data(cfg: DataConfig) -> ClassificationData:
         validation = _to_split(val_df, cfg, label_names, "data.validation")
     test = _to_split(test_df, cfg, label_names, "data.test") if test_df is not None else None
 
-    if cfg.max_train_examples and len(train) > cfg.max_train_examples:
-        train = train.subset(stratified_sample(train.labels, cfg.max_train_examples, seed=cfg.split_seed))
+    return _limit(ClassificationData(train, validation, test, list(label_names)), cfg)
+
+
+def _limit(data: ClassificationData, cfg: DataConfig) -> ClassificationData:
+    """Apply max_train_examples / max_eval_examples (stratified, seeded by data.split_seed)."""
+    if cfg.max_train_examples:
+        data.train = _cap(data.train, cfg.max_train_examples, cfg.split_seed)
     if cfg.max_eval_examples:
-        validation = _cap(validation, cfg.max_eval_examples, cfg.split_seed)
-        test = _cap(test, cfg.max_eval_examples, cfg.split_seed + 1) if test is not None else None
-    return ClassificationData(train, validation, test, list(label_names))
+        data.validation = _cap(data.validation, cfg.max_eval_examples, cfg.split_seed)
+        data.test = _cap(data.test, cfg.max_eval_examples, cfg.split_seed + 1) if data.test is not None else None
+    return data
 
 
 def load_split(cfg: DataConfig, path: str, label_names: list[str], *, where: str) -> Split:
@@ -119,9 +124,7 @@ def _chaosnli(cfg: DataConfig) -> ClassificationData:
         train_idx, val_idx = stratified_split(pool.labels, cfg.val_fraction, seed=cfg.split_seed)
         train, validation = pool.subset(train_idx), pool.subset(val_idx)
     test = _chaosnli_split(cfg.test, "data.test") if cfg.test else None
-    if cfg.max_train_examples and len(train) > cfg.max_train_examples:
-        train = train.subset(stratified_sample(train.labels, cfg.max_train_examples, seed=cfg.split_seed))
-    return ClassificationData(train, validation, test, list(CHAOSNLI_LABELS))
+    return _limit(ClassificationData(train, validation, test, list(CHAOSNLI_LABELS)), cfg)
 
 
 def _synthetic(cfg: DataConfig) -> ClassificationData:

@@ -122,7 +122,9 @@ class Dynamics:
     def free(self) -> ExampleOutputs:
         """Training-pass trajectories ``[E, N]``: epoch e holds each example's logits from its step in epoch e."""
         if "free_logits" not in self.arrays:
-            raise ValueError("this run recorded no free (training-pass) dynamics: set tracking.free: true")
+            from ..errors import ConfigError
+
+            raise ConfigError("tracking.free", "this run recorded no free (training-pass) dynamics: set it to true")
         spe = int(self.arrays["steps_per_epoch"])
         epoch = (self.arrays["free_step"] - 1) // spe
         n, k = len(self.labels), self.arrays["free_logits"].shape[1]

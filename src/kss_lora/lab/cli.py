@@ -34,6 +34,8 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.list or not args.sweep:
         for name, path in sorted(shipped_sweeps().items()):
             print(f"{name:32s} {path}")
+        if not args.list:
+            print("error: name a sweep file or one of the shipped sweeps above", file=sys.stderr)
         return 0 if args.list else 2
     spec = load_sweep(args.sweep, args.overrides, args.grid)
     if args.runs_dir:
@@ -56,7 +58,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _add_ls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir", help="a directory of run directories (a sweep's runs_dir)")
-    p.add_argument("--sweep", help="only this sweep's runs, labelled as it labels them (runs dirs can be shared)")
+    p.add_argument("--sweep", action="append", help="only this sweep's runs, labelled as it labels them (runs dirs "
+                   "can be shared); repeatable")
     p.add_argument("--status", choices=("ok", "failed", "unfinished"), help="only runs with this status")
     p.add_argument("--csv", help="also write the full table of runs as CSV here")
 
@@ -76,7 +79,8 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _add_aggregate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir")
-    p.add_argument("--sweep", help="only this sweep's runs, labelled as it labels them (runs dirs can be shared)")
+    p.add_argument("--sweep", action="append", help="only this sweep's runs, labelled as it labels them (runs dirs "
+                   "can be shared); repeatable")
     p.add_argument("--baseline", help="baseline arm (default: the sweep's baseline, else 'standard')")
     p.add_argument("--csv", help="write the tidy per-condition table as CSV")
     p.add_argument("--markdown", help="write the main columns as a Markdown table")
@@ -101,7 +105,8 @@ def _aggregate(args: argparse.Namespace) -> int:
 
 def _add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir")
-    p.add_argument("--sweep", help="only this sweep's runs, labelled as it labels them (runs dirs can be shared)")
+    p.add_argument("--sweep", action="append", help="only this sweep's runs, labelled as it labels them (runs dirs "
+                   "can be shared); repeatable")
     p.add_argument("-o", "--output", default="report", help="output directory (default: report/)")
     p.add_argument("--baseline", help="baseline arm (default: the sweep's baseline, else 'standard')")
     p.add_argument("--title", help="page title")

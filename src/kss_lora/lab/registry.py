@@ -29,29 +29,40 @@ METRIC_COLUMNS = ("train_loss", "train_loss_clean", "val_loss", "gap", "gap_clea
                   "test_accuracy", "train_accuracy")
 
 
-def read_manifests(runs_dir: str | Path, sweep: str | None = None
-                   ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """``({dir name: point}, [manifest, ...])`` from every sweep that wrote into ``runs_dir`` (or only ``sweep``).
+Sweeps = str | list[str] | tuple[str, ...] | None
 
-    Where two sweeps label the same run, the first manifest (by file name) wins.
+
+def _names(sweep: Sweeps) -> list[str] | None:
+    return None if sweep is None else [sweep] if isinstance(sweep, str) else list(sweep)
+
+
+def read_manifests(runs_dir: str | Path, sweep: Sweeps = None
+                   ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """``({dir name: point}, [manifest, ...])`` from every sweep that wrote into ``runs_dir`` (or only ``sweep``,
+    one name or several). Where two sweeps label the same run, the first one named (else by file name) wins.
     """
+    wanted = _names(sweep)
     points: dict[str, dict[str, Any]] = {}
     manifests = []
     folder = Path(runs_dir) / MANIFEST_DIR
+    found = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             manifest = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if sweep is not None and manifest.get("name") != sweep:
-            continue
+        if wanted is None or manifest.get("name") in wanted:
+            found.append(manifest)
+    if wanted is not None:
+        found.sort(key=lambda m: wanted.index(m.get("name")))
+    for manifest in found:
         manifests.append(manifest)
         for p in manifest.get("points", []):
             points.setdefault(p["name"], {**p, "sweep": manifest.get("name")})
     return points, manifests
 
 
-def default_baseline(runs_dir: str | Path, runs: pd.DataFrame | None = None, sweep: str | None = None) -> str | None:
+def default_baseline(runs_dir: str | Path, runs: pd.DataFrame | None = None, sweep: Sweeps = None) -> str | None:
     """The sweeps' declared baseline, else ``standard`` if such an arm exists, else None."""
     _, manifests = read_manifests(runs_dir, sweep)
     for m in manifests:
@@ -60,6 +71,12 @@ def default_baseline(runs_dir: str | Path, runs: pd.DataFrame | None = None, swe
     if runs is not None and "standard" in set(runs.get("arm", [])):
         return "standard"
     return None
+
+
+def points_not_run(runs_dir: str | Path, sweep: Sweeps = None) -> list[str]:
+    """Points the sweeps define that have no run directory yet (never started, e.g. a sweep cut short)."""
+    points, _ = read_manifests(runs_dir, sweep)
+    return sorted(name for name in points if not (Path(runs_dir) / name).is_dir())
 
 
 def run_dirs(runs_dir: str | Path) -> list[Path]:
@@ -71,14 +88,15 @@ def run_dirs(runs_dir: str | Path) -> list[Path]:
                   and ((d / rundir.RESULT_NAME).exists() or (d / rundir.CONFIG_NAME).exists()))
 
 
-def load_runs(runs_dir: str | Path, sweep: str | None = None) -> pd.DataFrame:
+def load_runs(runs_dir: str | Path, sweep: Sweeps = None) -> pd.DataFrame:
     """One row per run directory: labels, status and final metrics (NaN where a run has none).
 
-    With ``sweep``, only that sweep's runs, labelled as that sweep labels them.
+    With ``sweep`` (a name or several), only those sweeps' runs, labelled as they label them.
     """
     points, manifests = read_manifests(runs_dir, sweep)
-    if sweep is not None and not manifests:
-        raise KSSError(f"no sweep named {sweep!r} has written into {runs_dir}")
+    missing = sorted(set(_names(sweep) or []) - {m.get("name") for m in manifests})
+    if missing:
+        raise KSSError(f"no sweep named {missing[0]!r} has written into {runs_dir}")
     rows = []
     for d in run_dirs(runs_dir):
         if sweep is not None and d.name not in points:

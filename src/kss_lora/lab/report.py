@@ -19,7 +19,7 @@ import yaml
 from .. import rundir
 from . import figures
 from .claims import NOT_MEASURED, SEED_CONFIG, SEED_NOISE, evaluate_claims
-from .registry import default_baseline, load_curves, load_runs
+from .registry import default_baseline, load_curves, load_runs, points_not_run
 from .stats import aggregate, fmt_mean_std, fmt_num, fmt_p, markdown_table, summary_rows
 
 CAVEAT = (
@@ -31,7 +31,7 @@ CAVEAT = (
 
 
 def write_report(runs_dir: str | Path, output: str | Path = "report", *, baseline: str | None = None,
-                 title: str | None = None, sweep: str | None = None) -> dict[str, Path]:
+                 title: str | None = None, sweep: str | list[str] | None = None) -> dict[str, Path]:
     """Write ``index.html``, ``summary.md``, ``conditions.csv``, ``runs.csv`` and PNG figures into ``output``."""
     runs_dir, out = Path(runs_dir), Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,8 +48,9 @@ def write_report(runs_dir: str | Path, output: str | Path = "report", *, baselin
         "gap_vs_rank": figures.gap_vs(table, ok, "rank", "LoRA rank", out / "gap_vs_rank.png"),
         "gap_vs_sparsity": figures.gap_vs(table, ok, "sparsity", "sparsity ρ", out / "gap_vs_sparsity.png"),
     }
-    sections = build_sections(runs, table, baseline)
-    title = title or f"KSS-LoRA lab report: {runs_dir.name}"
+    sections = build_sections(runs, table, baseline, not_run=len(points_not_run(runs_dir, sweep)))
+    named = [sweep] if isinstance(sweep, str) else list(sweep or [])
+    title = title or f"KSS-LoRA lab report: {' + '.join(named) or runs_dir.name}"
     md = render_markdown(title, sections, figs)
     page = render_html(title, sections, figs)
     paths = {"html": out / "index.html", "markdown": out / "summary.md", "csv": out / "conditions.csv"}
@@ -64,11 +65,15 @@ def write_report(runs_dir: str | Path, output: str | Path = "report", *, baselin
 # ----------------------------------------------------------------------------- content
 
 
-def build_sections(runs: pd.DataFrame, table: pd.DataFrame, baseline: str | None) -> list[dict[str, Any]]:
+def build_sections(runs: pd.DataFrame, table: pd.DataFrame, baseline: str | None, not_run: int = 0
+                   ) -> list[dict[str, Any]]:
     """The report as data: a list of {title, text, rows} sections, rendered to Markdown and HTML alike."""
     ok = runs[runs["status"] == "ok"]
     counts = runs["status"].value_counts().to_dict()
-    sections = [{"title": "What was run", "text": setting_text(runs, counts, baseline), "rows": []}]
+    text = setting_text(runs, counts, baseline)
+    if not_run:
+        text += f" **{not_run} further points of the sweep were not run** (the sweep was cut short); seeds per condition are in the n column."
+    sections = [{"title": "What was run", "text": text, "rows": []}]
     claims = evaluate_claims(runs)
     sections.append({
         "title": "Claims",

@@ -166,6 +166,12 @@ def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", defau
         raise ConfigError("sweep.executor", f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
     name = str(data.get("name") or default_name)
     tracking = data.get("tracking") or []
+    tracking = [tracking] if isinstance(tracking, str) else list(tracking)
+    from .tracking import BACKENDS
+
+    for backend in tracking:
+        if backend not in BACKENDS:
+            raise ConfigError("sweep.tracking", f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     return SweepSpec(
         name=name, base=base, grid=grid, conditions=[dict(c) for c in conditions],
         baseline=None if data.get("baseline") is None else str(data["baseline"]),
@@ -173,7 +179,7 @@ def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", defau
         runs_dir=Path(data.get("runs_dir") or f"runs/{name}"), executor=executor,
         workers=None if data.get("workers") is None else int(data["workers"]),
         executor_options=_mapping(data.get("executor_options"), "sweep.executor_options"),
-        tracking=[tracking] if isinstance(tracking, str) else list(tracking),
+        tracking=tracking,
         description=str(data.get("description") or ""), source=str(source),
     )
 
@@ -415,8 +421,13 @@ def run_sweep(
     from .executors import map_unordered
 
     runs_dir = spec.runs_dir
+    points = expand(spec)  # a bad grid fails here, before the runs directory is even created
+    if spec.tracking:
+        from .tracking import check_backends
+
+        check_backends(spec.tracking)
     with sweep_lock(runs_dir):
-        points = adopt_finished(expand(spec), runs_dir)
+        points = adopt_finished(points, runs_dir)
         write_manifest(spec, points)
         summary = SweepSummary(total=len(points))
         todo = []

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec", nargs="?", default="precision_gamma_cpu", help="experiment spec (path or shipped name)")
     p.add_argument("--workers", type=int, default=2, help="parallel run processes (default 2)")
     p.add_argument("--seeds", type=int, nargs="*", help="subset of the spec's seeds")
+    p.add_argument("--precisions", nargs="*", help="subset of the precision conditions (baseline always kept)")
     p.add_argument("--runs-dir", help="override the spec's runs_dir")
     p.add_argument("--out", default="results/precision", help="where tables and plots go")
     p.add_argument("--no-run", action="store_true", help="only tabulate runs that exist")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = load_spec(args.spec)
     runs_dir = Path(args.runs_dir or spec.runs_dir)
-    cells = spec.cells(args.seeds)
+    cells = spec.cells(args.seeds, args.precisions)
     t0 = time.time()
     if args.no_run:
         from kss_lora.precision.experiment import finished

@@ -48,6 +48,19 @@ def test_shards_cover_each_global_batch_once():
     assert DistContext().shard(batch).tolist() == batch.tolist()
 
 
+
+def test_eval_shards_reassemble_in_example_order():
+    from kss_lora.tasks.base import EvalOutput
+
+    full = EvalOutput(loss=np.arange(5.0), record=np.arange(10, dtype=np.float32).reshape(5, 2),
+                      correct=np.array([1, 0, 1, 0, 1], dtype=bool))
+    shards = [np.array([3, 4]), np.array([], dtype=np.int64), np.array([0, 1, 2])]  # one rank got nothing
+    got = EvalOutput.assemble([(i, full.subset(i)) for i in shards], 5)
+    np.testing.assert_array_equal(got.loss, full.loss)
+    np.testing.assert_array_equal(got.record, full.record)
+    np.testing.assert_array_equal(got.correct, full.correct)
+    assert got.tokens is None
+
 @pytest.mark.slow
 def test_two_process_ddp_equals_single_process(tmp_path):
     from kss_lora.dynamics.records import load_dynamics

@@ -92,8 +92,13 @@ def test_precision_missing_config(capsys) -> None:
 def test_shipped_experiment_spec_expands_and_validates() -> None:
     spec = load_spec("precision_gamma_cpu")
     cells = spec.cells()
-    assert len(cells) == len(spec.precisions) * len(spec.methods) * len(spec.seeds) == 36
-    assert [c.seed for c in cells[:12]] == [0] * 12  # seed-major: a cut-short experiment has whole seeds
+    per_seed = len(spec.precisions) * len(spec.methods)
+    assert len(cells) == per_seed * len(spec.seeds) and {"bf16", "emu-fp8", "emu-fp8-raw", "emu-fp4"} <= set(spec.precisions)
+    assert [c.seed for c in cells[:per_seed]] == [0] * per_seed  # seed-major: a cut-short experiment has whole seeds
+    subset = spec.cells([2], ["emu-fp8-raw"])
+    assert {c.precision for c in subset} == {"bf16", "emu-fp8-raw"}  # the baseline is always kept
+    with pytest.raises(ConfigError, match="precisions"):
+        spec.cells(None, ["fp64"])
     by = {(c.precision, c.method): c.config for c in cells if c.seed == 0}
     assert by[("emu-fp8-raw", "standard")].precision.emulation["scaling"] == "none"
     assert by[("bf16", "lora-g1")].method.name == "lora" and by[("bf16", "lora-g1")].method.gamma == 1.0
@@ -127,3 +132,17 @@ def test_degradation_is_paired_by_seed_and_method(tmp_path) -> None:
     row = next(s for s in summary if s["precision"] == "emu-fp8")
     assert row["degradation_mean"] == pytest.approx(0.2) and row["degradation_std"] == pytest.approx(0.1414, abs=1e-3)
     assert json.dumps(summary)  # plain types, ready for CSV/JSON
+
+
+def test_merged_update_is_swamped_by_w0_whatever_the_scaling() -> None:
+    import torch
+
+    from kss_lora.precision import merge_loss
+
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(64, 64, generator=g) * 0.05
+    delta = torch.randn(64, 64, generator=g) * 1e-4
+    for scaling in ("none", "tensor"):
+        lost = [merge_loss(w0, gamma * delta, "e4m3", scaling)["lost_frac"] for gamma in (1.0, 16.0, 256.0)]
+        assert lost[0] > 0.9 and lost[0] > lost[1] > lost[2], (scaling, lost)  # only a bigger update survives
+    assert merge_loss(w0, torch.zeros_like(w0), "e4m3", "none")["lost_frac"] == 0.0

@@ -403,7 +403,9 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
 
         assert oos_probs is not None
         scores["confident-learning"] = S.self_confidence_scores(labels, oos_probs)
-        flags["confident-learning"] = find_label_issues(labels, oos_probs, filter_by="prune_by_noise_rate")
+        # n_jobs=1: cleanlab's per-class pool shares data through fork-inherited globals, which fails
+        # (NameError) in processes whose start method is spawn; K classes need no parallelism anyway.
+        flags["confident-learning"] = find_label_issues(labels, oos_probs, filter_by="prune_by_noise_rate", n_jobs=1)
     if ref is not None:
         traj = _trajectories(ref)
         trained_part = S._as_traj("p", _after_start(traj.prob))

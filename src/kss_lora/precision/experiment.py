@@ -62,10 +62,20 @@ class ExperimentSpec:
             set_key(data, key, value)
         return from_dict(data)
 
-    def cells(self, seeds: Sequence[int] | None = None) -> list[Cell]:
-        """All cells, seed-major (every condition of the first seed first)."""
+    def cells(self, seeds: Sequence[int] | None = None, precisions: Sequence[str] | None = None) -> list[Cell]:
+        """All cells, seed-major (every condition of the first seed first).
+
+        ``precisions`` restricts the precision conditions (the baseline is always kept, since every
+        degradation is paired with it); unknown names are a :class:`ConfigError`.
+        """
+        chosen = list(self.precisions)
+        if precisions is not None:
+            unknown = [p for p in precisions if p not in self.precisions]
+            if unknown:
+                raise ConfigError("--precisions", f"unknown {unknown}; allowed: {', '.join(self.precisions)}")
+            chosen = [p for p in self.precisions if p in precisions or p == self.baseline_precision]
         return [Cell(p, m, s, self.run_config(p, m, s)) for s in (seeds if seeds is not None else self.seeds)
-                for p in self.precisions for m in self.methods]
+                for p in chosen for m in self.methods]
 
 
 def load_spec(name_or_path: str) -> ExperimentSpec:

@@ -27,7 +27,7 @@ from torch import nn
 
 from kss_lora.precision.diagnostics import gamma_sweep, underflow_stats
 from kss_lora.precision.emulate import module_role
-from kss_lora.precision.formats import get_format
+from kss_lora.precision.formats import get_format, quantize
 
 FORMAT_NAMES: tuple[str, ...] = ("e4m3", "e5m2", "e2m1")
 # (label, scaling, block_format): the modes SPEC section 3 names.
@@ -180,16 +180,41 @@ def attach_hooks(model: nn.Module, probe: TensorProbe, active: Callable[[], bool
     return handles
 
 
-def lora_pairs(model: nn.Module) -> Iterable[tuple[str, torch.Tensor, torch.Tensor, float]]:
-    """``(layer, A, B, gamma)`` for every PEFT LoRA layer (adapter ``default`` or the first one)."""
+def lora_pairs(model: nn.Module) -> Iterable[tuple[str, torch.Tensor, torch.Tensor, float, torch.Tensor | None]]:
+    """``(layer, A, B, gamma, W0)`` for every PEFT LoRA layer (adapter ``default`` or the first one)."""
     for name, module in model.named_modules():
         lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
         if not isinstance(lora_a, nn.ModuleDict) or not lora_a:
             continue
         adapter = "default" if "default" in lora_a else next(iter(lora_a))
-        gamma = _scaling_of(module, adapter)
-        yield (_short(name), lora_a[adapter].weight.detach(),
-               lora_b[adapter].weight.detach(), gamma)
+        base = getattr(module, "base_layer", None)
+        w0 = base.weight.detach() if isinstance(getattr(base, "weight", None), torch.Tensor) else None
+        yield (_short(name), lora_a[adapter].weight.detach(), lora_b[adapter].weight.detach(),
+               _scaling_of(module, adapter), w0)
+
+
+def merge_loss(w0: torch.Tensor, delta: torch.Tensor, fmt: str, scaling: str) -> dict[str, float]:
+    """What is left of an update ``delta`` merged into ``w0`` and stored in ``fmt``.
+
+    ``lost_frac``: fraction of nonzero entries of ``delta`` for which ``q(w0 + delta) == q(w0)``: the
+    update vanished into W0's rounding (swamping, which no per-tensor scale can prevent because the
+    scale is set by W0). ``rel_error``: ``||q(w0 + delta) - q(w0) - delta|| / ||delta||``. Scaling
+    ``tensor`` uses W0's amax for both casts (the merged weight's scale is W0's up to the update).
+    """
+    fmt_ = get_format(fmt)
+    w0, delta = w0.float(), delta.float()
+    factor = 1.0
+    if scaling == "tensor":
+        amax = float(w0.abs().amax())
+        factor = fmt_.max_value / amax if amax > 0 else 1.0
+    q0 = quantize(w0 * factor, fmt_) / factor
+    q1 = quantize((w0 + delta) * factor, fmt_) / factor
+    nonzero = delta != 0
+    n = int(nonzero.sum())
+    norm = float(delta.norm())
+    return {"lost_frac": float(((q1 == q0) & nonzero).sum()) / n if n else 0.0,
+            "rel_error": float((q1 - q0 - delta).norm()) / norm if norm > 0 else 0.0, "nonzero": n,
+            "count": delta.numel()}
 
 
 def gamma_rows(model: nn.Module, activations: dict[str, torch.Tensor], gammas: Sequence[float],
@@ -197,13 +222,19 @@ def gamma_rows(model: nn.Module, activations: dict[str, torch.Tensor], gammas: S
     """Gamma sweep of the LoRA update, pooled over layers, per format and scaling.
 
     ``delta_w``: gamma * B @ A of each LoRA layer (the weight update a merge would add);
-    ``lora_activation``: gamma * B A x captured at the last step (``activations[layer]`` holds B A x).
-    Both are computed from the trained factors, so the run's own gamma is divided out: the sweep asks
-    what the same factors would give at another gamma.
+    ``lora_activation``: gamma * B A x captured at the last step (``activations[layer]`` holds B A x);
+    ``merged_w``: the update merged into the base weight, ``q(W0 + gamma B A)``; its ``underflow_frac``
+    is the fraction of update entries lost in W0's rounding (see :func:`merge_loss`).
+    All come from the trained factors, so the run's own gamma is divided out: the sweep asks what the
+    same factors would give at another gamma.
     """
     tensors: dict[str, list[torch.Tensor]] = {"delta_w": [], "lora_activation": []}
-    for layer, a, b, _ in lora_pairs(model):
-        tensors["delta_w"].append((b.float() @ a.float()).reshape(-1, a.shape[1]))
+    merges: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for layer, a, b, _, w0 in lora_pairs(model):
+        delta = (b.float() @ a.float()).reshape(-1, a.shape[1])
+        tensors["delta_w"].append(delta)
+        if w0 is not None and w0.shape == delta.shape:
+            merges.append((w0, delta))
         if layer in activations:
             act = activations[layer]
             tensors["lora_activation"].append(act.reshape(-1, act.shape[-1]))
@@ -223,6 +254,20 @@ def gamma_rows(model: nn.Module, activations: dict[str, torch.Tensor], gammas: S
                 rows.append({"tensor": kind, "format": fmt, "scaling": scaling, "gamma": gamma,
                              "underflow_frac": r["underflow_frac"], "saturate_frac": r["saturate_frac"],
                              "rel_error": r["rel_error"], "nonzero_frac": r["nonzero_frac"], "elements": r["elements"],
+                             "claimed_threshold": CLAIMED_THRESHOLD[fmt]})
+    for fmt in formats if merges else ():
+        for gamma in gammas:
+            for scaling in ("none", "tensor"):
+                acc = _Acc()
+                for w0, delta in merges:
+                    m = merge_loss(w0, gamma * delta, fmt, scaling)
+                    acc.add({"count": m["count"], "nonzero": m["nonzero"], "underflow_frac": m["lost_frac"],
+                             "saturate_frac": 0.0, "rel_error": m["rel_error"]},
+                            float(delta.double().pow(2).sum()) * gamma**2)
+                r = acc.row()
+                rows.append({"tensor": "merged_w", "format": fmt, "scaling": scaling, "gamma": float(gamma),
+                             "underflow_frac": r["underflow_frac"], "saturate_frac": 0.0, "rel_error": r["rel_error"],
+                             "nonzero_frac": r["nonzero_frac"], "elements": r["elements"],
                              "claimed_threshold": CLAIMED_THRESHOLD[fmt]})
     return rows
 

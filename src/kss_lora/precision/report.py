@@ -103,13 +103,13 @@ def write_markdown(path: Path, *, title: str, context: dict[str, Any], summary: 
 
 def plot(path: Path, summary: Sequence[dict[str, Any]], gamma_rows: Sequence[dict[str, Any]],
          formats: Sequence[str], scalings: Sequence[str]) -> None:
-    """Left: underflow per tensor kind for each format/scaling. Right: underflow of γ·B·A vs γ."""
+    """Left: underflow per tensor kind. Middle: underflow of γ·B·A vs γ. Right: update lost when merged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(21, 5.5))
     table = pivot(summary, "underflow_frac", formats, scalings)
     tensors = [r["tensor"] for r in table]
     columns = [f"{f}/{s}" for f in formats for s in scalings]
@@ -143,6 +143,20 @@ def plot(path: Path, summary: Sequence[dict[str, Any]], gamma_rows: Sequence[dic
     ax2.set_ylabel("underflow fraction of γ·B·A")
     ax2.set_title("γ sweep: raw cast (solid) vs tensor (dashed) / MX block (dotted) scaling")
     ax2.legend(fontsize=7, ncol=2)
+
+    for fmt in formats:
+        for scaling, ls in (("none", "-"), ("tensor", "--")):
+            rs = sorted((r for r in gamma_rows if r["tensor"] == "merged_w" and r["format"] == fmt
+                         and r["scaling"] == scaling), key=lambda r: r["gamma"])
+            if rs:
+                ax3.plot([r["gamma"] for r in rs], [r["underflow_frac"] for r in rs], ls, marker="o", ms=3,
+                         color=colors[fmt], label=f"{fmt} {scaling}")
+    ax3.set_xscale("log", base=2)
+    ax3.set_ylim(-0.02, 1.02)
+    ax3.set_xlabel("γ")
+    ax3.set_ylabel("fraction of γ·B·A entries lost in q(W0 + γ·B·A)")
+    ax3.set_title("Merged into W0 and stored in the format (swamping)")
+    ax3.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -45,6 +45,7 @@ class EvalOutput:
     @staticmethod
     def assemble(parts: list[tuple[np.ndarray, EvalOutput]], n: int) -> EvalOutput:
         """Put shards (``(index, outputs)`` from each data-parallel rank) back in example order."""
+        parts = [(index, part) for index, part in parts if len(index)]  # a rank may get no examples
         first = parts[0][1]
 
         def stack(name: str) -> np.ndarray | None:

@@ -167,8 +167,11 @@ def test_cli_sweep_dry_run_ls_and_overrides(tmp_path, capsys):
     assert main(["sweep", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 runs" in out and out.count("unfinished") == 2
-    assert main(["sweep", str(path), "train.epochs=1", "--grid", "train.seed=[0]", "--no-progress"]) == 0
-    assert "1 done" in capsys.readouterr().out
+    assert main(["sweep", str(path), "train.epochs=1", "--grid", "train.seed=[0]"]) == 0
+    captured = capsys.readouterr()
+    assert "1 done" in captured.out
+    # progress without a terminal: one line per run with done / failed / remaining
+    assert "sweep: 1 runs, 0 already finished, 1 to run" in captured.err and "(failed 0, remaining 0)" in captured.err
     assert main(["ls", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "kss-default" in out and " ok " in out and "1 runs: 1 ok" in out

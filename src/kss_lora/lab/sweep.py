@@ -33,7 +33,6 @@ import fcntl
 import itertools
 import os
 import re
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -419,6 +418,7 @@ def run_sweep(
     ``retry_failed`` such points are run again.
     """
     from .executors import map_unordered
+    from .progress import SweepProgress
 
     runs_dir = spec.runs_dir
     points = expand(spec)  # a bad grid fails here, before the runs directory is even created
@@ -466,49 +466,3 @@ def run_sweep(
         bar.close()
         summary.wall_s = round(time.time() - t0, 2)
     return summary
-
-
-class SweepProgress:
-    """Sweep-level progress: a bar on a terminal, one line per finished run in a log."""
-
-    def __init__(self, summary: SweepSummary, *, enabled: bool):
-        self.summary = summary
-        self.enabled = enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self.bar = None
-        if self.tty:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=summary.total, initial=summary.skipped, desc="sweep", unit="run")
-            self._postfix()
-        elif enabled:
-            s = summary
-            print(f"sweep: {s.total} runs, {s.skipped} already finished, {s.total - s.skipped} to run",
-                  file=sys.stderr, flush=True)
-
-    def _postfix(self) -> None:
-        s = self.summary
-        if self.bar is not None:
-            self.bar.set_postfix(done=s.done + s.skipped, failed=s.failed, remaining=s.remaining)
-
-    def update(self, name: str, result: dict[str, Any] | None, error: str | None) -> None:
-        if not self.enabled:
-            return
-        s = self.summary
-        if self.bar is not None:
-            self.bar.update(1)
-            self._postfix()
-            if error:
-                self.bar.write(f"failed: {name}: {error}")
-            return
-        finished = s.total - s.remaining
-        if result is not None and result.get("status") == "ok":
-            what = f"ok gap={result.get('gap', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f}"
-        else:
-            what = f"FAILED {error}"
-        print(f"[{finished}/{s.total}] {name}: {what}  (failed {s.failed}, remaining {s.remaining})",
-              file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -128,13 +128,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], fmt: str = ".3f") -> str:
     import numpy as np
 
     v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
     if v.size == 0:
-        return "n/a"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if v.size > 1 else f"{v.mean():.3f}"
+        return "–"
+    sd = fmt.replace("+", "")
+    return f"{v.mean():{fmt}} ± {v.std(ddof=1):{sd}}" if v.size > 1 else f"{v.mean():{fmt}}"
 
 
 def aggregate(args: argparse.Namespace) -> int:
@@ -178,12 +180,13 @@ def aggregate(args: argparse.Namespace) -> int:
         rdf = pd.DataFrame(rt)
         rdf.to_csv(OUT / "retrain.csv", index=False)
         lines += ["## Clean and retrain (test accuracy, 500 AG News test examples)", "",
-                  "| setting | condition | n_train | test_accuracy | vs ceiling (points) | noise left |",
-                  "|---|---|---|---|---|---|"]
+                  "| setting | condition | n_train | test_accuracy | vs ceiling (points) | noise left | seeds |",
+                  "|---|---|---|---|---|---|---|"]
         for (setting, cond), g in rdf.groupby(["setting", "condition"], sort=False):
-            lines.append(f"| {setting} | {cond} | {_mean_std(g['n_train'].tolist())} | "
-                         f"{_mean_std(g['test_accuracy'].tolist())} | {_mean_std(g['vs_ceiling_points'].tolist())} | "
-                         f"{_mean_std(g['noise_rate_trained'].tolist())} |")
+            lines.append(f"| {setting} | {cond} | {_mean_std(g['n_train'].tolist(), '.0f')} | "
+                         f"{_mean_std(g['test_accuracy'].tolist())} | "
+                         f"{_mean_std(g['vs_ceiling_points'].tolist(), '+.1f')} | "
+                         f"{_mean_std(g['noise_rate_trained'].tolist())} | {len(g)} |")
         lines.append("")
     walls = [f"{r['job']}: {r['wall_s']:.0f} s" for r in raws]
     lines += ["Wall time per job (2 jobs in parallel, 1 torch thread each, shared 2-core machine): "

@@ -167,3 +167,10 @@ def test_every_shipped_config_validates():
         if "grid" in raw or "base" in raw:  # sweep files are validated by the lab's own test
             continue
         load_config(str(path))
+
+
+def test_overrides_may_follow_options(tmp_path):
+    cfg_path = write_config(tmp_path, tiny_config(tmp_path))
+    assert main(["run", cfg_path, "--run-dir", str(tmp_path / "r"), "train.max_steps=1", "train.epochs=1"]) == 0
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["steps"] == 1 and result["epochs"] == 1

@@ -126,7 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _quiet_libraries()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come after options (`kss run cfg --run-dir d lr=1`): argparse stops
+    # collecting the positional list at the first option, so pick the stragglers up here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.handler(args) or 0)
     except KSSError as exc:

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         probes = probe_methods(spec, steps=spec.probe_steps)
         print(f"probe: {time.time() - t1:.0f}s")
     out = Path(args.out)
-    write_experiment_report(out, spec, runs, summary, probes, condition_quant(spec), context={
-        "runs wall time (this invocation)": f"{run_wall / 60:.1f} min",
-        "workers": args.workers, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)",
-    })
+    walls = [r["wall_time_s"] for r in runs if r["wall_time_s"]]
+    context = {"runs finished": f"{len(walls)} of {len(runs)}",
+               "run wall times": f"sum {sum(walls) / 60:.1f} min, median {statistics.median(walls):.0f} s per run"
+               if walls else "n/a",
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, "
+                          f"{args.workers} runs in parallel, 1 torch thread each"}
+    if not args.no_run:
+        context["this invocation"] = f"{run_wall / 60:.1f} min of runs"
+    write_experiment_report(out, spec, runs, summary, probes, condition_quant(spec), context=context)
     print(json.dumps([{k: s[k] for k in ("precision", "method", "n", "val_loss_mean", "degradation_mean",
                                          "degradation_std")} for s in summary], indent=1))
     print(f"wrote {out}")

@@ -99,6 +99,8 @@ def test_shipped_experiment_spec_expands_and_validates() -> None:
     assert {c.precision for c in subset} == {"bf16", "emu-fp8-raw"}  # the baseline is always kept
     with pytest.raises(ConfigError, match="precisions"):
         spec.cells(None, ["fp64"])
+    gpu = load_spec("precision_gamma_gpu")  # the GPU version validates too (real fp8 next to emulation)
+    assert gpu.precisions["fp8"] == {"precision.mode": "fp8"} and len(gpu.seeds) == 5
     by = {(c.precision, c.method): c.config for c in cells if c.seed == 0}
     assert by[("emu-fp8-raw", "standard")].precision.emulation["scaling"] == "none"
     assert by[("bf16", "lora-g1")].method.name == "lora" and by[("bf16", "lora-g1")].method.gamma == 1.0

@@ -222,8 +222,11 @@ def noise_rows(table: pd.DataFrame, baseline: str | None) -> list[dict[str, str]
 
 
 def _rel(x: float, base: float) -> str:
-    if not (math.isfinite(x) and math.isfinite(base)) or base == 0:
+    """Relative change, as in the seeds' table; meaningless when the baseline gap is not positive."""
+    if not (math.isfinite(x) and math.isfinite(base)):
         return "–"
+    if base <= 0:
+        return "n/a (baseline ≤ 0)"
     return f"{100 * (x / base - 1):+.1f}%"
 
 

@@ -39,7 +39,7 @@ def condition_quant(spec: ExperimentSpec) -> dict[str, dict[str, Any] | None]:
     return out
 
 
-def probe_methods(spec: ExperimentSpec, steps: int) -> dict[str, Any]:
+def probe_methods(spec: ExperimentSpec, steps: int, max_elements: int = 1 << 14) -> dict[str, Any]:
     """``kss precision``'s probe (float32, ``steps`` steps) once per method, on the first seed."""
     from kss_lora.config import PrecisionConfig
     from kss_lora.precision.probe import probe_run
@@ -48,7 +48,8 @@ def probe_methods(spec: ExperimentSpec, steps: int) -> dict[str, Any]:
     out = {}
     for method in spec.methods:
         cfg = spec.run_config(spec.baseline_precision, method, spec.seeds[0])
-        out[method] = probe_run(Run(dataclasses.replace(cfg, precision=PrecisionConfig())), steps, seed=cfg.train.seed)
+        prepared = Run(dataclasses.replace(cfg, precision=PrecisionConfig()))
+        out[method] = probe_run(prepared, steps, max_elements=max_elements, seed=cfg.train.seed)
     return out
 
 
@@ -71,6 +72,41 @@ def underflow_rows(probes: dict[str, Any], quant: dict[str, dict[str, Any] | Non
                                  "scaling": q["scaling"], "underflow_frac": r["underflow_frac"],
                                  "saturate_frac": r["saturate_frac"], "rel_error": r["rel_error"]})
     return rows
+
+
+def method_contrasts(spec: ExperimentSpec, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per precision and method pair: degradation difference, paired by seed (mean ± std), Welch p-value.
+
+    Why: ``standard`` and a dense LoRA at γ = 1 differ only in γ, so their difference at one precision is
+    the γ effect the seeds' "Gamma theorem" is about; KSS vs dense LoRA at the same γ is the mask effect.
+    """
+    from scipy import stats
+
+    methods = list(spec.methods)
+    out = []
+    for prec in spec.precisions:
+        if prec == spec.baseline_precision:
+            continue
+        deg = {(r["method"], r["seed"]): r["degradation"] for r in runs
+               if r["precision"] == prec and r["degradation"] is not None}
+        for i, a in enumerate(methods):
+            for b in methods[i + 1:]:
+                seeds = sorted({s for m, s in deg if m == a} & {s for m, s in deg if m == b})
+                diffs = [deg[(a, s)] - deg[(b, s)] for s in seeds]
+                xa, xb = [deg[(a, s)] for s in seeds], [deg[(b, s)] for s in seeds]
+                p = float("nan")
+                if len(seeds) >= 2 and (_spread(xa) > 0 or _spread(xb) > 0):
+                    p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
+                mean = sum(diffs) / len(diffs) if diffs else float("nan")
+                sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else 0.0
+                out.append({"precision": prec, "contrast": f"{a} − {b}", "n_seeds": len(seeds),
+                            "diff_mean": mean, "diff_std": sd, "welch_p": p,
+                            "same_sign_all_seeds": bool(diffs) and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs))})
+    return out
+
+
+def _spread(xs: Sequence[float]) -> float:
+    return max(xs) - min(xs) if xs else 0.0
 
 
 def _pm(mean: float | None, std: float | None, pct: bool = False) -> str:
@@ -153,6 +189,12 @@ def write_experiment_report(out: Path, spec: ExperimentSpec, runs: list[dict[str
              "degradation": _pm(s["degradation_mean"], s["degradation_std"], pct=True)} for s in summary]
     text.append(markdown_table(rows, ["precision", "method", "γ", "n", "failed", "val_loss", "val_acc", "degradation"]))
     text.append("Per-run numbers: `runs.csv`. Plot: `degradation.png`.\n")
+    contrasts = method_contrasts(spec, runs)
+    if contrasts:
+        write_csv(out / "contrasts.csv", contrasts)
+        text.append("## Method contrasts: difference in degradation, paired by seed (percentage points)\n")
+        text.append(markdown_table([{**c, "diff": _pm(c["diff_mean"], c["diff_std"], pct=True)} for c in contrasts],
+                                   ["precision", "contrast", "n_seeds", "diff", "welch_p", "same_sign_all_seeds"]))
     if under:
         text.append("## Underflow each condition causes (probe: float32 steps, fractions of nonzero values)\n")
         tensors = [t for t in KEY_TENSORS if any(u["tensor"] == t for u in under)]

@@ -7,9 +7,16 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install quickstart test test-fast lint bench clean
+.PHONY: install install-test quickstart test test-fast lint bench clean
 
 install: $(VENV)/.installed
+
+# The test suite also exercises the optional executors and run mirrors (ray, submitit, MLflow, ...).
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev,noise,fp8,ray,slurm,tracking]"
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,10 +30,10 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install
 	$(VENV)/bin/kss run quickstart
 
-test: install
+test: install-test
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install-test
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

@@ -77,7 +77,7 @@ def test_matched_gamma_control():
     assert claim_matched_gamma(make_runs(groups)).verdict == NOT_MEASURED
     same = make_runs({**groups, (None, "lora", 1.0, 0.0, 0.0): [0.10, 0.12, 0.11, 0.09, 0.10]})
     r = claim_matched_gamma(same)
-    assert r.verdict in (FAILS, INCONCLUSIVE) and "does not beat dense LoRA" in r.note
+    assert r.verdict in (FAILS, INCONCLUSIVE) and "not significantly smaller: kss-default" in r.note
     worse_dense = make_runs({**groups, (None, "lora", 1.0, 0.0, 0.0): [0.30, 0.31, 0.29, 0.33, 0.30]})
     assert claim_matched_gamma(worse_dense).verdict == HOLDS
 

@@ -100,7 +100,7 @@ def test_report_has_tables_figures_and_verdicts(tmp_path):
     assert page.count("data:image/png;base64,") == 4  # self-contained (sparsity varies across presets)
     assert "<script" not in page
     # the caveat and its answer, in plain words
-    assert "learning-rate" in page and "KSS does not beat dense LoRA at matched γ" in page
+    assert "learning-rate" in page and "KSS does not beat dense LoRA at matched γ for every preset" in page
     # verdicts: big gap reduction vs standard holds in direction, not 33×; the control fails; some not measured
     md = paths["markdown"].read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}

@@ -85,8 +85,8 @@ class DetectOptions:
         checkpoints_per_epoch: eval-mode checkpoints per epoch for trajectories (AULC, cartography...).
         eval_examples: cap on validation examples (and no test pass) in auxiliary runs — other ranks,
             AUM passes, folds — whose metrics are not reported; ``None`` evaluates them fully.
-        primary: detector whose ranking the suspected-errors CSV follows (default: first of ract,
-            confident-learning, the first detector run).
+        primary: detector whose ranking the suspected-errors CSV follows (default: confident-learning
+            when run, else the first detector named).
     """
 
     detectors: Sequence[str] = DEFAULT_DETECTORS
@@ -441,7 +441,9 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
         suggested = labels.copy()
     else:
         suggested = suggest_probs[:, :k].argmax(axis=1)
-    primary = opts.primary or next((d for d in ("ract", "confident-learning") if d in opts.detectors), opts.detectors[0])
+    # Default ranking for the CSV: confident learning (out-of-sample, established) when run; not SPEC's
+    # `ract`, whose sign depends on the training regime (docs/detection.md).
+    primary = opts.primary or ("confident-learning" if "confident-learning" in opts.detectors else opts.detectors[0])
     ordered = {d: scores[d] for d in opts.detectors}
     return DetectionResult(
         ids=ids, texts=list(split.texts), text_pairs=split.text_pairs, labels=labels, label_names=label_names,

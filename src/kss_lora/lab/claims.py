@@ -208,7 +208,7 @@ def claim_matched_gamma(runs: pd.DataFrame) -> ClaimResult:
     """Not a seed claim: the control that tells a masking effect from a γ (learning-rate) effect."""
     text = "(control) KSS beats dense LoRA at the *same* γ, so the gap reduction is the mask, not a γ/lr change"
     seed = "not reported by the seeds (their baseline runs at γ = 0.5, KSS at γ = 1.0 / 1.5)"
-    parts, verdicts = [], []
+    parts, verdicts, smaller, not_smaller = [], [], [], []
     for preset in KSS_PRESETS:
         kss = select(runs, preset=preset)
         if len(kss) < 2:
@@ -222,14 +222,18 @@ def claim_matched_gamma(runs: pd.DataFrame) -> ClaimResult:
         point, lo, hi = ratio_ci(_vals(kss, "gap"), _vals(dense, "gap"))
         # Significantly smaller → holds; no reduction at all (ratio ≥ 1) → does not hold; else too noisy.
         verdicts.append(HOLDS if hi < 1.0 else FAILS if point >= 1.0 else INCONCLUSIVE)
+        (smaller if hi < 1.0 else not_smaller).append(f"{preset} ({point:.2f})")
         parts.append(f"{preset} vs dense γ={gamma:g}: gap ratio {_fmt_ratio(point, lo, hi)}")
     if not verdicts:
         return ClaimResult("matched-gamma", text, seed, "–", NOT_MEASURED,
                            "no dense LoRA runs at γ = 1.0 / 1.5: run the matched_lr sweep into this runs directory")
     verdict = combine(verdicts)
-    note = ("KSS does not beat dense LoRA at matched γ: the five-config difference is (at least partly) a γ effect"
-            if verdict != HOLDS else "")
-    return ClaimResult("matched-gamma", text, seed, "; ".join(parts), verdict, note)
+    notes = []
+    if smaller:
+        notes.append(f"significantly smaller gap than dense LoRA at the same γ: {', '.join(smaller)}")
+    if not_smaller:
+        notes.append(f"not significantly smaller: {', '.join(not_smaller)}")
+    return ClaimResult("matched-gamma", text, seed, "; ".join(parts), verdict, "; ".join(notes))
 
 
 def noise_levels(runs: pd.DataFrame) -> list[float]:

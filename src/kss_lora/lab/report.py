@@ -170,7 +170,9 @@ def matched_rows(ok: pd.DataFrame) -> list[dict[str, str]]:
         rows.append({"KSS arm": arm, "γ": f"{gamma:g}", "dense arm (same γ)": ", ".join(sorted(d["arm"].unique())),
                      "KSS gap": fmt_mean_std(g["gap"].mean(), g["gap"].std()),
                      "dense gap": fmt_mean_std(d["gap"].mean(), d["gap"].std()),
+                     "gap ratio": f"{g['gap'].mean() / d['gap'].mean():.2f}" if d["gap"].mean() else "–",
                      "diff 95% CI": f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]", "Welch p": fmt_p(c["welch_p"]),
+                     "val loss KSS / dense": f"{g['val_loss'].mean():.4f} / {d['val_loss'].mean():.4f}",
                      "verdict": verdict})
     return rows
 
@@ -181,12 +183,12 @@ def matched_text(claims: list[Any]) -> str:
         return ("**The matched-γ control was not run here**, so this report cannot tell a masking effect from a "
                 "γ effect: run the `matched_lr` sweep into the same runs directory.")
     if c.verdict == "holds":
-        return "**At matched γ, KSS still has a significantly smaller gap than dense LoRA.**"
-    if c.verdict == "inconclusive":
-        return ("**KSS does not significantly beat dense LoRA at matched γ** (verdict: inconclusive): the "
-                "five-config difference cannot be attributed to the mask rather than to γ.")
-    return ("**KSS does not beat dense LoRA at matched γ** (verdict: does not hold): the five-config difference "
-            "is, at least in part, the γ (learning-rate) effect.")
+        return f"**At matched γ, every KSS preset has a significantly smaller gap than dense LoRA** ({c.note})."
+    if c.verdict == "does not hold":
+        return (f"**KSS does not beat dense LoRA at matched γ for every preset** ({c.note}): where it does not, "
+                "the five-config difference is the γ (learning-rate) effect.")
+    return (f"**At matched γ the masking effect is mixed** ({c.note}); any difference from `standard` beyond "
+            "these ratios is the γ (learning-rate) effect.")
 
 
 def noise_rows(table: pd.DataFrame, baseline: str | None) -> list[dict[str, str]]:

@@ -17,8 +17,9 @@ from kss_lora.precision.experiment import ExperimentSpec
 from kss_lora.precision.report import markdown_table, plot, write_csv
 
 SEED_CLAIMS = {"standard": 0.682, "kss-default": 0.052}  # SPEC section 4: FP8 degradation claimed by the seeds
+# Tensors an emulated condition actually casts (``lora_update`` = γ·B·A·x is not one: PEFT applies γ after lora_B).
 KEY_TENSORS = ("base_input", "base_weight", "base_grad_output", "lora_A_weight", "lora_B_weight", "lora_B_input",
-               "lora_A_grad_output", "lora_B_grad_output", "lora_update")
+               "lora_A_grad_output", "lora_B_grad_output")
 
 
 def condition_quant(spec: ExperimentSpec) -> dict[str, dict[str, Any] | None]:
@@ -197,6 +198,8 @@ def write_experiment_report(out: Path, spec: ExperimentSpec, runs: list[dict[str
                                    ["precision", "contrast", "n_seeds", "diff", "welch_p", "same_sign_all_seeds"]))
     if under:
         text.append("## Underflow each condition causes (probe: float32 steps, fractions of nonzero values)\n")
+        text.append("From `kss precision`'s probe of each method (a few float32 AdamW steps without the KSS mask, so "
+                    "`kss-default` and `lora-g1` probe alike); `nan` = not cast in that condition.\n")
         tensors = [t for t in KEY_TENSORS if any(u["tensor"] == t for u in under)]
         pivot = []
         for method in probes:

@@ -13,7 +13,6 @@ Writes benchmarks/results/kss_step.json. Target on CPU for MiniLM: step-time rat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -62,15 +61,21 @@ def step(model, opt, x, y) -> tuple[float, float]:
 
 
 def peak_rss_mb(method: str, args: argparse.Namespace) -> float:
-    """Peak RSS of a fresh process doing a few steps of one method (ru_maxrss is in kB on Linux)."""
-    code = (
-        "import resource, sys; sys.path.insert(0, %r); import bench_kss_step as b; "
-        "m, o = b.build(%r, %r); x, y = b.batch(%d, %d)\n"
-        "for _ in range(3): b.step(m, o, x, y)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    ) % (str(Path(__file__).parent), method, args.model, args.batch, args.length)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    """Peak RSS of a fresh process (this script with --child) doing a few steps of one method."""
+    cmd = [sys.executable, __file__, "--child", method, "--model", args.model, "--batch", str(args.batch),
+           "--length", str(args.length)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def child(method: str, args: argparse.Namespace) -> None:
+    import resource
+
+    model, opt = build(method, args.model)
+    x, y = batch(args.batch, args.length)
+    for _ in range(3):
+        step(model, opt, x, y)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # kB on Linux
 
 
 def main() -> None:
@@ -81,7 +86,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        return child(args.child, args)
 
     x, y = batch(args.batch, args.length)
     models = {m: build(m, args.model) for m in ("lora", "kss-default")}

@@ -383,6 +383,9 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
+NOT_RUN_CONFIGS = ("accelerate", "sweeps", "precision")
+
+
 def shipped_configs() -> dict[str, Path]:
     """Configs shipped as package data, by name (file stem), e.g. ``quickstart``."""
     root = resources.files("kss_lora") / "configs"
@@ -390,8 +393,9 @@ def shipped_configs() -> dict[str, Path]:
         return {}
     base = Path(str(root))
     paths = (Path(str(p)) for p in root.rglob("*.yaml"))
-    # configs/accelerate/ holds accelerate launcher profiles (kss run --profile), not run configs.
-    return {p.stem: p for p in paths if p.relative_to(base).parts[0] != "accelerate"}
+    # Not run configs: accelerate launcher profiles (kss run --profile), sweep files (kss sweep) and
+    # precision experiment specs (benchmarks/run_precision_experiment.py).
+    return {p.stem: p for p in paths if p.relative_to(base).parts[0] not in NOT_RUN_CONFIGS}
 
 
 def resolve_config_path(name_or_path: str) -> Path:

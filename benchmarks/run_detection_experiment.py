@@ -170,10 +170,12 @@ def aggregate(args: argparse.Namespace) -> int:
     lines += ["## Per class (F1 at the class's own k, mean over seeds; class = given label: "
               "0 Business, 1 Sci/Tech, 2 Sports, 3 World)", ""]
     for setting, g in pc.groupby("setting", sort=False):
+        g = g.assign(f1_at_k=g["f1_at_k"].where(g["n_noisy"] > 0))  # no noisy example in the class: undefined
         wide = g.groupby(["detector", "class"], sort=False)["f1_at_k"].mean().unstack("class")
         lines += [f"### {setting}", "", "| detector | " + " | ".join(f"class {c}" for c in wide.columns) + " |",
                   "|---" * (len(wide.columns) + 1) + "|"]
-        lines += [f"| {d} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for d, row in wide.iterrows()]
+        lines += [f"| {d} | " + " | ".join("–" if v != v else f"{v:.3f}" for v in row) + " |"
+                  for d, row in wide.iterrows()]
         lines.append("")
     rt = [{"setting": r["setting"], "seed": r["seed"], **row} for r in raws for row in r.get("retrain", [])]
     if rt:

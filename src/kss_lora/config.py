@@ -398,16 +398,15 @@ def shipped_configs() -> dict[str, Path]:
     return {p.stem: p for p in paths if p.relative_to(base).parts[0] not in NOT_RUN_CONFIGS}
 
 
-def resolve_config_path(name_or_path: str) -> Path:
+def resolve_config_path(name_or_path: str, *, shipped: dict[str, Path] | None = None, what: str = "config") -> Path:
+    """A file path, or the name of a shipped file (run configs by default; pass ``shipped`` for others)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = shipped_configs()
+    shipped = shipped_configs() if shipped is None else shipped
     if name_or_path in shipped:
         return shipped[name_or_path]
-    raise ConfigError(
-        "config", f"no such file or shipped config {name_or_path!r}; shipped: {', '.join(sorted(shipped))}"
-    )
+    raise ConfigError(what, f"no such file or shipped {what} {name_or_path!r}; shipped: {', '.join(sorted(shipped))}")
 
 
 def load_raw(name_or_path: str) -> dict[str, Any]:

@@ -57,8 +57,8 @@ def measure(executor: str, workers: int, *, model: str, runs: int, examples: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="minilm")
-    ap.add_argument("--runs", type=int, default=4)
-    ap.add_argument("--examples", type=int, default=400, help="synthetic training examples per run")
+    ap.add_argument("--runs", type=int, default=6)
+    ap.add_argument("--examples", type=int, default=1600, help="synthetic training examples per run")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sweep_throughput.json"))
     args = ap.parse_args()
     _quiet_libraries()

@@ -26,7 +26,6 @@ def first_run(tmp_path: Path) -> Path:
     return sorted(d for d in runs_dir.iterdir() if d.name.startswith("standard"))[0]
 
 
-@pytest.mark.slow  # MLflow creates its SQLite schema (alembic migrations): ~10-20 s
 def test_mlflow_sqlite_mirror(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     pytest.importorskip("sqlalchemy")

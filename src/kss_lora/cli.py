@@ -149,4 +149,7 @@ def entry() -> Any:
 
 
 if __name__ == "__main__":
-    entry()
+    # Run through the imported module, not __main__: plugins register their subcommands on kss_lora.cli.
+    from kss_lora.cli import entry as _entry
+
+    _entry()

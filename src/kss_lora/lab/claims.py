@@ -174,7 +174,10 @@ def claim_quality_cost(runs: pd.DataFrame) -> ClaimResult:
     point, lo, hi = ratio_ci(k, b)
     verdict = judge_at_most((lo - 1, hi - 1), 0.004)
     measured = f"{100 * (point - 1):+.1f}% [{100 * (lo - 1):+.1f}%, {100 * (hi - 1):+.1f}%]"
-    return ClaimResult("quality-cost", text, seed, measured, verdict)
+    gamma_b, gamma_k = float(base["gamma"].iloc[0]), float(kss["gamma"].iloc[0])
+    note = (f"vs `standard` at γ = {gamma_b:g}; kss-default runs at γ = {gamma_k:g}, so compare dense LoRA at the same γ"
+            if gamma_b != gamma_k else "")
+    return ClaimResult("quality-cost", text, seed, measured, verdict, note)
 
 
 def _presets_claim(runs: pd.DataFrame, metric: str, cid: str, text: str, seed: str, seed_index: int) -> ClaimResult:

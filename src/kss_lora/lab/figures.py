@@ -78,7 +78,7 @@ def run_tiles(runs: pd.DataFrame, conditions: list[str], path: Path, metric: str
                 failed[i, j] = True
     finite = grid[np.isfinite(grid)]
     vmax = max(float(np.abs(finite).max()), 1e-6) if len(finite) else 1.0
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(seeds), 0.9 + 0.42 * len(conditions)))
+    fig, ax = plt.subplots(figsize=(max(5.5, 2.2 + 0.9 * len(seeds)), 1.2 + 0.42 * len(conditions)))
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="coolwarm", vmin=-vmax, vmax=vmax, aspect="auto")
     for i in range(len(conditions)):
         for j in range(len(seeds)):
@@ -90,7 +90,7 @@ def run_tiles(runs: pd.DataFrame, conditions: list[str], path: Path, metric: str
     ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds], fontsize=8)
     ax.set_yticks(range(len(conditions)), conditions, fontsize=8)
     fig.colorbar(im, ax=ax, label=metric.replace("_", " "))
-    what = "gap_clean = val − train loss on the true labels (= gap at 0% noise)" if metric == "gap_clean" else metric
+    what = "gap_clean\n(val − train loss on the true labels; = gap at 0% noise)" if metric == "gap_clean" else metric
     ax.set_title(f"Every run, coloured by {what}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -100,7 +100,8 @@ def build_sections(runs: pd.DataFrame, table: pd.DataFrame, baseline: str | None
     sections.append({"title": "All conditions", "text": (
         "Mean ± std over seeds. κ_rel = gap / baseline gap (same stratum); quality cost = relative val-loss change; "
         "CI = bootstrap 95% CI of the gap difference vs the baseline; Welch and Mann-Whitney U p-values on the gap; "
-        "'ranges overlap' = whether the two groups' gap ranges intersect."), "rows": summary_rows(table)})
+        "'ranges overlap' = whether the two groups' gap ranges intersect. Under noise these use gap_clean, and κ_rel "
+        "is n/a where the baseline gap is not positive."), "rows": summary_rows(table)})
     failed = runs[runs["status"] != "ok"]
     if len(failed):
         sections.append({"title": "Failed and unfinished runs", "text": "", "rows": [

@@ -125,6 +125,8 @@ def aggregate(runs: pd.DataFrame, *, baseline: str | None = None, seed: int = 0)
         row["kappa_abs"] = row["gap_mean"]
         base = ok[(ok["arm"] == baseline) & (ok["stratum"] == stratum)] if baseline is not None else ok.iloc[0:0]
         if len(base):
+            row["baseline_gap_mean"] = float(_clean(base["gap"]).mean())
+            row["baseline_gap_clean_mean"] = float(_clean(base["gap_clean"]).mean())
             row["kappa_rel"] = _ratio(row["gap_mean"], float(_clean(base["gap"]).mean()))
             row["kappa_rel_clean"] = _ratio(row["gap_clean_mean"], float(_clean(base["gap_clean"]).mean()))
             base_val = float(_clean(base["val_loss"]).mean())
@@ -136,11 +138,19 @@ def aggregate(runs: pd.DataFrame, *, baseline: str | None = None, seed: int = 0)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    # Baseline first within each stratum, strata in the order they first appear.
-    order = {s: i for i, s in enumerate(dict.fromkeys(table["stratum"]))}
-    table["_s"] = table["stratum"].map(order)
-    table = table.sort_values(["_s", "is_baseline"], ascending=[True, False], kind="stable").drop(columns="_s")
+    # Strata by noise rate, then by the numbers in their label (rank 4 before rank 16); baseline first in each.
+    table["_n"] = table["noise_rate"].astype(float).fillna(0.0)
+    table["_k"] = [_natural(str(s)) for s in table["stratum"]]
+    table = table.sort_values(["_n", "_k", "is_baseline"], ascending=[True, True, False], kind="stable")
+    table = table.drop(columns=["_n", "_k"])
     return table.reset_index(drop=True)
+
+
+def _natural(text: str) -> tuple:
+    """Sort key that orders numbers inside labels by value: "r=4" < "r=16"."""
+    import re
+
+    return tuple(float(t) if t.replace(".", "", 1).isdigit() else t for t in re.findall(r"\d+\.?\d*|\D+", text))
 
 
 def fmt_mean_std(mean: float, std: float, digits: int = 4) -> str:
@@ -165,9 +175,11 @@ def summary_rows(table: pd.DataFrame) -> list[dict[str, str]]:
     """The main columns of :func:`aggregate`, formatted for humans (Markdown and HTML share them)."""
     out = []
     for _, r in table.iterrows():
-        has_base = "gap_diff" in r and isinstance(r.get("gap_diff"), float) and math.isfinite(r["gap_diff"])
-        ci = f"[{r['gap_ci_lo']:+.4f}, {r['gap_ci_hi']:+.4f}]" if has_base and not r["is_baseline"] else "–"
-        overlap = "–" if not has_base or r["is_baseline"] else ("yes" if r["gap_overlap"] else "no")
+        # Under label noise the comparison is on gap_clean (SPEC §2): the noisy-label gap shrinks for everyone.
+        m = "gap_clean" if isinstance(r.get("noise_rate"), float) and r["noise_rate"] > 0 else "gap"
+        has_base = f"{m}_diff" in r and isinstance(r.get(f"{m}_diff"), float) and math.isfinite(r[f"{m}_diff"])
+        ci = f"[{r[f'{m}_ci_lo']:+.4f}, {r[f'{m}_ci_hi']:+.4f}]" if has_base and not r["is_baseline"] else "–"
+        overlap = "–" if not has_base or r["is_baseline"] else ("yes" if r[f"{m}_overlap"] else "no")
         out.append({
             "condition": str(r["condition"]), "n": str(r["n"]),
             "train loss": fmt_mean_std(r["train_loss_mean"], r["train_loss_std"]),
@@ -175,14 +187,25 @@ def summary_rows(table: pd.DataFrame) -> list[dict[str, str]]:
             "gap": fmt_mean_std(r["gap_mean"], r["gap_std"]),
             "gap_clean": fmt_mean_std(r["gap_clean_mean"], r["gap_clean_std"]),
             "val acc": fmt_mean_std(r["val_accuracy_mean"], r["val_accuracy_std"], 3),
-            "κ_rel": "–" if r["is_baseline"] else fmt_num(r.get("kappa_rel"), 3),
+            "κ_rel": _kappa(r, "kappa_rel", "baseline_gap_mean"),
+            "κ_rel clean": _kappa(r, "kappa_rel_clean", "baseline_gap_clean_mean"),
             "quality cost": "–" if r["is_baseline"] else _pct(r.get("quality_cost")),
-            "gap diff 95% CI": ci,
-            "Welch p": "–" if r["is_baseline"] else fmt_p(r.get("gap_welch_p")),
-            "MWU p": "–" if r["is_baseline"] else fmt_p(r.get("gap_mwu_p")),
+            "gap diff 95% CI": ci + (" (clean)" if m == "gap_clean" and ci != "–" else ""),
+            "Welch p": "–" if r["is_baseline"] else fmt_p(r.get(f"{m}_welch_p")),
+            "MWU p": "–" if r["is_baseline"] else fmt_p(r.get(f"{m}_mwu_p")),
             "ranges overlap": overlap,
         })
     return out
+
+
+def _kappa(r: Any, col: str, base_col: str) -> str:
+    """κ_rel is a ratio to the baseline gap: meaningless when that gap is not positive (e.g. under noise)."""
+    if r["is_baseline"]:
+        return "–"
+    base = r.get(base_col)
+    if isinstance(base, float) and math.isfinite(base) and base <= 0:
+        return "n/a"
+    return fmt_num(r.get(col), 3)
 
 
 def _pct(x: Any) -> str:
@@ -199,5 +222,5 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """The aggregate table's main columns as Markdown (p-values and CI are for the gap vs the baseline)."""
+    """The aggregate table's main columns as Markdown (p-values and CI: gap vs the baseline; gap_clean under noise)."""
     return markdown_table(summary_rows(table))

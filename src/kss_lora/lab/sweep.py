@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import rundir
-from ..config import from_dict, load_raw, parse_yaml, set_key, to_yaml
+from ..config import from_dict, load_raw, parse_yaml, resolve_config_path, set_key, to_yaml
 from ..errors import ConfigError, KSSError
 
 SWEEP_KEYS = ("name", "description", "base", "overrides", "conditions", "grid", "baseline", "strata", "runs_dir",
@@ -106,13 +106,7 @@ def shipped_sweeps() -> dict[str, Path]:
 
 
 def resolve_sweep_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = shipped_sweeps()
-    if name_or_path in shipped:
-        return shipped[name_or_path]
-    raise ConfigError("sweep", f"no such file or shipped sweep {name_or_path!r}; shipped: {', '.join(sorted(shipped))}")
+    return resolve_config_path(name_or_path, shipped=shipped_sweeps(), what="sweep")
 
 
 def load_sweep(name_or_path: str, overrides: list[str] | None = None, grid: list[str] | None = None) -> SweepSpec:

@@ -17,6 +17,7 @@ import json
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,15 @@ class ExperimentSpec:
                 for p in chosen for m in self.methods]
 
 
+def shipped_experiments() -> dict[str, Path]:
+    """Experiment specs shipped as package data (``configs/precision/*.yaml``), by name."""
+    root = resources.files("kss_lora") / "configs" / "precision"
+    return {p.stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")} if root.is_dir() else {}
+
+
 def load_spec(name_or_path: str) -> ExperimentSpec:
     """Read and check an experiment spec (path or shipped name, e.g. ``precision_gamma_cpu``)."""
-    path = resolve_config_path(name_or_path)
+    path = resolve_config_path(name_or_path, shipped=shipped_experiments(), what="experiment")
     data = parse_yaml(path.read_text(), str(path))
     for key in data:
         if key not in _SPEC_KEYS:

@@ -8,21 +8,28 @@ Public API (the method)::
     masker = attach_kss(peft_model, optimizer, kss)      # plain PyTorch loop
     Trainer(..., callbacks=[KSSCallback(kss)])           # HF Trainer / TRL
 
-The lab (``kss run``, ``kss sweep``, ``kss report``) lives behind the ``kss`` command.
+The lab (``kss run``, ``kss sweep``, ``kss report``) lives behind the ``kss`` command. The method's names
+are imported lazily, so ``import kss_lora.noise`` or ``kss_lora.dynamics`` does not pay for torch.
 """
 
+from importlib import import_module
 from typing import Any
 
 from .errors import ConfigError, DataError, KSSError
-from .methods.kss import PRESETS, KSSConfig, KSSMasker, attach_kss
 
 __version__ = "0.1.0"
 __all__ = ["PRESETS", "ConfigError", "DataError", "KSSCallback", "KSSConfig", "KSSError", "KSSMasker", "attach_kss"]
 
+_LAZY = {
+    "PRESETS": ".methods.kss.config",
+    "KSSConfig": ".methods.kss.config",
+    "KSSMasker": ".methods.kss.masking",
+    "attach_kss": ".methods.kss.masking",
+    "KSSCallback": ".methods.kss.callback",  # imports transformers
+}
+
 
 def __getattr__(name: str) -> Any:
-    if name == "KSSCallback":  # imports transformers: only when asked for
-        from .methods.kss.callback import KSSCallback
-
-        return KSSCallback
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'kss_lora' has no attribute {name!r}")

@@ -32,13 +32,7 @@ ROWS = [  # question, best, correct, incorrect (the CSV's own "; " separators, p
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, above all on a shared CPU (runs set train.threads: 1 too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_csv(path: Path, rows: list[tuple[str, str, str, str]] = ROWS) -> str:

@@ -41,6 +41,11 @@ def tiny_config(tmp_path: Path, **blocks: dict) -> dict:
         "train": {"seed": 0, "epochs": 2, "batch_size": 16, "lr": 5e-3, "progress": False, "threads": 1},
         "output": {"dir": str(tmp_path / "runs")},
     }
+    return with_blocks(cfg, **blocks)
+
+
+def with_blocks(cfg: dict, **blocks: dict) -> dict:
+    """Update a config dict block by block (``train={"epochs": 1}`` changes only that key of train)."""
     for key, value in blocks.items():
         cfg.setdefault(key, {}).update(value)
     return cfg

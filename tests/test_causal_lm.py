@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import with_blocks
 
 from kss_lora.cli import main
 from kss_lora.config import from_dict
@@ -108,9 +109,7 @@ def lm_config(tmp_path: Path, **blocks: dict) -> dict:
         "train": {"seed": 0, "epochs": 2, "batch_size": 4, "lr": 5e-3, "progress": False, "threads": 1},
         "output": {"dir": str(tmp_path / "runs")},
     }
-    for key, value in blocks.items():
-        cfg.setdefault(key, {}).update(value)
-    return cfg
+    return with_blocks(cfg, **blocks)
 
 
 def write_config(tmp_path: Path, cfg: dict) -> str:

@@ -115,7 +115,7 @@ def test_launch_commands():
 
 @pytest.mark.parametrize("args,expected", [
     (["--launcher", "accelerate", "--profile", "zero3"], "launcher.profile: unknown profile 'zero3'"),
-    (["--launcher", "accelerate", "--profile", "fsdp2"], "FSDP2 is not implemented"),
+    (["--launcher", "accelerate", "--profile", "zero3.yaml"], "launcher.profile: unknown profile 'zero3.yaml'"),
     (["--launcher", "torchrun", "--nproc", "0"], "launcher.num_processes"),
     (["launcher.name=mpi"], "launcher.name"),
 ])

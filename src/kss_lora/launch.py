@@ -17,14 +17,19 @@ How a multi-process run works (see ``docs/scale-out.md``):
 
 Why not ``DistributedDataParallel``: its wrapper renames parameters (``module.``), its bucketing hooks
 fire before our per-step mask would be applied, and our loop already owns the step; summing gradients
-explicitly keeps the loop one plain PyTorch loop for 1 or N processes. FSDP2 (sharded parameters) is
-not implemented: the ``fsdp2`` profile is refused with a clear error (masks on sharded DTensors need
-support in the KSS masker first).
+explicitly keeps the loop one plain PyTorch loop for 1 or N processes.
+
+FSDP2 (profile ``fsdp2``, :mod:`kss_lora.fsdp`): parameters are sharded across ranks with ``fully_shard``
+(names unchanged), the backward reduce-scatters (sums) the gradients, and each rank masks its gradient
+shard with its part of the full-size KSS mask, so the run still equals single-process training. Every
+forward is a collective under FSDP2, so every rank runs the same number of forward passes: micro-batches
+and evaluation shards are padded to equal counts (padding carries zero weight and is dropped).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .fsdp import FSDPOptions, full_tensor
 
 LAUNCHED_ENV = "KSS_LORA_LAUNCHED"
 BUCKET_ELEMENTS = 1 << 24  # 16M floats (64 MB) per all-reduce call
@@ -54,6 +60,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    fsdp: FSDPOptions | None = None  # set: parameters are sharded with FSDP2 (see kss_lora.fsdp)
 
     @property
     def enabled(self) -> bool:
@@ -67,6 +74,24 @@ class DistContext:
         """This rank's contiguous share of ``index`` (ranks differ by at most one example)."""
         return np.array_split(np.asarray(index), self.world_size)[self.rank] if self.enabled else np.asarray(index)
 
+    @property
+    def strategy(self) -> str | None:
+        return None if not self.enabled else ("fsdp2" if self.fsdp is not None else "ddp")
+
+    def padded_shard(self, index: np.ndarray) -> tuple[np.ndarray, int]:
+        """This rank's share of ``index`` padded to the largest rank's length, and how many are real.
+
+        Under FSDP2 every forward pass is a collective, so every rank must run as many; the padding repeats
+        an example of ``index`` and its outputs are dropped. Without FSDP2 there is no padding.
+        """
+        mine = self.shard(index)
+        if self.fsdp is None or not len(index):
+            return mine, len(mine)
+        index = np.asarray(index)
+        width = -(-len(index) // self.world_size)  # the first rank's share is the largest
+        filler = mine[-1] if len(mine) else index[0]
+        return np.concatenate([mine, np.full(width - len(mine), filler, dtype=index.dtype)]), len(mine)
+
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""
         if not self.enabled:
@@ -79,10 +104,15 @@ class DistContext:
         """Sum gradients (missing ones count as zero) and the small ``extra`` vector across ranks.
 
         ``extra`` rides in the first bucket, so loss sums, example counts and a divergence flag cost no
-        separate collective. Returns the summed ``extra``.
+        separate collective. Returns the summed ``extra``. Under FSDP2 the backward has already summed
+        (reduce-scattered) the gradients; only ``extra`` is summed here.
         """
         if not self.enabled:
             return extra
+        if self.fsdp is not None:
+            summed = extra.to(torch.float32).clone()
+            torch.distributed.all_reduce(summed)
+            return summed
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -110,7 +140,10 @@ class DistContext:
         return summed_extra
 
     def broadcast_params(self, params: list[torch.nn.Parameter]) -> None:
-        """Start every rank from rank 0's trainable weights (they are seeded alike; this makes it certain)."""
+        """Start every rank from rank 0's trainable weights (they are seeded alike; this makes it certain).
+
+        Call before sharding: FSDP2 shards each rank's copy of the full weights.
+        """
         if self.enabled:
             with torch.no_grad():
                 for p in params:
@@ -121,8 +154,12 @@ class DistContext:
             torch.distributed.barrier()
 
 
-def init_distributed() -> DistContext:
-    """Join the process group that torchrun/accelerate describe in the environment (no-op when alone)."""
+def init_distributed(launcher: Any = None) -> DistContext:
+    """Join the process group that torchrun/accelerate describe in the environment (no-op when alone).
+
+    ``launcher`` (the run config's block) names the strategy through its profile; ``accelerate launch`` with
+    an FSDP config of the user's own selects FSDP2 through the environment.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
@@ -133,8 +170,9 @@ def init_distributed() -> DistContext:
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
+    fsdp = FSDPOptions.from_accelerate_env() or (fsdp_options(launcher) if launcher is not None else None)
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
-                       backend=dist.get_backend())
+                       backend=dist.get_backend(), fsdp=fsdp)
 
 
 def shutdown_distributed() -> None:
@@ -161,9 +199,9 @@ def mask_digest(masker: Any, steps: list[int]) -> str:
 def params_digest(params: dict[str, torch.nn.Parameter]) -> str:
     """Hash of parameter values (sorted by name): equal on every rank after a correct data-parallel run."""
     h = hashlib.sha256()
-    for name in sorted(params):
+    for name in sorted(params):  # sharded (FSDP2) tensors are gathered whole: every rank runs this loop
         h.update(name.encode())
-        h.update(params[name].detach().float().cpu().numpy().tobytes())
+        h.update(full_tensor(params[name].detach()).float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -185,13 +223,38 @@ def profile_path(profile: str) -> Path:
                                           "(or a path to an accelerate config file)")
 
 
+def read_profile(launcher: Any) -> dict[str, Any]:
+    import yaml
+
+    path = profile_path(launcher.profile)
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the same one-line error
+        raise ConfigError("launcher.profile", f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("launcher.profile", f"{path} is not a mapping of accelerate settings")
+    return data
+
+
+def fsdp_options(launcher: Any) -> FSDPOptions | None:
+    """The FSDP2 options the launcher's profile asks for; None for data parallelism with replicated weights.
+
+    Raises a one-line ConfigError for what the runner cannot honour (FSDP1, DeepSpeed, Megatron ...).
+    """
+    profile = read_profile(launcher)
+    kind = str(profile.get("distributed_type", "MULTI_GPU")).upper()
+    if kind == "FSDP":
+        return FSDPOptions.from_profile(profile.get("fsdp_config") or {})
+    if kind in ("MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "NO"):
+        return None
+    raise ConfigError("launcher.profile", f"distributed_type {kind} is not supported by kss run; use a ddp (MULTI_GPU) "
+                                          "or FSDP (fsdp_version: 2) profile")
+
+
 def check_supported(launcher: Any) -> None:
     """Refuse, as one line, what the runner cannot honour (before any process starts)."""
-    if launcher.name == "accelerate":
-        text = profile_path(launcher.profile).read_text().lower().replace(" ", "")
-        if "distributed_type:fsdp" in text:
-            raise ConfigError("launcher.profile", "FSDP2 is not implemented yet (KSS masks on sharded parameters); "
-                                                  "use profile ddp, which replicates the model on each GPU")
+    fsdp_options(launcher)
 
 
 def build_command(launcher: Any, cli_args: list[str]) -> list[str]:

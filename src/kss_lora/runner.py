@@ -7,13 +7,15 @@ eval-mode pass over the whole training set on the targets trained on, never the 
 What differs between tasks (classification, causal-LM: data, tokenization, per-example loss) lives in
 :mod:`kss_lora.tasks`; both reduce an example to one loss in nats. The same loop runs as one process or
 as N data-parallel processes (:mod:`kss_lora.launch`): each global batch is sharded across ranks and the
-gradients summed, so N processes compute what one would; only rank 0 writes the run directory.
+gradients summed, so N processes compute what one would; only rank 0 writes the run directory. Under
+FSDP2 (:mod:`kss_lora.fsdp`) the weights are sharded too, and the same arithmetic holds.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -26,6 +28,7 @@ from . import rundir
 from .config import RunConfig, to_yaml
 from .dynamics.records import DynamicsRecorder
 from .errors import KSSError, TrainingDiverged
+from .fsdp import full_trainable_state, shard_model
 from .launch import DistContext, init_distributed, mask_digest, params_digest
 from .methods import ResolvedMethod, masked_parameters, resolve_method, wrap_model
 from .methods.kss import attach_kss
@@ -51,7 +54,7 @@ class Run:
         self.method: ResolvedMethod = resolve_method(cfg.method)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.dist: DistContext = init_distributed()
+        self.dist: DistContext = init_distributed(cfg.launcher)
         self.device = self._device(cfg.train.device)
         self.task: Task = make_task(cfg)
         self.task.load_data()
@@ -62,6 +65,8 @@ class Run:
         base = self.precision.before_adapters(base.to(self.device))
         wrapped = wrap_model(base, self.method, task_type=self.task.peft_task_type).to(self.device)
         self.model = self.precision.after_adapters(wrapped)
+        if self.dist.fsdp is not None:
+            self.model = self._shard(self.model)
         self.task.tokenize(self.tokenizer)
         self.recorder: DynamicsRecorder | None = None
 
@@ -71,6 +76,10 @@ class Run:
         if self.dist.enabled and wanted == "cuda":
             return torch.device("cuda", self.dist.local_rank)  # one GPU per process
         return torch.device(wanted)
+
+    def _shard(self, model: torch.nn.Module) -> torch.nn.Module:
+        self.dist.broadcast_params([p for p in model.parameters() if p.requires_grad])  # before: shards are cut
+        return shard_model(model, self.dist.world_size, self.device, self.dist.fsdp)
 
     # The task's splits, under the names this class has always had.
     @property
@@ -109,11 +118,12 @@ class Run:
     def evaluate_split(self, batches: Any) -> EvalOutput:
         """Eval-mode outputs for a whole split; sharded over data-parallel ranks and gathered on all."""
         n = len(batches)
-        local = self.dist.shard(np.arange(n))
+        local, real = self.dist.padded_shard(np.arange(n))
         out = self.task.evaluate(self.model, batches, local, batch_size=self.cfg.train.eval_batch_size,
                                  device=self.device, autocast=self.precision.autocast)
         if not self.dist.enabled:
             return out
+        local, out = local[:real], out.subset(np.arange(real))  # FSDP2 padding is dropped
         return EvalOutput.assemble(self.dist.gather((local, out)), n)
 
     def logits(self, batches: Batches) -> np.ndarray:
@@ -143,7 +153,8 @@ class Run:
         cfg, tc, dist = self.cfg, self.cfg.train, self.dist
         named = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         params = list(named.values())
-        dist.broadcast_params(params)
+        if dist.fsdp is None:
+            dist.broadcast_params(params)  # FSDP2: done before sharding
         optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
         micro = tc.batch_size // tc.grad_accum
         steps_per_epoch = math.ceil(len(self.train_batches) / tc.batch_size)
@@ -173,23 +184,28 @@ class Run:
             running_sum, running_n = 0.0, 0.0
             for start in range(0, len(perm), tc.batch_size):
                 batch_idx = perm[start : start + tc.batch_size]
-                local = dist.shard(batch_idx)
+                local, n_real = dist.padded_shard(batch_idx)
                 local_sum, bad = 0.0, 0.0
                 for m_start in range(0, len(local), micro):
                     index = local[m_start : m_start + micro]
+                    real = min(len(index), max(n_real - m_start, 0))  # FSDP2 pads the last ones of a rank
+                    if dist.fsdp is not None:  # reduce-scatter once per step, on the last micro-batch
+                        self.model.set_requires_gradient_sync(m_start + micro >= len(local))
                     losses, record = self.task.train_losses(self.model, self.train_batches, index, self.device,
                                                             self.precision.autocast)
-                    loss = losses.mean()
-                    if track.free:
-                        self.recorder.record_batch(step + 1, index, record)
+                    # A padding-only pass keeps FSDP2's collectives in step and contributes nothing.
+                    loss = losses[:real].mean() if real else losses.sum() * 0.0
+                    if track.free and real:
+                        self.recorder.record_batch(step + 1, index[:real], record[:real])
                     if not torch.isfinite(loss):
                         if not dist.enabled:
                             raise TrainingDiverged(f"loss became {loss.item()} at step {step}, epoch {epoch}")
                         bad = 1.0  # raised below on every rank together, so no rank waits forever
-                        break
-                    (loss * len(index) / len(batch_idx)).backward()
-                    local_sum += loss.item() * len(index)
-                summed = dist.all_reduce_grads(params, torch.tensor([local_sum, float(len(local)), bad]))
+                        if dist.fsdp is None:  # FSDP2 must still run every rank's remaining passes
+                            break
+                    (loss * real / len(batch_idx)).backward()
+                    local_sum += loss.item() * real
+                summed = dist.all_reduce_grads(params, torch.tensor([local_sum, float(n_real), bad]))
                 if dist.enabled and summed[2] > 0:
                     raise TrainingDiverged(f"loss became non-finite at step {step}, epoch {epoch}")
                 running_sum += float(summed[0]) if dist.enabled else local_sum
@@ -232,7 +248,7 @@ class Run:
         probe = sorted({0, max(steps - 1, 0)})
         mine = {"masks": mask_digest(masker, probe) if masker is not None else None, "params": params_digest(named)}
         every = self.dist.gather(mine)
-        info = {"world_size": self.dist.world_size, "backend": self.dist.backend,
+        info = {"world_size": self.dist.world_size, "backend": self.dist.backend, "strategy": self.dist.strategy,
                 "masks_agree": len({d["masks"] for d in every}) == 1,
                 "params_agree": len({d["params"] for d in every}) == 1, "mask_digest": mine["masks"]}
         if not (info["masks_agree"] and info["params_agree"]):
@@ -267,11 +283,16 @@ class Run:
             result.update(self.final_metrics(out["history"]), steps=out["steps"], status="ok")
             if "distributed" in out:
                 result["distributed"] = out["distributed"]
-            if self.cfg.output.save_adapter and main:
-                self.save(directory / "adapter", out["kss"])
+            if self.cfg.output.save_adapter:
+                # FSDP2: every rank takes part in gathering the trainable tensors; rank 0 writes them.
+                state = full_trainable_state(self.model) if self.dist.fsdp is not None else None
+                if main:
+                    self.save(directory / "adapter", out["kss"], state)
         except Exception as exc:  # recorded, not raised: a sweep goes on after a failed run
             if main:
                 (directory / "error.log").write_text(traceback.format_exc())
+            else:  # only rank 0 writes files: another rank's failure goes to its stderr
+                print(f"[rank {self.dist.rank}] {traceback.format_exc()}", file=sys.stderr)
             result.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         result["wall_time_s"] = round(time.time() - self.t0, 2)
         if main:
@@ -301,8 +322,8 @@ class Run:
             out["noise_rate_realised"] = float(self.is_noisy.mean())
         return out
 
-    def save(self, directory: Path, kss: Any) -> None:
-        self.model.save_pretrained(directory, safe_serialization=True)
+    def save(self, directory: Path, kss: Any, state: dict[str, torch.Tensor] | None = None) -> None:
+        self.model.save_pretrained(directory, safe_serialization=True, state_dict=state)
         if kss is not None:
             kss.save(directory)
 

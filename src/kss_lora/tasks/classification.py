@@ -61,16 +61,16 @@ def predict_logits(model: nn.Module, batches: Batches, *, batch_size: int, pad_i
     was_training = model.training
     model.eval()
     index = np.arange(len(batches)) if index is None else np.asarray(index)
-    order = index[np.argsort([len(batches.input_ids[i]) for i in index], kind="stable")]
-    position = {int(i): j for j, i in enumerate(index)}
-    out: list[np.ndarray] = [None] * len(index)  # type: ignore[list-item]
+    order = np.argsort([len(batches.input_ids[i]) for i in index], kind="stable")  # positions in index
+    out = np.zeros((0, 0), dtype=np.float32)
     for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        logits = model(**collate(batches, chunk, pad_id, device)).logits.float().cpu().numpy()
-        for j, i in enumerate(chunk):
-            out[position[int(i)]] = logits[j]
+        pos = order[start : start + batch_size]  # by position: index may repeat an example (FSDP2 padding)
+        logits = model(**collate(batches, index[pos], pad_id, device)).logits.float().cpu().numpy()
+        if not start:
+            out = np.zeros((len(index), logits.shape[1]), dtype=np.float32)
+        out[pos] = logits
     model.train(was_training)
-    return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
+    return out
 
 
 def mean_loss(logits: np.ndarray, labels: np.ndarray) -> float:

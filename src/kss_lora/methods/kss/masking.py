@@ -11,6 +11,9 @@ counter only moves when the optimizer steps).
 Hooks are registered on the optimizer itself (``register_step_pre_hook``/``register_step_post_hook``), so
 the same code runs in our runner, in a plain PyTorch loop and inside HF ``Trainer``/Accelerate, whose
 wrappers call the underlying ``optimizer.step()``. Gradient clipping, when used, happens before the mask.
+
+Under FSDP2 parameters and gradients are sharded DTensors: the mask is still drawn at the parameter's full
+shape, and each rank applies its own part of it to its shard, so the masks are those of one process.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ...fsdp import is_sharded, local_part
 from .config import KSSConfig
 
 
@@ -45,6 +49,16 @@ def keep_mask(
         gen = cache[device] = torch.Generator(device=device)
     gen.manual_seed(mask_seed(seed, step, name))
     return torch.rand(shape, generator=gen, device=device) >= sparsity
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """What to change in place: the tensor itself, or this rank's shard of a sharded (FSDP2) tensor."""
+    return tensor.to_local() if is_sharded(tensor) else tensor
+
+
+def _local_mask(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A full-size mask, cut to ``like``'s shard when ``like`` is sharded (the same cut on every call)."""
+    return local_part(keep, like) if is_sharded(like) else keep
 
 
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -92,15 +106,15 @@ class KSSMasker:
         for name, p in self.params.items():
             if p.grad is None:
                 continue
-            keep = self.keep(name, p.shape, p.device)
-            p.grad.masked_fill_(~keep, 0.0).mul_(scale)
+            keep = _local_mask(self.keep(name, p.shape, p.device), p.grad)
+            _local(p.grad).masked_fill_(~keep, 0.0).mul_(scale)
             if self.config.mask_mode == "update":
-                self._frozen[name] = (keep, p.detach()[~keep].clone())
+                self._frozen[name] = (keep, _local(p.detach())[~keep].clone())
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         with torch.no_grad():
             for name, (keep, values) in self._frozen.items():
-                self.params[name][~keep] = values
+                _local(self.params[name].detach())[~keep] = values
         self._frozen.clear()
         self.step += 1
 

@@ -37,7 +37,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", help="write the run here instead of output.dir/<name>")
     p.add_argument("--launcher", choices=("none", "accelerate", "torchrun"),
                    help="start data-parallel processes (overrides launcher.name)")
-    p.add_argument("--profile", help="accelerate profile: ddp, fsdp2 or a config file (overrides launcher.profile)")
+    p.add_argument("--profile", help="ddp (replicated weights), fsdp2 (sharded) or an accelerate config file (overrides launcher.profile)")
     p.add_argument("--nproc", type=int, help="processes per machine (overrides launcher.num_processes)")
 
 

@@ -241,7 +241,11 @@ class LauncherConfig:
         "already started).",
         "none",
     )
-    profile: str = _help("accelerate: shipped profile name (ddp, fsdp2) or a path to an accelerate config file.", "ddp")
+    profile: str = _help(
+        "Shipped profile name (ddp: replicated weights; fsdp2: sharded weights) or a path to an accelerate config "
+        "file. accelerate launches with it; under torchrun (or any launched process) it still picks ddp or fsdp2.",
+        "ddp",
+    )
     num_processes: int | None = _help("Processes per machine (GPUs); the profile's value, or 2 for torchrun, when absent.")
     args: list[str] = _help(
         "Extra launcher arguments, e.g. multi-node: [--num_machines, '2', --machine_rank, '0', --main_process_ip, "

@@ -29,7 +29,7 @@ def ddp_config(tmp_path: Path) -> dict:
         "data": {"source": "file", "train": str(tmp_path / "train.jsonl"), "val_fraction": 0.2},
         "method": {"name": "kss", "sparsity": 0.3, "gamma": 1.0, "rank": 4},
         "train": {"seed": 0, "epochs": 2, "batch_size": 8, "grad_accum": 2, "lr": 1e-2, "progress": False,
-                  "threads": 1},
+                  "threads": 1, "device": "cpu"},  # gloo, also on a machine with GPUs
         "tracking": {"per_example": True, "free": True},
         "output": {"dir": str(tmp_path / "runs")},
     }

@@ -129,7 +129,7 @@ def test_two_process_fsdp2_equals_single_process_classification(tmp_path):
     # (5 + 4) in micro-batches of 3: rank 1's second micro-batch is one example + padding. tiny-llama, as
     # tiny-bert's dropout would draw different noise on each rank.
     cfg = tiny_config(tmp_path, model={"name": "tiny-llama"}, data={"num_examples": 45},
-                      train={"batch_size": 9, "grad_accum": 3, "grad_clip": 0.5},
+                      train={"batch_size": 9, "grad_accum": 3, "grad_clip": 0.5, "device": "cpu"},
                       method={"preset": "kss-sparse"})
     ref, got = _run_fsdp(tmp_path, cfg, "cls")
     _assert_same_training(tmp_path, "cls", ref, got, ("train_loss", "val_loss", "val_accuracy"))

@@ -139,26 +139,32 @@ class DistContext:
                 summed_extra = flat[offset:].cpu()
         return summed_extra
 
-    def broadcast_params(self, params: list[torch.nn.Parameter]) -> None:
+    def broadcast_params(self, params: list[torch.nn.Parameter], device: torch.device | None = None) -> None:
         """Start every rank from rank 0's trainable weights (they are seeded alike; this makes it certain).
 
-        Call before sharding: FSDP2 shards each rank's copy of the full weights.
+        Under FSDP2 this runs before sharding, while the weights are still on the CPU: ``device`` is where
+        the backend can communicate (NCCL: the GPU), and each tensor travels through it.
         """
-        if self.enabled:
-            with torch.no_grad():
-                for p in params:
-                    torch.distributed.broadcast(p.data, src=0)
+        if not self.enabled:
+            return
+        with torch.no_grad():
+            for p in params:
+                buf = p.data if device is None or p.device == device else p.data.to(device)
+                torch.distributed.broadcast(buf, src=0)
+                if buf is not p.data:
+                    p.data.copy_(buf)
 
     def barrier(self) -> None:
         if self.enabled:
             torch.distributed.barrier()
 
 
-def init_distributed(launcher: Any = None) -> DistContext:
+def init_distributed(launcher: Any = None, device: str = "auto") -> DistContext:
     """Join the process group that torchrun/accelerate describe in the environment (no-op when alone).
 
     ``launcher`` (the run config's block) names the strategy through its profile; ``accelerate launch`` with
-    an FSDP config of the user's own selects FSDP2 through the environment.
+    an FSDP config of the user's own selects FSDP2 through the environment. ``device`` (``train.device``)
+    picks the backend: NCCL for GPUs, gloo for a CPU run, also on a machine that has GPUs.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -166,7 +172,8 @@ def init_distributed(launcher: Any = None) -> DistContext:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dist = torch.distributed
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        backend = "nccl" if on_gpu else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)

@@ -54,7 +54,7 @@ class Run:
         self.method: ResolvedMethod = resolve_method(cfg.method)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.dist: DistContext = init_distributed(cfg.launcher)
+        self.dist: DistContext = init_distributed(cfg.launcher, cfg.train.device)
         self.device = self._device(cfg.train.device)
         self.task: Task = make_task(cfg)
         self.task.load_data()
@@ -62,8 +62,11 @@ class Run:
         self.tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
         base = self.task.build_model(self.tokenizer)
         self.precision = PrecisionRuntime(cfg.precision, self.device)
-        base = self.precision.before_adapters(base.to(self.device))
-        wrapped = wrap_model(base, self.method, task_type=self.task.peft_task_type).to(self.device)
+        # FSDP2 moves the weights to the device one block at a time while sharding them, so a rank never
+        # holds the whole model there; everything else goes to the device now.
+        place = self.device if self.dist.fsdp is None else torch.device("cpu")
+        base = self.precision.before_adapters(base.to(place))
+        wrapped = wrap_model(base, self.method, task_type=self.task.peft_task_type).to(place)
         self.model = self.precision.after_adapters(wrapped)
         if self.dist.fsdp is not None:
             self.model = self._shard(self.model)
@@ -78,7 +81,8 @@ class Run:
         return torch.device(wanted)
 
     def _shard(self, model: torch.nn.Module) -> torch.nn.Module:
-        self.dist.broadcast_params([p for p in model.parameters() if p.requires_grad])  # before: shards are cut
+        # Before sharding: each rank's shards are cut from its own full copy.
+        self.dist.broadcast_params([p for p in model.parameters() if p.requires_grad], device=self.device)
         return shard_model(model, self.dist.world_size, self.device, self.dist.fsdp)
 
     # The task's splits, under the names this class has always had.

@@ -81,6 +81,7 @@ def test_two_process_ddp_equals_single_process(tmp_path):
     dist = got["distributed"]
     assert dist["world_size"] == 2 and dist["backend"] == "gloo" and dist["masks_agree"] and dist["params_agree"]
     assert dist["mask_digest"] == masks  # the ranks drew the single process's masks, not just each other's
+    assert dist["strategy"] == "ddp" and dist["param_mb_per_rank"][0] == dist["param_mb_per_rank"][1] > 0  # replicated
     a, b = load_adapter(tmp_path / "single"), load_adapter(tmp_path / "ddp")
     assert a.keys() == b.keys() and any(np.abs(v).max() > 0 for k, v in a.items() if "lora_B" in k)
     for key in a:

@@ -16,7 +16,7 @@ from test_ddp import _masker_at, ddp_config, load_adapter
 from kss_lora.cli import main
 from kss_lora.config import from_dict
 from kss_lora.errors import ConfigError
-from kss_lora.fsdp import FSDPOptions, block_classes
+from kss_lora.fsdp import FSDPOptions, block_classes, resident_parameter_mb
 from kss_lora.launch import DistContext, build_command, fsdp_options, mask_digest, profile_path
 
 
@@ -86,6 +86,7 @@ def _run_fsdp(tmp_path: Path, cfg: dict, name: str) -> tuple[dict, dict]:
     ref = single.execute(tmp_path / f"{name}-single")
     assert ref["status"] == "ok", ref["error"]
     ref["mask_digest"] = mask_digest(_masker_at(single), [0, ref["steps"] - 1])
+    ref["param_mb"] = resident_parameter_mb(single.model)
     rc = main(["run", str(path), "--launcher", "torchrun", "--profile", "fsdp2", "--nproc", "2",
                "--run-dir", str(tmp_path / f"{name}-fsdp")])
     assert rc == 0
@@ -98,6 +99,9 @@ def _assert_same_training(tmp_path: Path, name: str, ref: dict, got: dict, keys:
     dist = got["distributed"]
     assert dist["world_size"] == 2 and dist["strategy"] == "fsdp2" and dist["masks_agree"] and dist["params_agree"]
     assert dist["mask_digest"] == ref["mask_digest"]  # each rank masked its shard with the one-process mask
+    # sharded at rest: each rank holds about half the weights (chunks of odd-sized dims round up)
+    assert len(dist["param_mb_per_rank"]) == 2 and sum(dist["param_mb_per_rank"]) == pytest.approx(ref["param_mb"], abs=0.01)
+    assert max(dist["param_mb_per_rank"]) < 0.55 * ref["param_mb"]
     a, b = load_adapter(tmp_path / f"{name}-single"), load_adapter(tmp_path / f"{name}-fsdp")
     assert a.keys() == b.keys() and any(np.abs(v).max() > 0 for k, v in a.items() if "lora_B" in k)
     for key in a:

@@ -139,3 +139,12 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
 def full_trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every trainable tensor, whole and on CPU, by state-dict name (collective: every rank calls it)."""
     return {name: full_tensor(p.detach()).cpu() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def resident_parameter_mb(model: nn.Module) -> float:
+    """Megabytes of parameters this rank holds at rest: its shards under FSDP2, everything otherwise."""
+    total = 0
+    for p in model.parameters():
+        local = p.to_local() if is_sharded(p) else p
+        total += local.numel() * local.element_size()
+    return round(total / 2**20, 3)

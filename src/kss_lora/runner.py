@@ -28,7 +28,7 @@ from . import rundir
 from .config import RunConfig, to_yaml
 from .dynamics.records import DynamicsRecorder
 from .errors import KSSError, TrainingDiverged
-from .fsdp import full_trainable_state, shard_model
+from .fsdp import full_trainable_state, resident_parameter_mb, shard_model
 from .launch import DistContext, init_distributed, mask_digest, params_digest
 from .methods import ResolvedMethod, masked_parameters, resolve_method, wrap_model
 from .methods.kss import attach_kss
@@ -250,11 +250,13 @@ class Run:
     def _check_ranks_agree(self, masker: Any, named: dict[str, torch.nn.Parameter], steps: int) -> dict[str, Any]:
         """Compare, across ranks, a hash of the KSS masks (first and last steps) and of the trained weights."""
         probe = sorted({0, max(steps - 1, 0)})
-        mine = {"masks": mask_digest(masker, probe) if masker is not None else None, "params": params_digest(named)}
+        mine = {"masks": mask_digest(masker, probe) if masker is not None else None, "params": params_digest(named),
+                "param_mb": resident_parameter_mb(self.model)}
         every = self.dist.gather(mine)
         info = {"world_size": self.dist.world_size, "backend": self.dist.backend, "strategy": self.dist.strategy,
                 "masks_agree": len({d["masks"] for d in every}) == 1,
-                "params_agree": len({d["params"] for d in every}) == 1, "mask_digest": mine["masks"]}
+                "params_agree": len({d["params"] for d in every}) == 1, "mask_digest": mine["masks"],
+                "param_mb_per_rank": [d["param_mb"] for d in every]}
         if not (info["masks_agree"] and info["params_agree"]):
             raise RuntimeError(f"data-parallel ranks diverged: {every}")
         return info

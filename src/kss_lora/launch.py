@@ -212,6 +212,15 @@ def params_digest(params: dict[str, torch.nn.Parameter]) -> str:
     return h.hexdigest()[:16]
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """This process's peak memory: allocated GPU memory on CUDA, else resident set size (whole process)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
+
+
 # ----------------------------------------------------------------------------- starting the processes
 
 PROFILES = ("ddp", "fsdp2")

@@ -29,7 +29,7 @@ from .config import RunConfig, to_yaml
 from .dynamics.records import DynamicsRecorder
 from .errors import KSSError, TrainingDiverged
 from .fsdp import full_trainable_state, resident_parameter_mb, shard_model
-from .launch import DistContext, init_distributed, mask_digest, params_digest
+from .launch import DistContext, init_distributed, mask_digest, params_digest, peak_memory_mb
 from .methods import ResolvedMethod, masked_parameters, resolve_method, wrap_model
 from .methods.kss import attach_kss
 from .models import load_tokenizer
@@ -251,12 +251,14 @@ class Run:
         """Compare, across ranks, a hash of the KSS masks (first and last steps) and of the trained weights."""
         probe = sorted({0, max(steps - 1, 0)})
         mine = {"masks": mask_digest(masker, probe) if masker is not None else None, "params": params_digest(named),
-                "param_mb": resident_parameter_mb(self.model)}
+                "param_mb": resident_parameter_mb(self.model), "peak_mb": peak_memory_mb(self.device)}
         every = self.dist.gather(mine)
         info = {"world_size": self.dist.world_size, "backend": self.dist.backend, "strategy": self.dist.strategy,
                 "masks_agree": len({d["masks"] for d in every}) == 1,
                 "params_agree": len({d["params"] for d in every}) == 1, "mask_digest": mine["masks"],
-                "param_mb_per_rank": [d["param_mb"] for d in every]}
+                "param_mb_per_rank": [d["param_mb"] for d in every],
+                "peak_memory_mb_per_rank": [d["peak_mb"] for d in every],
+                "peak_memory_kind": "cuda allocated" if self.device.type == "cuda" else "process RSS"}
         if not (info["masks_agree"] and info["params_agree"]):
             raise RuntimeError(f"data-parallel ranks diverged: {every}")
         return info

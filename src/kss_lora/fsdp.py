@@ -92,7 +92,7 @@ def shard_model(model: nn.Module, world_size: int, device: torch.device, options
     if options.layer_classes and not blocks:
         raise ConfigError("launcher.profile", f"fsdp_transformer_layer_cls_to_wrap {sorted(classes)} matches no "
                                               "module of this model")
-    for block in blocks:
+    for block in reversed(blocks):  # inner blocks before the blocks that contain them, as FSDP2 requires
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
     sum_gradients(model)

@@ -160,3 +160,49 @@ def test_low_precision_under_fsdp2_equals_ddp(tmp_path, mode):
     a, b = load_adapter(tmp_path / "ddp"), load_adapter(tmp_path / "fsdp2")
     for key in a:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A one-process gloo group, so that FSDP2 (and its DTensors) run inside the test process."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.FileStore(str(tmp_path / "store"), 1))
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("mode", ["grad", "update"])
+def test_masker_on_dtensor_parameters_matches_plain_parameters(one_rank_group, mode):
+    """The masker's DTensor path (shard views, in-place masking, update-mode restore) in one process."""
+    import torch
+    from torch import nn
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from kss_lora.fsdp import is_sharded
+    from kss_lora.methods.kss import KSSConfig, KSSMasker
+
+    def build() -> tuple[nn.Module, dict[str, nn.Parameter]]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5, bias=False), nn.Linear(5, 3, bias=False))
+        return model, {"lora_A": model[0].weight, "lora_B": model[1].weight}
+
+    config = KSSConfig(sparsity=0.4, gamma=1.0, mask_mode=mode, seed=3)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+    plain, plain_params = build()
+    sharded, _ = build()
+    fully_shard(sharded, mesh=init_device_mesh("cpu", (1,)))
+    sharded_params = {"lora_A": sharded[0].weight, "lora_B": sharded[1].weight}
+    assert all(is_sharded(p) for p in sharded_params.values())
+    for model, params in ((plain, plain_params), (sharded, sharded_params)):
+        opt = torch.optim.AdamW(list(params.values()), lr=0.1)
+        masker = KSSMasker(params, config).attach(opt)
+        for _ in range(3):
+            model(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+        assert masker.step == 3
+    for name in plain_params:
+        got = sharded_params[name].full_tensor()
+        torch.testing.assert_close(got, plain_params[name].detach(), rtol=0, atol=1e-6)

@@ -127,6 +127,17 @@ def test_report_without_matched_control_says_so(tmp_path):
     assert "id='noise-table'" not in page and "fig-gap_vs_noise" not in page
 
 
+def test_matched_text_uses_the_table_when_the_arms_are_not_presets():
+    """A sparsity sweep (method kss, no preset) has its own dense arm at ρ = 0: the table is the control."""
+    from kss_lora.lab.report import matched_text
+
+    rows = [{"KSS arm": "kss ρ=0.3", "verdict": "KSS smaller"},
+            {"KSS arm": "kss ρ=0.1", "verdict": "no significant difference"}]
+    text = matched_text([], rows)
+    assert text.startswith("Dense LoRA at the same γ was run") and "1 of 2 KSS arms" in text and "(kss ρ=0.3)" in text
+    assert "was not run here" in matched_text([], [{"KSS arm": "kss ρ=0.3", "verdict": "not measured here"}])
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is absent: apt-get install -y chromium")
 def test_report_renders_in_headless_chromium(tmp_path):
     runs_dir = fake_runs_dir(tmp_path)

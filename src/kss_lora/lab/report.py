@@ -90,8 +90,9 @@ def build_sections(runs: pd.DataFrame, table: pd.DataFrame, baseline: str | None
                          "seed numbers are Llama-3.1-8B's. ×: baseline gap ÷ this gap.",
                          "rows": config_rows(zero)})
     if len(zero) and (ok["sparsity"].fillna(0) > 0).any():
-        sections.append({"title": "Matched-γ control", "text": CAVEAT + " " + matched_text(claims),
-                         "rows": matched_rows(ok)})
+        rows = matched_rows(ok)
+        sections.append({"title": "Matched-γ control", "text": CAVEAT + " " + matched_text(claims, rows),
+                         "rows": rows})
     if ok["noise_rate"].nunique(dropna=True) > 1:
         sections.append({"title": "Noise table", "text": (
             "Symmetric label noise on the training set (validation clean). `gap` is against the labels trained on "
@@ -178,8 +179,16 @@ def matched_rows(ok: pd.DataFrame) -> list[dict[str, str]]:
     return rows
 
 
-def matched_text(claims: list[Any]) -> str:
+def matched_text(claims: list[Any], rows: list[dict[str, str]]) -> str:
     c = next((c for c in claims if c.id == "matched-gamma"), None)
+    compared = [r for r in rows if r["verdict"] != NOT_MEASURED]
+    if (c is None or c.verdict == NOT_MEASURED) and compared:
+        # KSS arms that are not presets (e.g. a sparsity sweep): the table below is the control.
+        smaller = [r["KSS arm"] for r in compared if r["verdict"] == "KSS smaller"]
+        return (f"Dense LoRA at the same γ was run, so the table below separates the mask from γ: "
+                f"{len(smaller)} of {len(compared)} KSS arms have a significantly smaller gap than dense LoRA"
+                + (f" ({', '.join(smaller)})." if smaller else ".")
+                + " The preset claim above needs the KSS presets themselves.")
     if c is None or c.verdict == NOT_MEASURED:
         return ("**The matched-γ control was not run here**, so this report cannot tell a masking effect from a "
                 "γ effect: run the `matched_lr` sweep into the same runs directory.")

@@ -109,10 +109,10 @@ class DistContext:
         """
         if not self.enabled:
             return extra
-        if self.fsdp is not None:
-            summed = extra.to(torch.float32).clone()
+        if self.fsdp is not None:  # on the parameters' device: NCCL reduces GPU tensors only
+            summed = extra.to(params[0].device if params else extra.device, torch.float32, copy=True)
             torch.distributed.all_reduce(summed)
-            return summed
+            return summed.cpu()
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)

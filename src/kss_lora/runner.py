@@ -127,7 +127,8 @@ class Run:
                                  device=self.device, autocast=self.precision.autocast)
         if not self.dist.enabled:
             return out
-        local, out = local[:real], out.subset(np.arange(real))  # FSDP2 padding is dropped
+        if real < len(local):  # FSDP2 padding is dropped
+            local, out = local[:real], out.subset(np.arange(real))
         return EvalOutput.assemble(self.dist.gather((local, out)), n)
 
     def logits(self, batches: Batches) -> np.ndarray:

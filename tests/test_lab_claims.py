@@ -104,6 +104,11 @@ def test_all_separate_and_negative_gap():
     assert claim_negative_gap(apart).verdict == NOT_MEASURED
     neg = make_runs({(None, "kss", 0.1, 0.3, 0.0): [-0.01, -0.008, -0.012, -0.009, -0.011]})
     assert claim_negative_gap(neg).verdict == HOLDS
+    assert claim_negative_gap(neg).note == ""  # no control to compare with
+    with_control = make_runs({(None, "kss", 0.1, 0.3, 0.0): [-0.01, -0.008, -0.012, -0.009, -0.011],
+                              (None, "lora", 0.1, 0.0, 0.0): [-0.011, -0.009, -0.013, -0.010, -0.012]})
+    note = claim_negative_gap(with_control).note
+    assert note.startswith("dense LoRA at γ = 0.1: gap -0.0110; KSS − dense +0.0010 [") and "val loss KSS 1.0000" in note
 
 
 def test_evaluate_claims_lists_every_claim():

@@ -186,7 +186,7 @@ def test_shipped_sweeps_expand(monkeypatch):
                  "five_config_gpu", "noise_sweep_gpu"):
         assert name in shipped, name
     sizes = {name: len(expand(load_sweep(name))) for name in shipped}
-    assert sizes["five_config_cpu"] == 25 and sizes["noise_sweep_cpu"] == 50
+    assert sizes["five_config_cpu"] == 25 and sizes["noise_sweep_cpu"] == 50 and sizes["low_gamma_cpu"] == 10
     five, noise = expand(load_sweep("five_config_cpu")), expand(load_sweep("noise_sweep_cpu"))
     # the noise sweep's 0% points are the five-config benchmark's standard / kss-default runs
     assert len({p.run_id for p in five} & {p.run_id for p in noise}) == 10

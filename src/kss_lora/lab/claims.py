@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .stats import bootstrap_fn_ci, welch_p
+from .stats import bootstrap_fn_ci, compare, welch_p
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured here"
 KSS_PRESETS = ("kss-default", "kss-highgamma", "kss-sparse", "kss-verysparse")
@@ -294,7 +294,18 @@ def claim_negative_gap(runs: pd.DataFrame) -> ClaimResult:
         return ClaimResult("negative-gap", text, seed, "–", NOT_MEASURED, "no runs at ρ = 0.3, γ = 0.1")
     g = _vals(r, "gap")
     lo, hi = bootstrap_fn_ci([g], lambda m: m[0])
-    return ClaimResult("negative-gap", text, seed, f"{g.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]", judge_below((lo, hi)))
+    # The control: dense LoRA at γ = 0.1. A small γ is a small update, so a negative gap can be a model that has
+    # not fitted the training set yet rather than anything the mask does.
+    dense = select(runs, where=lambda d: _is_dense(d) & np.isclose(d["gamma"].fillna(-1).astype(float), 0.1))
+    note = ""
+    if len(dense) >= 2:
+        d = _vals(dense, "gap")
+        c = compare(g, d)
+        note = (f"dense LoRA at γ = 0.1: gap {d.mean():+.4f}; KSS − dense {c['diff']:+.4f} "
+                f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]; val loss KSS {_vals(r, 'val_loss').mean():.4f} vs dense "
+                f"{_vals(dense, 'val_loss').mean():.4f}")
+    return ClaimResult("negative-gap", text, seed, f"{g.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]", judge_below((lo, hi)),
+                       note)
 
 
 def claim_mean_reduction(runs: pd.DataFrame) -> ClaimResult:

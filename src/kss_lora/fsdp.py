@@ -121,6 +121,11 @@ def is_sharded(tensor: Any) -> bool:
     return isinstance(tensor, DTensor)
 
 
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor itself, or this rank's shard of a sharded (FSDP2) tensor (a view: in-place changes stick)."""
+    return tensor.to_local() if is_sharded(tensor) else tensor
+
+
 def local_part(full: torch.Tensor, like: Any) -> torch.Tensor:
     """This rank's part of ``full`` (a tensor of ``like``'s global shape), laid out as ``like``'s shard.
 
@@ -145,6 +150,6 @@ def resident_parameter_mb(model: nn.Module) -> float:
     """Megabytes of parameters this rank holds at rest: its shards under FSDP2, everything otherwise."""
     total = 0
     for p in model.parameters():
-        local = p.to_local() if is_sharded(p) else p
+        local = local_tensor(p)
         total += local.numel() * local.element_size()
     return round(total / 2**20, 3)

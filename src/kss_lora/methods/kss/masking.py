@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ...fsdp import is_sharded, local_part
+from ...fsdp import is_sharded, local_part, local_tensor
 from .config import KSSConfig
 
 
@@ -49,11 +49,6 @@ def keep_mask(
         gen = cache[device] = torch.Generator(device=device)
     gen.manual_seed(mask_seed(seed, step, name))
     return torch.rand(shape, generator=gen, device=device) >= sparsity
-
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """What to change in place: the tensor itself, or this rank's shard of a sharded (FSDP2) tensor."""
-    return tensor.to_local() if is_sharded(tensor) else tensor
 
 
 def _local_mask(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -107,14 +102,14 @@ class KSSMasker:
             if p.grad is None:
                 continue
             keep = _local_mask(self.keep(name, p.shape, p.device), p.grad)
-            _local(p.grad).masked_fill_(~keep, 0.0).mul_(scale)
+            local_tensor(p.grad).masked_fill_(~keep, 0.0).mul_(scale)
             if self.config.mask_mode == "update":
-                self._frozen[name] = (keep, _local(p.detach())[~keep].clone())
+                self._frozen[name] = (keep, local_tensor(p.detach())[~keep].clone())
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         with torch.no_grad():
             for name, (keep, values) in self._frozen.items():
-                _local(self.params[name].detach())[~keep] = values
+                local_tensor(self.params[name].detach())[~keep] = values
         self._frozen.clear()
         self.step += 1
 

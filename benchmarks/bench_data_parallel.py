@@ -32,8 +32,16 @@ def config(model: str, steps: int) -> dict:
         "model": {"name": model, "task": "causal-lm", "max_length": 64},
         "data": {"source": "synthetic", "num_examples": 96, "num_classes": 4, "val_fraction": 0.25},
         "method": {"name": "kss", "preset": "kss-default", "rank": 8},
-        "train": {"seed": 0, "epochs": 1, "max_steps": steps, "batch_size": 8, "eval_batch_size": 16, "lr": 1e-3,
-                  "progress": False, "threads": 1},
+        "train": {
+            "seed": 0,
+            "epochs": 1,
+            "max_steps": steps,
+            "batch_size": 8,
+            "eval_batch_size": 16,
+            "lr": 1e-3,
+            "progress": False,
+            "threads": 1,
+        },
         "output": {"save_adapter": True},
     }
 
@@ -85,27 +93,50 @@ def main() -> None:
     for strategy, row in rows.items():
         r, d = row["result"], row["result"].get("distributed", {})
         table[strategy] = {
-            "wall_time_s": r["wall_time_s"], "launch_to_exit_s": round(row["launch_to_exit_s"], 2),
-            "param_mb_per_rank": d.get("param_mb_per_rank"), "peak_memory_mb_per_rank": d.get("peak_memory_mb_per_rank"),
-            "peak_memory_kind": d.get("peak_memory_kind"), "train_loss": r["train_loss"], "val_loss": r["val_loss"],
-            "adapter_max_abs_diff_vs_single": diffs.get(strategy, 0.0), "backend": d.get("backend"),
+            "wall_time_s": r["wall_time_s"],
+            "launch_to_exit_s": round(row["launch_to_exit_s"], 2),
+            "param_mb_per_rank": d.get("param_mb_per_rank"),
+            "peak_memory_mb_per_rank": d.get("peak_memory_mb_per_rank"),
+            "peak_memory_kind": d.get("peak_memory_kind"),
+            "train_loss": r["train_loss"],
+            "val_loss": r["val_loss"],
+            "adapter_max_abs_diff_vs_single": diffs.get(strategy, 0.0),
+            "backend": d.get("backend"),
         }
-    ratio = {"wall_time_fsdp2_over_ddp": table["fsdp2"]["wall_time_s"] / table["ddp"]["wall_time_s"],
-             "param_mb_rank0_fsdp2_over_ddp": table["fsdp2"]["param_mb_per_rank"][0] / table["ddp"]["param_mb_per_rank"][0]}
-    print(f"{'strategy':8s} {'wall (s)':>9s} {'weights/rank (MB)':>18s} {'peak/rank (MB)':>16s} {'max |Δ adapter|':>16s}")
+    ratio = {
+        "wall_time_fsdp2_over_ddp": table["fsdp2"]["wall_time_s"] / table["ddp"]["wall_time_s"],
+        "param_mb_rank0_fsdp2_over_ddp": table["fsdp2"]["param_mb_per_rank"][0] / table["ddp"]["param_mb_per_rank"][0],
+    }
+    print(
+        f"{'strategy':8s} {'wall (s)':>9s} {'weights/rank (MB)':>18s} {'peak/rank (MB)':>16s} {'max |Δ adapter|':>16s}"
+    )
     for strategy, t in table.items():
         weights = t["param_mb_per_rank"][0] if t["param_mb_per_rank"] else float("nan")
         peak = t["peak_memory_mb_per_rank"][0] if t["peak_memory_mb_per_rank"] else float("nan")
-        print(f"{strategy:8s} {t['wall_time_s']:9.1f} {weights:18.1f} {peak:16.0f} {t['adapter_max_abs_diff_vs_single']:16.2e}")
-    print(f"fsdp2/ddp: wall time {ratio['wall_time_fsdp2_over_ddp']:.2f}, "
-          f"weights held by rank 0 {ratio['param_mb_rank0_fsdp2_over_ddp']:.2f}")
+        print(
+            f"{strategy:8s} {t['wall_time_s']:9.1f} {weights:18.1f} {peak:16.0f} {t['adapter_max_abs_diff_vs_single']:16.2e}"
+        )
+    print(
+        f"fsdp2/ddp: wall time {ratio['wall_time_fsdp2_over_ddp']:.2f}, "
+        f"weights held by rank 0 {ratio['param_mb_rank0_fsdp2_over_ddp']:.2f}"
+    )
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / "data_parallel.json", {
-        "benchmark": "data_parallel", "model": args.model, "nproc": args.nproc, "steps": args.steps,
-        "config": cfg, "overrides": extra, "strategies": table, "ratios": ratio, "env": environment(),
-        "note": "CPU peak memory is whole-process RSS: every rank loads the full model before FSDP2 shards it.",
-    })
+    atomic_write_json(
+        RESULTS / "data_parallel.json",
+        {
+            "benchmark": "data_parallel",
+            "model": args.model,
+            "nproc": args.nproc,
+            "steps": args.steps,
+            "config": cfg,
+            "overrides": extra,
+            "strategies": table,
+            "ratios": ratio,
+            "env": environment(),
+            "note": "CPU peak memory is whole-process RSS: every rank loads the full model before FSDP2 shards it.",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -41,21 +41,31 @@ from kss_lora.runner import Run, collate  # noqa: E402
 
 
 def make_run(args: argparse.Namespace) -> Run:
-    cfg = from_dict({
-        "model": {"name": args.model, "max_length": args.max_length},
-        "data": {"source": "synthetic", "num_examples": args.examples, "num_classes": 4},
-        "method": {"name": "lora-dropout", "rank": 16, "gamma": 2.0, "dropout": 0.05},
-        "train": {"batch_size": args.batch_size, "lr": 2e-4, "threads": args.threads, "progress": False},
-        "tracking": {"per_example": True, "free": True},
-    })
+    cfg = from_dict(
+        {
+            "model": {"name": args.model, "max_length": args.max_length},
+            "data": {"source": "synthetic", "num_examples": args.examples, "num_classes": 4},
+            "method": {"name": "lora-dropout", "rank": 16, "gamma": 2.0, "dropout": 0.05},
+            "train": {"batch_size": args.batch_size, "lr": 2e-4, "threads": args.threads, "progress": False},
+            "tracking": {"per_example": True, "free": True},
+        }
+    )
     run = Run(cfg)
-    run.recorder = DynamicsRecorder(labels=run.train_batches.labels, ids=run.train_batches.ids,
-                                    clean_labels=run.train_batches.labels)
+    run.recorder = DynamicsRecorder(
+        labels=run.train_batches.labels, ids=run.train_batches.ids, clean_labels=run.train_batches.labels
+    )
     return run
 
 
-def step_block(run: Run, optimizer: torch.optim.Optimizer, batches: list[np.ndarray], *, free: bool, step0: int,
-               record_times: list[float] | None = None) -> float:
+def step_block(
+    run: Run,
+    optimizer: torch.optim.Optimizer,
+    batches: list[np.ndarray],
+    *,
+    free: bool,
+    step0: int,
+    record_times: list[float] | None = None,
+) -> float:
     """The runner's training-step body (forward, optional free record, loss, backward, clip, step).
 
     ``record_times`` also collects the time of the recording call alone: a direct, load-insensitive
@@ -99,8 +109,9 @@ def measure(args: argparse.Namespace) -> dict:
     for rep in range(args.reps):
         order = ("none", "free", "free", "none") if rep % 2 == 0 else ("free", "none", "none", "free")
         for arm in order:
-            times[arm].append(step_block(run, optimizer, batches(), free=arm == "free", step0=step,
-                                         record_times=record))
+            times[arm].append(
+                step_block(run, optimizer, batches(), free=arm == "free", step0=step, record_times=record)
+            )
             step += args.block
         t0 = time.perf_counter()
         run.checkpoint(step)
@@ -109,18 +120,27 @@ def measure(args: argparse.Namespace) -> dict:
     t_ckpt = statistics.median(ckpt)
     projected = {str(e): round(t_ckpt / (e * t_none), 4) for e in args.every_steps}
     return {
-        "model": args.model, "batch_size": args.batch_size, "max_length": args.max_length, "n_train": n,
-        "threads": torch.get_num_threads(), "reps": args.reps, "block_steps": args.block,
-        "step_s_none": round(t_none, 5), "step_s_free": round(t_free, 5),
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "n_train": n,
+        "threads": torch.get_num_threads(),
+        "reps": args.reps,
+        "block_steps": args.block,
+        "step_s_none": round(t_none, 5),
+        "step_s_free": round(t_free, 5),
         "free_over_none": round(t_free / t_none, 4),
         "free_overhead_pct": round(100 * (t_free / t_none - 1), 2),
         "record_call_s": round(statistics.median(record), 7),
         "record_call_over_step": round(statistics.median(record) / t_none, 6),
         "free_block_ratios": [round(f / o, 4) for f, o in zip(times["free"], times["none"], strict=True)],
-        "checkpoint_pass_s": round(t_ckpt, 4), "checkpoint_pass_in_steps": round(t_ckpt / t_none, 2),
+        "checkpoint_pass_s": round(t_ckpt, 4),
+        "checkpoint_pass_in_steps": round(t_ckpt / t_none, 2),
         "checkpoint_per_item_ms": round(1000 * t_ckpt / n, 3),
         "checkpoint_overhead_ratio_by_every_steps": projected,
-        "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
 
@@ -139,8 +159,10 @@ def main() -> None:
     args = ap.parse_args()
     _quiet_libraries()
     res = measure(args)
-    print(f"model {res['model']}, batch {res['batch_size']}, max_length {res['max_length']}, N = {res['n_train']}, "
-          f"{res['threads']} thread(s), load avg {res['load_avg_1min']}")
+    print(
+        f"model {res['model']}, batch {res['batch_size']}, max_length {res['max_length']}, N = {res['n_train']}, "
+        f"{res['threads']} thread(s), load avg {res['load_avg_1min']}"
+    )
     print(f"{'quantity':44s} {'value':>10s}")
     print(f"{'train step, no recording (s)':44s} {res['step_s_none']:10.4f}")
     print(f"{'train step, free recording (s)':44s} {res['step_s_free']:10.4f}")

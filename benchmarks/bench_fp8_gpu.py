@@ -1,6 +1,6 @@
 """Real FP8 (torchao) vs BF16 on a GPU: training step time, peak memory and validation loss.
 
-Why: the seeds' FP8 claims (SPEC section 4) were made on H200s. On CPU we can only emulate FP8; this
+Why: the seeds' FP8 claims (docs/spec.md §4) were made on H200s. On CPU we can only emulate FP8; this
 script measures the real thing where the hardware has FP8 tensor cores (compute capability >= 8.9:
 Ada, Hopper, Blackwell). For each precision it (1) times ``--steps`` training steps (forward, backward,
 AdamW) after ``--warmup`` steps on a fixed set of batches, optionally under ``torch.compile`` (torchao's
@@ -67,9 +67,13 @@ def time_steps(cfg: Any, *, steps: int, warmup: int, compile_model: bool) -> dic
     order = np.random.default_rng(0).permutation(n)
     batches = []
     for i in range(min(8, max(1, n // tc.batch_size))):
-        index = order[i * tc.batch_size:(i + 1) * tc.batch_size]
-        batches.append((collate(run.train_batches, index, run.pad_id, device),
-                        torch.as_tensor(run.train_batches.labels[index]).to(device)))
+        index = order[i * tc.batch_size : (i + 1) * tc.batch_size]
+        batches.append(
+            (
+                collate(run.train_batches, index, run.pad_id, device),
+                torch.as_tensor(run.train_batches.labels[index]).to(device),
+            )
+        )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -88,10 +92,16 @@ def time_steps(cfg: Any, *, steps: int, warmup: int, compile_model: bool) -> dic
         if step >= warmup:
             times.append(time.perf_counter() - t0)
     converted = sum(type(m).__name__ == "Float8Linear" for m in model.modules())
-    return {"step_s_mean": statistics.fmean(times), "step_s_median": statistics.median(times),
-            "step_s_min": min(times), "steps_timed": len(times), "float8_linear_modules": converted,
-            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "compiled": compile_model, "batch_size": tc.batch_size}
+    return {
+        "step_s_mean": statistics.fmean(times),
+        "step_s_median": statistics.median(times),
+        "step_s_min": min(times),
+        "steps_timed": len(times),
+        "float8_linear_modules": converted,
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "compiled": compile_model,
+        "batch_size": tc.batch_size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ok, device_name = fp8_gpu_available()
     if not ok and not args.allow_cpu:
-        print(f"bench_fp8_gpu: {device_name}. Real FP8 needs an FP8-capable NVIDIA GPU; GPU figures await a GPU "
-              "session. (--allow-cpu checks the code path with torchao's emulation; its timings mean nothing.)",
-              file=sys.stderr)
+        print(
+            f"bench_fp8_gpu: {device_name}. Real FP8 needs an FP8-capable NVIDIA GPU; GPU figures await a GPU "
+            "session. (--allow-cpu checks the code path with torchao's emulation; its timings mean nothing.)",
+            file=sys.stderr,
+        )
         return 2
 
     from kss_lora.cli import _quiet_libraries
@@ -123,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     base = [*args.overrides, "train.progress=false", "output.save_adapter=false"]
     if not ok:
         base.append("train.device=cpu")
-    out: dict[str, Any] = {"device": device_name if ok else f"CPU emulation ({platform.processor() or 'cpu'})",
-                           "torch": torch.__version__, "config": args.config, "overrides": args.overrides,
-                           "modes": {}}
+    out: dict[str, Any] = {
+        "device": device_name if ok else f"CPU emulation ({platform.processor() or 'cpu'})",
+        "torch": torch.__version__,
+        "config": args.config,
+        "overrides": args.overrides,
+        "modes": {},
+    }
     try:
         import torchao
 
@@ -134,12 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         out["torchao"] = None
     for mode in args.modes:
         cfg = load_config(args.config, [*base, f"precision.mode={mode}"])
-        entry: dict[str, Any] = {"timing": time_steps(cfg, steps=args.steps, warmup=args.warmup,
-                                                      compile_model=not args.no_compile and ok)}
+        entry: dict[str, Any] = {
+            "timing": time_steps(cfg, steps=args.steps, warmup=args.warmup, compile_model=not args.no_compile and ok)
+        }
         if not args.no_train:
             result = run(cfg, Path(args.runs_dir) / mode)
-            entry["train"] = {k: result.get(k) for k in ("status", "error", "val_loss", "val_accuracy", "train_loss",
-                                                         "wall_time_s", "steps")}
+            entry["train"] = {
+                k: result.get(k)
+                for k in ("status", "error", "val_loss", "val_accuracy", "train_loss", "wall_time_s", "steps")
+            }
         out["modes"][mode] = entry
         print(json.dumps({mode: entry}), flush=True)
     if "bf16" in out["modes"] and "fp8" in out["modes"]:

@@ -62,8 +62,18 @@ def step(model, opt, x, y) -> tuple[float, float]:
 
 def peak_rss_mb(method: str, args: argparse.Namespace) -> float:
     """Peak RSS of a fresh process (this script with --child) doing a few steps of one method."""
-    cmd = [sys.executable, __file__, "--child", method, "--model", args.model, "--batch", str(args.batch),
-           "--length", str(args.length)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        method,
+        "--model",
+        args.model,
+        "--batch",
+        str(args.batch),
+        "--length",
+        str(args.length),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -95,34 +105,51 @@ def main() -> None:
     models = {m: build(m, args.model) for m in ("lora", "kss-default")}
     times: dict[str, list[tuple[float, float]]] = {m: [] for m in models}
     for i in range(args.warmup + args.steps):
-        for name, (model, opt) in (models.items() if i % 2 == 0 else reversed(models.items())):
+        for name, (model, opt) in models.items() if i % 2 == 0 else reversed(models.items()):
             t = step(model, opt, x, y)
             if i >= args.warmup:
                 times[name].append(t)
 
     rows = {}
     for name, ts in times.items():
-        rows[name] = {"step_s_median": statistics.median(t[0] for t in ts),
-                      "optimizer_s_median": statistics.median(t[1] for t in ts)}
+        rows[name] = {
+            "step_s_median": statistics.median(t[0] for t in ts),
+            "optimizer_s_median": statistics.median(t[1] for t in ts),
+        }
     if not args.no_memory:
         for name in models:
             rows[name]["peak_rss_mb"] = peak_rss_mb(name, args)
     ratio = {k: rows["kss-default"][k] / rows["lora"][k] for k in rows["lora"]}
     print(f"{'method':12s} {'step (ms)':>10s} {'opt.step (ms)':>14s} {'peak RSS (MB)':>14s}")
     for name, r in rows.items():
-        print(f"{name:12s} {1e3 * r['step_s_median']:10.1f} {1e3 * r['optimizer_s_median']:14.2f} "
-              f"{r.get('peak_rss_mb', float('nan')):14.0f}")
-    print(f"{'ratio kss/lora':12s} {ratio['step_s_median']:10.3f} {ratio['optimizer_s_median']:14.3f} "
-          f"{ratio.get('peak_rss_mb', float('nan')):14.3f}   (target step ratio <= 1.03)")
+        print(
+            f"{name:12s} {1e3 * r['step_s_median']:10.1f} {1e3 * r['optimizer_s_median']:14.2f} "
+            f"{r.get('peak_rss_mb', float('nan')):14.0f}"
+        )
+    print(
+        f"{'ratio kss/lora':12s} {ratio['step_s_median']:10.3f} {ratio['optimizer_s_median']:14.3f} "
+        f"{ratio.get('peak_rss_mb', float('nan')):14.3f}   (target step ratio <= 1.03)"
+    )
 
     from kss_lora.rundir import atomic_write_json, environment
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / "kss_step.json", {
-        "benchmark": "kss_step", "model": args.model, "batch": args.batch, "length": args.length,
-        "steps": args.steps, "threads": torch.get_num_threads(), "methods": rows, "ratio_kss_over_lora": ratio,
-        "target_step_ratio": 1.03, "meets_target": ratio["step_s_median"] <= 1.03, "env": environment(),
-    })
+    atomic_write_json(
+        RESULTS / "kss_step.json",
+        {
+            "benchmark": "kss_step",
+            "model": args.model,
+            "batch": args.batch,
+            "length": args.length,
+            "steps": args.steps,
+            "threads": torch.get_num_threads(),
+            "methods": rows,
+            "ratio_kss_over_lora": ratio,
+            "target_step_ratio": 1.03,
+            "meets_target": ratio["step_s_median"] <= 1.03,
+            "env": environment(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -41,17 +41,26 @@ def base_config(model: str, examples: int) -> dict:
 
 def measure(executor: str, workers: int, *, model: str, runs: int, examples: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="kss-bench-") as tmp:
-        spec = parse_sweep({
-            "name": f"bench-{executor}-{workers}", "base": base_config(model, examples),
-            "grid": {"train.seed": list(range(runs))}, "runs_dir": tmp,
-        })
+        spec = parse_sweep(
+            {
+                "name": f"bench-{executor}-{workers}",
+                "base": base_config(model, examples),
+                "grid": {"train.seed": list(range(runs))},
+                "runs_dir": tmp,
+            }
+        )
         t0 = time.perf_counter()
         summary = run_sweep(spec, executor=executor, workers=workers, progress=False)
         wall = time.perf_counter() - t0
     if summary.done != runs:
         raise RuntimeError(f"{executor}/{workers}: only {summary.done} of {runs} runs succeeded: {summary.statuses}")
-    return {"executor": executor, "workers": workers, "runs": runs, "wall_s": round(wall, 2),
-            "runs_per_min": round(60 * runs / wall, 3)}
+    return {
+        "executor": executor,
+        "workers": workers,
+        "runs": runs,
+        "wall_s": round(wall, 2),
+        "runs_per_min": round(60 * runs / wall, 3),
+    }
 
 
 def main() -> None:
@@ -71,16 +80,30 @@ def main() -> None:
     for r in rows:
         print(f"{r['executor']:12s} {r['workers']:7d} {r['runs']:5d} {r['wall_s']:8.1f} {r['runs_per_min']:9.2f}")
     print(f"local 2 workers / 1 worker throughput ratio: {ratio:.2f}x")
-    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}: other work on the machine "
-          "skews the ratio (more processes get a larger share of contended cores)")
+    print(
+        f"load average (1, 5, 15 min) before {load_before}, after {load_after}: other work on the machine "
+        "skews the ratio (more processes get a larger share of contended cores)"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "sweep_throughput", "model": args.model, "examples": args.examples, "rows": rows,
-        "ratio_local2_vs_local1": round(ratio, 3), "cpu_count": os.cpu_count(), "machine": platform.platform(),
-        "loadavg_before": load_before, "loadavg_after": load_after,
-        "note": "sequential runs in-process with torch's default threads; local workers get cores // workers threads",
-    }, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "sweep_throughput",
+                "model": args.model,
+                "examples": args.examples,
+                "rows": rows,
+                "ratio_local2_vs_local1": round(ratio, 3),
+                "cpu_count": os.cpu_count(),
+                "machine": platform.platform(),
+                "loadavg_before": load_before,
+                "loadavg_after": load_after,
+                "note": "sequential runs in-process with torch's default threads; local workers get cores // workers threads",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

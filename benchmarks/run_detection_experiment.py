@@ -43,13 +43,25 @@ SETTINGS = {
 }
 # Priority order: what must exist first comes first.
 JOBS = [
-    ("sym20", 0, True), ("sym20", 1, True), ("sym20", 2, True),
-    ("sym40", 0, False), ("asym30", 0, False),
-    ("sym40", 1, False), ("asym30", 1, False), ("sym40", 2, False), ("asym30", 2, False),
+    ("sym20", 0, True),
+    ("sym20", 1, True),
+    ("sym20", 2, True),
+    ("sym40", 0, False),
+    ("asym30", 0, False),
+    ("sym40", 1, False),
+    ("asym30", 1, False),
+    ("sym40", 2, False),
+    ("asym30", 2, False),
 ]
 DETECT = {
-    "low_rank": 1, "high_rank": 16, "curriculum_ranks": (16,), "curriculum_seed": "ract-low", "folds": 2,
-    "aum_passes": 2, "checkpoints_per_epoch": 2, "eval_examples": 64,
+    "low_rank": 1,
+    "high_rank": 16,
+    "curriculum_ranks": (16,),
+    "curriculum_seed": "ract-low",
+    "folds": 2,
+    "aum_passes": 2,
+    "checkpoints_per_epoch": 2,
+    "eval_examples": 64,
 }
 RETRAIN_WITH = ("ract-curriculum", "confident-learning")
 
@@ -79,15 +91,28 @@ def run_job(setting: str, seed: int, retrain: bool) -> str:
     res = detect_label_issues(cfg, runs, **DETECT)
     t_detect = time.time() - t0
     out = {
-        "job": name, "setting": setting, "seed": seed, "overrides": overrides, "detect_options": DETECT,
-        "n_train": int(res.ids.size), "noise_rate_true": float(res.is_noisy.mean()),
-        "rate_estimate": res.rate_estimate, "rate_source": res.rate_source,
+        "job": name,
+        "setting": setting,
+        "seed": seed,
+        "overrides": overrides,
+        "detect_options": DETECT,
+        "n_train": int(res.ids.size),
+        "noise_rate_true": float(res.is_noisy.mean()),
+        "rate_estimate": res.rate_estimate,
+        "rate_source": res.rate_source,
         "evaluation": res.evaluation().to_dict(orient="records"),
         "per_class": res.evaluation_per_class().to_dict(orient="records"),
-        "runs": {k: {"test_accuracy": v.get("test_accuracy"), "val_accuracy": v.get("val_accuracy"),
-                     "n_train": v.get("n_train"), "wall_time_s": v.get("wall_time_s")}
-                 for k, v in res.run_results.items()},
-        "aum_threshold_score": res.extras.get("aum_threshold_score"), "detect_wall_s": t_detect,
+        "runs": {
+            k: {
+                "test_accuracy": v.get("test_accuracy"),
+                "val_accuracy": v.get("val_accuracy"),
+                "n_train": v.get("n_train"),
+                "wall_time_s": v.get("wall_time_s"),
+            }
+            for k, v in res.run_results.items()
+        },
+        "aum_threshold_score": res.extras.get("aum_threshold_score"),
+        "detect_wall_s": t_detect,
     }
     RAW.mkdir(parents=True, exist_ok=True)
     out["wall_s"] = time.time() - t0
@@ -97,10 +122,17 @@ def run_job(setting: str, seed: int, retrain: bool) -> str:
         rows = bounds(cfg, runs, floor_result=res.run_results["reference"])
         cur = res.run_results.get("curriculum-1")
         if cur is not None:
-            rows.append({"condition": "ract-curriculum model (continued on kept set)", "n_train": cur["n_train"],
-                         "test_accuracy": cur["test_accuracy"], "test_loss": cur["test_loss"],
-                         "val_accuracy": cur["val_accuracy"], "val_loss": cur["val_loss"],
-                         "noise_rate_trained": cur.get("noise_rate_realised")})
+            rows.append(
+                {
+                    "condition": "ract-curriculum model (continued on kept set)",
+                    "n_train": cur["n_train"],
+                    "test_accuracy": cur["test_accuracy"],
+                    "test_loss": cur["test_loss"],
+                    "val_accuracy": cur["val_accuracy"],
+                    "val_loss": cur["val_loss"],
+                    "noise_rate_trained": cur.get("noise_rate_realised"),
+                }
+            )
         for d in RETRAIN_WITH:
             rows.append(clean_and_retrain(cfg, res.flags[d], runs, action="drop", name=f"drop-{d}"))
         out["retrain"] = retrain_table(rows).to_dict(orient="records")
@@ -115,8 +147,11 @@ def run(args: argparse.Namespace) -> int:
     import multiprocessing as mp
 
     wanted = set(args.jobs.split(",")) if args.jobs else None
-    todo = [j for j in JOBS if (wanted is None or job_name(j[0], j[1]) in wanted)
-            and not (RAW / f"{job_name(j[0], j[1])}.json").exists()]
+    todo = [
+        j
+        for j in JOBS
+        if (wanted is None or job_name(j[0], j[1]) in wanted) and not (RAW / f"{job_name(j[0], j[1])}.json").exists()
+    ]
     print(f"{len(todo)} jobs: {[job_name(s, d) for s, d, _ in todo]}", flush=True)
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn")) as pool:
         futures = {pool.submit(run_job, *j): job_name(j[0], j[1]) for j in todo}
@@ -146,53 +181,87 @@ def aggregate(args: argparse.Namespace) -> int:
     if not raws:
         print("no raw results yet", file=sys.stderr)
         return 2
-    det = pd.DataFrame([{"setting": r["setting"], "seed": r["seed"], "rate_estimate": r["rate_estimate"],
-                         "noise_rate_true": r["noise_rate_true"], **e} for r in raws for e in r["evaluation"]])
+    det = pd.DataFrame(
+        [
+            {
+                "setting": r["setting"],
+                "seed": r["seed"],
+                "rate_estimate": r["rate_estimate"],
+                "noise_rate_true": r["noise_rate_true"],
+                **e,
+            }
+            for r in raws
+            for e in r["evaluation"]
+        ]
+    )
     det.to_csv(OUT / "detection.csv", index=False)
     pc = pd.DataFrame([{"setting": r["setting"], "seed": r["seed"], **e} for r in raws for e in r["per_class"]])
     pc.to_csv(OUT / "detection_per_class.csv", index=False)
-    lines = ["# Label-noise detection on AG News (MiniLM) — measured", "",
-             "Generated by `benchmarks/run_detection_experiment.py aggregate`; see README.md for the setup.",
-             "Mean ± sample std over seeds (n = seeds). F1@k uses the oracle count k = true noise count; "
-             "F1@flags uses each detector's own flags (estimated rate, AUM threshold samples, cleanlab pruning).", ""]
+    lines = [
+        "# Label-noise detection on AG News (MiniLM) — measured",
+        "",
+        "Generated by `benchmarks/run_detection_experiment.py aggregate`; see README.md for the setup.",
+        "Mean ± sample std over seeds (n = seeds). F1@k uses the oracle count k = true noise count; "
+        "F1@flags uses each detector's own flags (estimated rate, AUM threshold samples, cleanlab pruning).",
+        "",
+    ]
     metrics = ["f1_at_k", "f1_flags", "precision_flags", "recall_flags", "auroc", "auprc"]
     for setting, g in det.groupby("setting", sort=False):
         seeds = sorted(g["seed"].unique())
         rates = g.drop_duplicates("seed")
-        lines += [f"## {setting} (seeds {', '.join(map(str, seeds))}; true rate "
-                  f"{_mean_std(rates['noise_rate_true'].tolist())}, estimated {_mean_std(rates['rate_estimate'].tolist())})",
-                  "", "| detector | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        lines += [
+            f"## {setting} (seeds {', '.join(map(str, seeds))}; true rate "
+            f"{_mean_std(rates['noise_rate_true'].tolist())}, estimated {_mean_std(rates['rate_estimate'].tolist())})",
+            "",
+            "| detector | " + " | ".join(metrics) + " |",
+            "|---" * (len(metrics) + 1) + "|",
+        ]
         order = g.groupby("detector", sort=False)["f1_at_k"].mean().sort_values(ascending=False).index
         for d in order:
             rows = g[g["detector"] == d]
             lines.append(f"| {d} | " + " | ".join(_mean_std(rows[m].tolist()) for m in metrics) + " |")
         lines.append("")
-    lines += ["## Per class (F1 at the class's own k, mean over seeds; class = given label: "
-              "0 Business, 1 Sci/Tech, 2 Sports, 3 World)", ""]
+    lines += [
+        "## Per class (F1 at the class's own k, mean over seeds; class = given label: "
+        "0 Business, 1 Sci/Tech, 2 Sports, 3 World)",
+        "",
+    ]
     for setting, g in pc.groupby("setting", sort=False):
         g = g.assign(f1_at_k=g["f1_at_k"].where(g["n_noisy"] > 0))  # no noisy example in the class: undefined
         wide = g.groupby(["detector", "class"], sort=False)["f1_at_k"].mean().unstack("class")
-        lines += [f"### {setting}", "", "| detector | " + " | ".join(f"class {c}" for c in wide.columns) + " |",
-                  "|---" * (len(wide.columns) + 1) + "|"]
-        lines += [f"| {d} | " + " | ".join("–" if v != v else f"{v:.3f}" for v in row) + " |"
-                  for d, row in wide.iterrows()]
+        lines += [
+            f"### {setting}",
+            "",
+            "| detector | " + " | ".join(f"class {c}" for c in wide.columns) + " |",
+            "|---" * (len(wide.columns) + 1) + "|",
+        ]
+        lines += [
+            f"| {d} | " + " | ".join("–" if v != v else f"{v:.3f}" for v in row) + " |" for d, row in wide.iterrows()
+        ]
         lines.append("")
     rt = [{"setting": r["setting"], "seed": r["seed"], **row} for r in raws for row in r.get("retrain", [])]
     if rt:
         rdf = pd.DataFrame(rt)
         rdf.to_csv(OUT / "retrain.csv", index=False)
-        lines += ["## Clean and retrain (test accuracy, 500 AG News test examples)", "",
-                  "| setting | condition | n_train | test_accuracy | vs ceiling (points) | noise left | seeds |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Clean and retrain (test accuracy, 500 AG News test examples)",
+            "",
+            "| setting | condition | n_train | test_accuracy | vs ceiling (points) | noise left | seeds |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for (setting, cond), g in rdf.groupby(["setting", "condition"], sort=False):
-            lines.append(f"| {setting} | {cond} | {_mean_std(g['n_train'].tolist(), '.0f')} | "
-                         f"{_mean_std(g['test_accuracy'].tolist())} | "
-                         f"{_mean_std(g['vs_ceiling_points'].tolist(), '+.1f')} | "
-                         f"{_mean_std(g['noise_rate_trained'].tolist())} | {len(g)} |")
+            lines.append(
+                f"| {setting} | {cond} | {_mean_std(g['n_train'].tolist(), '.0f')} | "
+                f"{_mean_std(g['test_accuracy'].tolist())} | "
+                f"{_mean_std(g['vs_ceiling_points'].tolist(), '+.1f')} | "
+                f"{_mean_std(g['noise_rate_trained'].tolist())} | {len(g)} |"
+            )
         lines.append("")
     walls = [f"{r['job']}: {r['wall_s']:.0f} s" for r in raws]
-    lines += ["Wall time per job (2 jobs in parallel, 1 torch thread each, shared 2-core machine): "
-              + "; ".join(walls), ""]
+    lines += [
+        "Wall time per job (2 jobs in parallel, 1 torch thread each, shared 2-core machine): " + "; ".join(walls),
+        "",
+    ]
     (OUT / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

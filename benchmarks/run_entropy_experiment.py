@@ -51,22 +51,43 @@ def heldout_subset(n: int, runs: Path) -> str:
 
 def plan(args: argparse.Namespace, heldout: str) -> list[tuple[str, str, list[str]]]:
     """(run name, shipped config, overrides) for every run; MiniLM first, SmolLM2 last (the slowest)."""
-    common = [f"model.max_length={args.max_length}", f"data.max_train_examples={args.train_items}",
-              f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", "train.threads=1",
-              "train.progress=false", f"tracking.every_steps={args.every_steps}", f"tracking.heldout={heldout}",
-              "output.save_adapter=false"]
+    common = [
+        f"model.max_length={args.max_length}",
+        f"data.max_train_examples={args.train_items}",
+        f"train.epochs={args.epochs}",
+        f"train.batch_size={args.batch_size}",
+        "train.threads=1",
+        "train.progress=false",
+        f"tracking.every_steps={args.every_steps}",
+        f"tracking.heldout={heldout}",
+        "output.save_adapter=false",
+    ]
     runs = []
     for seed in args.seeds:
-        runs.append((f"minilm-lora-s{seed}", "entropy_minilm_lora", [*common, f"train.lr={args.lora_lr}",
-                                                                      f"train.seed={seed}"]))
-        runs.append((f"minilm-fullft-s{seed}", "entropy_minilm_fullft", [*common, f"train.lr={args.full_lr}",
-                                                                          f"train.seed={seed}"]))
+        runs.append(
+            (f"minilm-lora-s{seed}", "entropy_minilm_lora", [*common, f"train.lr={args.lora_lr}", f"train.seed={seed}"])
+        )
+        runs.append(
+            (
+                f"minilm-fullft-s{seed}",
+                "entropy_minilm_fullft",
+                [*common, f"train.lr={args.full_lr}", f"train.seed={seed}"],
+            )
+        )
     if args.smollm2:
-        smol = [f"model.max_length={args.max_length}", f"data.max_train_examples={args.smollm2_train_items}",
-                f"train.epochs={args.smollm2_epochs}", f"train.batch_size={args.batch_size}", "train.threads=1",
-                "train.progress=false", f"tracking.every_steps={args.smollm2_every_steps}",
-                f"tracking.heldout={heldout_subset(args.smollm2_heldout_items, RUNS)}", "output.save_adapter=false",
-                f"train.lr={args.smollm2_lr}", f"train.seed={args.seeds[0]}"]
+        smol = [
+            f"model.max_length={args.max_length}",
+            f"data.max_train_examples={args.smollm2_train_items}",
+            f"train.epochs={args.smollm2_epochs}",
+            f"train.batch_size={args.batch_size}",
+            "train.threads=1",
+            "train.progress=false",
+            f"tracking.every_steps={args.smollm2_every_steps}",
+            f"tracking.heldout={heldout_subset(args.smollm2_heldout_items, RUNS)}",
+            "output.save_adapter=false",
+            f"train.lr={args.smollm2_lr}",
+            f"train.seed={args.seeds[0]}",
+        ]
         runs.append((f"smollm2-lora-s{args.seeds[0]}", "entropy_smollm2_lora", smol))
     return runs
 
@@ -89,8 +110,12 @@ def execute(runs: list[tuple[str, str, list[str]]], workers: int) -> dict[str, f
         while pending and len(active) < workers:
             name, config, overrides = pending.pop(0)
             log = open(RUNS / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-            proc = subprocess.Popen([kss, "run", config, *overrides, "--run-dir", str(RUNS / name)],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(
+                [kss, "run", config, *overrides, "--run-dir", str(RUNS / name)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
             active[name] = (proc, time.time())
             print(f"started {name}", flush=True)
         time.sleep(5)
@@ -120,8 +145,9 @@ def analyse(args: argparse.Namespace, times: dict[str, float]) -> None:
     wall = {}
     for d in dirs:
         result = json.loads((Path(d) / "result.json").read_text())
-        wall[Path(d).name] = {k: result.get(k) for k in ("wall_time_s", "val_accuracy", "train_accuracy",
-                                                         "n_train", "steps", "lr")}
+        wall[Path(d).name] = {
+            k: result.get(k) for k in ("wall_time_s", "val_accuracy", "train_accuracy", "n_train", "steps", "lr")
+        }
     (OUT / "runs.json").write_text(json.dumps(wall, indent=2) + "\n")
     settings = {k: v for k, v in vars(args).items() if k not in ("analyse_only",)}
     (OUT / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")

@@ -25,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from kss_lora.cli import _quiet_libraries  # noqa: E402
-from kss_lora.precision.experiment import degradation_table, load_spec, run_cells  # noqa: E402
-from kss_lora.precision.verdict import condition_quant, probe_methods, write_experiment_report  # noqa: E402
+from kss_lora.precision_lab.experiment import degradation_table, load_spec, run_cells  # noqa: E402
+from kss_lora.precision_lab.verdict import condition_quant, probe_methods, write_experiment_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = spec.cells(args.seeds, args.precisions)
     t0 = time.time()
     if args.no_run:
-        from kss_lora.precision.experiment import finished
+        from kss_lora.precision_lab.experiment import finished
 
         results = {c.name: r for c in cells if (r := finished(runs_dir / c.name)) is not None}
     else:
@@ -62,16 +62,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"probe: {time.time() - t1:.0f}s")
     out = Path(args.out)
     walls = [r["wall_time_s"] for r in runs if r["wall_time_s"]]
-    context = {"runs finished": f"{len(walls)} of {len(runs)}",
-               "run wall times": f"sum {sum(walls) / 60:.1f} min, median {statistics.median(walls):.0f} s per run"
-               if walls else "n/a",
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, "
-                          f"{args.workers} runs in parallel, 1 torch thread each"}
+    context = {
+        "runs finished": f"{len(walls)} of {len(runs)}",
+        "run wall times": f"sum {sum(walls) / 60:.1f} min, median {statistics.median(walls):.0f} s per run"
+        if walls
+        else "n/a",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, "
+        f"{args.workers} runs in parallel, 1 torch thread each",
+    }
     if not args.no_run:
         context["this invocation"] = f"{run_wall / 60:.1f} min of runs"
     write_experiment_report(out, spec, runs, summary, probes, condition_quant(spec), context=context)
-    print(json.dumps([{k: s[k] for k in ("precision", "method", "n", "val_loss_mean", "degradation_mean",
-                                         "degradation_std")} for s in summary], indent=1))
+    print(
+        json.dumps(
+            [
+                {k: s[k] for k in ("precision", "method", "n", "val_loss_mean", "degradation_mean", "degradation_std")}
+                for s in summary
+            ],
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -22,10 +22,18 @@ from kss_lora.tasks.base import loss_to_pseudo_logits
 from kss_lora.tasks.causal_lm import IGNORE, collate, encode_conversation, response_nll, tokenize_split, truncate
 
 QA = [
-    ("what color is the sky", "blue"), ("what color is grass", "green"), ("how many legs has a cat", "four"),
-    ("what is frozen water", "ice"), ("what do bees make", "honey"), ("where do fish live", "in water"),
-    ("what is the opposite of hot", "cold"), ("what animal barks", "a dog"), ("what shines at night", "the moon"),
-    ("what do cows drink", "water"), ("what falls from clouds", "rain"), ("what is two plus two", "four"),
+    ("what color is the sky", "blue"),
+    ("what color is grass", "green"),
+    ("how many legs has a cat", "four"),
+    ("what is frozen water", "ice"),
+    ("what do bees make", "honey"),
+    ("where do fish live", "in water"),
+    ("what is the opposite of hot", "cold"),
+    ("what animal barks", "a dog"),
+    ("what shines at night", "the moon"),
+    ("what do cows drink", "water"),
+    ("what falls from clouds", "rain"),
+    ("what is two plus two", "four"),
 ]
 
 
@@ -51,8 +59,10 @@ def test_plain_format_masks_prompt_tokens_by_hand(tok):
 
 def test_chat_template_response_span(tok):
     t = load_tokenizer("tiny-llama")
-    t.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} [end] {% endfor %}"
-                       "{% if add_generation_prompt %}[assistant] {% endif %}")
+    t.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} [end] {% endfor %}"
+        "{% if add_generation_prompt %}[assistant] {% endif %}"
+    )
     c = [{"role": "system", "content": "be brief"}, *conv("what is ice", "frozen water")]
     ids, labels = encode_conversation(t, c, chat_template=True)
     kept = [i for i, y in zip(ids, labels) if y != IGNORE]
@@ -135,16 +145,18 @@ def test_causal_lm_run_end_to_end(tmp_path, capsys):
     assert sorted(splits["train"] + splits["validation"]) == list(range(12))
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     dyn = load_dynamics(run_dir)  # the dynamics tools read LM runs: per-example loss via pseudo-logits
-    np.testing.assert_allclose(dyn.checkpoint(epochs_only=True).loss.mean(axis=1),
-                               [m["train_loss"] for m in metrics], rtol=1e-5)
+    np.testing.assert_allclose(
+        dyn.checkpoint(epochs_only=True).loss.mean(axis=1), [m["train_loss"] for m in metrics], rtol=1e-5
+    )
     assert dyn.free().loss.shape == (2, 9)
     assert '"val_perplexity"' in capsys.readouterr().out
     # the adapter is a plain PEFT causal-LM adapter: vanilla peft reproduces the run's validation loss
     run = Run(from_dict(cfg))
     base = load_model("tiny-llama", task="causal-lm", tokenizer=run.tokenizer, seed=0)
     loaded = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
-    out = run.task.evaluate(loaded, run.val_batches, np.arange(3), batch_size=8, device=torch.device("cpu"),
-                            autocast=run.precision.autocast)
+    out = run.task.evaluate(
+        loaded, run.val_batches, np.arange(3), batch_size=8, device=torch.device("cpu"), autocast=run.precision.autocast
+    )
     assert out.loss.mean() == pytest.approx(result["val_loss"], abs=1e-5)
 
 
@@ -162,11 +174,14 @@ def test_response_swap_noise(tmp_path):
 
 
 def test_classification_data_as_instructions_with_label_noise(tmp_path):
-    cfg = {"model": {"name": "tiny-llama", "task": "causal-lm", "max_length": 48},
-           "data": {"source": "synthetic", "num_examples": 40, "num_classes": 3},
-           "noise": {"rate": 0.3, "seed": 0}, "method": {"name": "lora", "rank": 2},
-           "train": {"epochs": 1, "batch_size": 8, "progress": False, "threads": 1},
-           "output": {"dir": str(tmp_path / "runs")}}
+    cfg = {
+        "model": {"name": "tiny-llama", "task": "causal-lm", "max_length": 48},
+        "data": {"source": "synthetic", "num_examples": 40, "num_classes": 3},
+        "noise": {"rate": 0.3, "seed": 0},
+        "method": {"name": "lora", "rank": 2},
+        "train": {"epochs": 1, "batch_size": 8, "progress": False, "threads": 1},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
     run = Run(from_dict(cfg))
     task = run.task
     names = task.data.label_names
@@ -179,8 +194,9 @@ def test_classification_data_as_instructions_with_label_noise(tmp_path):
 def test_truthfulqa_qa_builder(shared_data):
     split = truthfulqa_qa(shared_data / "truthfulqa" / "TruthfulQA.csv")
     assert len(split) == 817
-    assert split.conversations[0] == conv("What happens to you if you eat watermelon seeds?",
-                                          "The watermelon seeds pass through your digestive system")
+    assert split.conversations[0] == conv(
+        "What happens to you if you eat watermelon seeds?", "The watermelon seeds pass through your digestive system"
+    )
 
 
 BAD = {
@@ -212,11 +228,21 @@ def test_bad_messages_are_one_line_errors(tmp_path, capsys):
 
 
 def test_messages_column_trains_every_assistant_turn(tmp_path, tok):
-    rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": r},
-                          {"role": "user", "content": "again"}, {"role": "assistant", "content": r}]}
-            for p, r in QA]
-    cfg = lm_config(tmp_path, data={"train": write_jsonl(tmp_path / "chat.jsonl", rows), "test": None,
-                                    "messages_column": "messages"})
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": p},
+                {"role": "assistant", "content": r},
+                {"role": "user", "content": "again"},
+                {"role": "assistant", "content": r},
+            ]
+        }
+        for p, r in QA
+    ]
+    cfg = lm_config(
+        tmp_path,
+        data={"train": write_jsonl(tmp_path / "chat.jsonl", rows), "test": None, "messages_column": "messages"},
+    )
     run = Run(from_dict(cfg))
     ids, labels = run.train_batches.input_ids[0], run.train_batches.labels[0]
     answer = run.task.data.train.conversations[0][1]["content"]

@@ -29,8 +29,18 @@ def test_csv_with_pairs_and_named_labels(tmp_path):
     path = tmp_path / "nli.jsonl"
     rows = [f'{{"p": "premise {i}", "h": "hyp {i}", "y": "{["yes", "no", "maybe"][i % 3]}"}}' for i in range(60)]
     path.write_text("\n".join(rows) + "\n")
-    cfg = from_dict({"data": {"source": "file", "train": str(path), "text_column": "p", "text_pair_column": "h",
-                              "label_column": "y", "val_fraction": 0.2}})
+    cfg = from_dict(
+        {
+            "data": {
+                "source": "file",
+                "train": str(path),
+                "text_column": "p",
+                "text_pair_column": "h",
+                "label_column": "y",
+                "val_fraction": 0.2,
+            }
+        }
+    )
     data = load_classification_data(cfg.data)
     assert data.label_names == ["maybe", "no", "yes"] and len(data.validation) == 12 and len(data.train) == 48
     assert data.train.text_pairs is not None and data.train.text_pairs[0].startswith("hyp")
@@ -38,9 +48,19 @@ def test_csv_with_pairs_and_named_labels(tmp_path):
 
 
 def test_agnews_in_place(shared_data):
-    cfg = from_dict({"data": {"source": "file", "train": str(shared_data / "agnews/dev.tsv"),
-                              "test": str(shared_data / "agnews/test.tsv"), "header": False,
-                              "column_names": ["text", "label"], "max_train_examples": 400, "max_eval_examples": 100}})
+    cfg = from_dict(
+        {
+            "data": {
+                "source": "file",
+                "train": str(shared_data / "agnews/dev.tsv"),
+                "test": str(shared_data / "agnews/test.tsv"),
+                "header": False,
+                "column_names": ["text", "label"],
+                "max_train_examples": 400,
+                "max_eval_examples": 100,
+            }
+        }
+    )
     data = load_classification_data(cfg.data)
     assert data.label_names == ["Business", "Sci/Tech", "Sports", "World"]
     assert len(data.train) == 400 and len(data.validation) == 100 and len(data.test) == 100
@@ -52,8 +72,18 @@ def test_datasets_dataset_from_disk(tmp_path):
 
     rows = {"sentence": [f"text number {i}" for i in range(40)], "target": [i % 2 for i in range(40)]}
     DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict(rows)}).save_to_disk(tmp_path / "ds")
-    cfg = from_dict({"data": {"source": "hf", "train": f"{tmp_path / 'ds'}:train", "test": f"{tmp_path / 'ds'}:test",
-                              "text_column": "sentence", "label_column": "target", "val_fraction": 0.25}})
+    cfg = from_dict(
+        {
+            "data": {
+                "source": "hf",
+                "train": f"{tmp_path / 'ds'}:train",
+                "test": f"{tmp_path / 'ds'}:test",
+                "text_column": "sentence",
+                "label_column": "target",
+                "val_fraction": 0.25,
+            }
+        }
+    )
     data = load_classification_data(cfg.data)
     assert data.label_names == ["0", "1"] and len(data.train) == 30 and len(data.validation) == 10
     assert len(data.test) == 40 and data.test.texts[3] == "text number 3"

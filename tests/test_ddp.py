@@ -28,8 +28,16 @@ def ddp_config(tmp_path: Path) -> dict:
         "model": {"name": "tiny-llama", "task": "causal-lm", "max_length": 32},
         "data": {"source": "file", "train": str(tmp_path / "train.jsonl"), "val_fraction": 0.2},
         "method": {"name": "kss", "sparsity": 0.3, "gamma": 1.0, "rank": 4},
-        "train": {"seed": 0, "epochs": 2, "batch_size": 8, "grad_accum": 2, "lr": 1e-2, "progress": False,
-                  "threads": 1, "device": "cpu"},  # gloo, also on a machine with GPUs
+        "train": {
+            "seed": 0,
+            "epochs": 2,
+            "batch_size": 8,
+            "grad_accum": 2,
+            "lr": 1e-2,
+            "progress": False,
+            "threads": 1,
+            "device": "cpu",
+        },  # gloo, also on a machine with GPUs
         "tracking": {"per_example": True, "free": True},
         "output": {"dir": str(tmp_path / "runs")},
     }
@@ -48,18 +56,21 @@ def test_shards_cover_each_global_batch_once():
     assert DistContext().shard(batch).tolist() == batch.tolist()
 
 
-
 def test_eval_shards_reassemble_in_example_order():
     from kss_lora.tasks.base import EvalOutput
 
-    full = EvalOutput(loss=np.arange(5.0), record=np.arange(10, dtype=np.float32).reshape(5, 2),
-                      correct=np.array([1, 0, 1, 0, 1], dtype=bool))
+    full = EvalOutput(
+        loss=np.arange(5.0),
+        record=np.arange(10, dtype=np.float32).reshape(5, 2),
+        correct=np.array([1, 0, 1, 0, 1], dtype=bool),
+    )
     shards = [np.array([3, 4]), np.array([], dtype=np.int64), np.array([0, 1, 2])]  # one rank got nothing
     got = EvalOutput.assemble([(i, full.subset(i)) for i in shards], 5)
     np.testing.assert_array_equal(got.loss, full.loss)
     np.testing.assert_array_equal(got.record, full.record)
     np.testing.assert_array_equal(got.correct, full.correct)
     assert got.tokens is None
+
 
 @pytest.mark.slow
 def test_two_process_ddp_equals_single_process(tmp_path):
@@ -110,16 +121,28 @@ def test_launch_commands():
     assert cmd[4:] == ["--num_processes", "4", "--num_machines", "2", "-m", "kss_lora.cli", "run", "cfg.yaml"]
     assert yaml.safe_load(profile_path("ddp").read_text())["distributed_type"] == "MULTI_GPU"
     tr = SimpleNamespace(name="torchrun", profile="ddp", num_processes=2, args=[])
-    assert build_command(tr, ["run", "x"]) == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                                               "2", "-m", "kss_lora.cli", "run", "x"]
+    assert build_command(tr, ["run", "x"]) == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "kss_lora.cli",
+        "run",
+        "x",
+    ]
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--launcher", "accelerate", "--profile", "zero3"], "launcher.profile: unknown profile 'zero3'"),
-    (["--launcher", "accelerate", "--profile", "zero3.yaml"], "launcher.profile: unknown profile 'zero3.yaml'"),
-    (["--launcher", "torchrun", "--nproc", "0"], "launcher.num_processes"),
-    (["launcher.name=mpi"], "launcher.name"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--launcher", "accelerate", "--profile", "zero3"], "launcher.profile: unknown profile 'zero3'"),
+        (["--launcher", "accelerate", "--profile", "zero3.yaml"], "launcher.profile: unknown profile 'zero3.yaml'"),
+        (["--launcher", "torchrun", "--nproc", "0"], "launcher.num_processes"),
+        (["launcher.name=mpi"], "launcher.name"),
+    ],
+)
 def test_bad_launch_input_is_one_line_exit_2(tmp_path, capsys, args, expected):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(ddp_config(tmp_path)))

@@ -38,8 +38,16 @@ def cfg_dict(tmp_path: Path, **over: dict) -> dict:
 def detection(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("detect")
     cfg = from_dict(cfg_dict(tmp))
-    return detect_label_issues(cfg, tmp / "runs", low_rank=1, high_rank=32, curriculum_ranks=(4,),
-                               curriculum_seed="ract-low", folds=2, checkpoints_per_epoch=1)
+    return detect_label_issues(
+        cfg,
+        tmp / "runs",
+        low_rank=1,
+        high_rank=32,
+        curriculum_ranks=(4,),
+        curriculum_seed="ract-low",
+        folds=2,
+        checkpoints_per_epoch=1,
+    )
 
 
 def test_every_detector_scores_and_flags_every_example(detection):
@@ -80,8 +88,16 @@ def test_cross_fitting_never_scores_an_example_with_a_model_that_saw_it(detectio
 
 def test_ranked_table(detection):
     table = detection.ranked("small-loss")
-    assert list(table.columns) == ["rank", "id", "text", "given_label", "suggested_label", "score", "flagged",
-                                   "is_noisy"]
+    assert list(table.columns) == [
+        "rank",
+        "id",
+        "text",
+        "given_label",
+        "suggested_label",
+        "score",
+        "flagged",
+        "is_noisy",
+    ]
     assert table["flagged"].all() and table["score"].is_monotonic_decreasing
     assert len(table) == detection.flags["small-loss"].sum()
 
@@ -118,8 +134,7 @@ def write_config(tmp_path: Path, cfg: dict) -> str:
 def test_kss_detect_writes_ranked_csv_evaluation_and_retrain(tmp_path, capsys):
     cfg = write_config(tmp_path, cfg_dict(tmp_path))
     out = tmp_path / "out"
-    code = main(["detect", cfg, "--detectors", "small-loss,aulc", "--rate", "0.2", "-o", str(out),
-                 "--retrain", "drop"])
+    code = main(["detect", cfg, "--detectors", "small-loss,aulc", "--rate", "0.2", "-o", str(out), "--retrain", "drop"])
     assert code == 0, capsys.readouterr().err
     ranked = pd.read_csv(out / "suspected_label_errors.csv")
     for col in ("id", "text", "given_label", "suggested_label", "score"):

@@ -24,8 +24,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def noisy_run(tmp_path_factory) -> Path:
     """tiny-bert, 30% symmetric noise, checkpoints every 2 steps and free records: about 3 s."""
     tmp = tmp_path_factory.mktemp("dyn")
-    cfg = tiny_config(tmp, tracking={"per_example": True, "free": True, "every_steps": 2},
-                      noise={"rate": 0.3, "seed": 1}, train={"epochs": 3})
+    cfg = tiny_config(
+        tmp,
+        tracking={"per_example": True, "free": True, "every_steps": 2},
+        noise={"rate": 0.3, "seed": 1},
+        train={"epochs": 3},
+    )
     assert Run(from_dict(cfg)).execute(tmp / "noisy")["status"] == "ok"
     return tmp / "noisy"
 
@@ -87,10 +91,13 @@ def test_free_source_and_parquet(noisy_run, tmp_path):
 
 def test_chaosnli_run_joins_entropy_and_heldout(shared_data, tmp_path):
     chaos = shared_data / "chaosnli"
-    cfg = tiny_config(tmp_path, data={"source": "chaosnli", "train": str(chaos / "chaosNLI_mnli_m.jsonl"),
-                                      "max_train_examples": 48},
-                      tracking={"per_example": True, "every_steps": 3, "heldout": str(chaos / "chaosNLI_snli.jsonl")},
-                      method={"name": "lora", "preset": None}, train={"epochs": 1})
+    cfg = tiny_config(
+        tmp_path,
+        data={"source": "chaosnli", "train": str(chaos / "chaosNLI_mnli_m.jsonl"), "max_train_examples": 48},
+        tracking={"per_example": True, "every_steps": 3, "heldout": str(chaos / "chaosNLI_snli.jsonl")},
+        method={"name": "lora", "preset": None},
+        train={"epochs": 1},
+    )
     for key in ("num_examples", "num_classes"):
         cfg["data"].pop(key)
     assert Run(from_dict(cfg)).execute(tmp_path / "chaos")["status"] == "ok"

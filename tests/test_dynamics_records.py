@@ -15,8 +15,9 @@ from kss_lora.runner import Run
 
 def count_forwards(run: Run) -> list[int]:
     calls = [0]
-    run.model.register_forward_pre_hook(lambda module, args, kwargs: calls.__setitem__(0, calls[0] + 1),
-                                        with_kwargs=True)
+    run.model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.__setitem__(0, calls[0] + 1), with_kwargs=True
+    )
     return calls
 
 
@@ -31,8 +32,12 @@ def test_free_recording_adds_no_forward_passes(tmp_path):
 
 
 def test_checkpoints_and_free_records(tmp_path):
-    cfg = tiny_config(tmp_path, tracking={"per_example": True, "free": True, "every_steps": 1},
-                      noise={"rate": 0.3, "seed": 1}, train={"epochs": 2, "batch_size": 16})
+    cfg = tiny_config(
+        tmp_path,
+        tracking={"per_example": True, "free": True, "every_steps": 1},
+        noise={"rate": 0.3, "seed": 1},
+        train={"epochs": 2, "batch_size": 16},
+    )
     run = Run(from_dict(cfg))
     result = run.execute(tmp_path / "run")
     assert result["status"] == "ok"

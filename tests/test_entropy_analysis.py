@@ -48,12 +48,17 @@ def test_partial_spearman_removes_a_confounder():
 
 # ------------------------------------------------------------------------------ synthetic runs
 
+
 def write_chaosnli(path: Path, counts: np.ndarray) -> None:
     lines = []
     for i, c in enumerate(counts):
-        rec = {"uid": f"u{i}", "label_count": [int(v) for v in c], "majority_label": "enc"[int(np.argmax(c))],
-               "entropy": float(annotation_entropy(c)) / math.log(2),
-               "example": {"premise": "w " * (5 + i % 7), "hypothesis": "h", "source": "snli"}}
+        rec = {
+            "uid": f"u{i}",
+            "label_count": [int(v) for v in c],
+            "majority_label": "enc"[int(np.argmax(c))],
+            "entropy": float(annotation_entropy(c)) / math.log(2),
+            "example": {"premise": "w " * (5 + i % 7), "hypothesis": "h", "source": "snli"},
+        }
         lines.append(json.dumps(rec))
     path.write_text("\n".join(lines) + "\n")
 
@@ -80,14 +85,25 @@ def fake_run(root: Path, name: str, method: str, seed: int, counts: np.ndarray, 
     a = progress * slope[None] * 2 + 0.05 * rng.normal(size=(t, n))
     logits = np.zeros((t, n, 3), np.float32)
     logits[..., 0] = a
-    rec = DynamicsRecorder(labels=np.zeros(n, np.int64), ids=np.arange(n), clean_labels=np.zeros(n, np.int64),
-                           heldout_labels=np.zeros(n, np.int64), heldout_ids=np.arange(n), steps_per_epoch=2)
+    rec = DynamicsRecorder(
+        labels=np.zeros(n, np.int64),
+        ids=np.arange(n),
+        clean_labels=np.zeros(n, np.int64),
+        heldout_labels=np.zeros(n, np.int64),
+        heldout_ids=np.arange(n),
+        steps_per_epoch=2,
+    )
     for step in range(t):
         rec.record_checkpoint(step, logits[step], logits[step])
     rec.save(d)
-    cfg = {"model": {"name": "tiny-bert"}, "data": {"source": "chaosnli", "train": str(items)},
-           "method": {"name": method, "rank": 4, "preset": None}, "train": {"seed": seed},
-           "tracking": {"per_example": True, "heldout": str(items)}, "noise": {"rate": 0.0}}
+    cfg = {
+        "model": {"name": "tiny-bert"},
+        "data": {"source": "chaosnli", "train": str(items)},
+        "method": {"name": method, "rank": 4, "preset": None},
+        "train": {"seed": seed},
+        "tracking": {"per_example": True, "heldout": str(items)},
+        "noise": {"rate": 0.0},
+    }
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     (d / "result.json").write_text(json.dumps({"status": "ok"}))
     return d
@@ -138,10 +154,17 @@ def test_entropy_cli_writes_report(synthetic_runs, tmp_path, capsys):
     root, _ = synthetic_runs
     out = tmp_path / "report"
     assert main(["entropy", str(root / "runs"), "-o", str(out), "--n-boot", "20"]) == 0
-    for name in ("entropy.md", "correlations_per_run.csv", "correlations_per_condition.csv",
-                 "unlearning_by_bucket.csv", "lora_vs_full_contested.csv", "by_majority_label.csv",
-                 "entropy_vs_aulc_heldout.png",
-                 "unlearning_heldout.png", "loss_by_bucket_heldout.png"):
+    for name in (
+        "entropy.md",
+        "correlations_per_run.csv",
+        "correlations_per_condition.csv",
+        "unlearning_by_bucket.csv",
+        "lora_vs_full_contested.csv",
+        "by_majority_label.csv",
+        "entropy_vs_aulc_heldout.png",
+        "unlearning_heldout.png",
+        "loss_by_bucket_heldout.png",
+    ):
         assert (out / name).is_file(), name
     assert (out / "entropy_vs_aulc_heldout.png").read_bytes()[:4] == b"\x89PNG"
     assert "paper 0.06-0.43" in capsys.readouterr().out
@@ -165,8 +188,16 @@ def test_optimal_rank_per_noise_rate(tmp_path, capsys):
         for rank in (1, 2, 4, 16):
             for seed in (0, 1):
                 loss = 1.0 + abs(math.log2(rank) - math.log2(r_best)) * 0.1 + 0.001 * seed
-                results.append({"status": "ok", "method": "lora", "rank": rank, "noise_rate": noise,
-                                "val_loss": loss, "seed": seed})
+                results.append(
+                    {
+                        "status": "ok",
+                        "method": "lora",
+                        "rank": rank,
+                        "noise_rate": noise,
+                        "val_loss": loss,
+                        "seed": seed,
+                    }
+                )
     results.append({"status": "failed", "method": "lora", "rank": 8, "noise_rate": 0.0, "val_loss": 0.1})
     cells, table = optimal_rank(results)
     assert dict(zip(table["noise_rate"], table["best_rank"], strict=True)) == best

@@ -33,12 +33,24 @@ def test_shipped_profiles_name_their_strategy():
 
 def test_profile_options_and_refusals(tmp_path):
     own = tmp_path / "mine.yaml"
-    own.write_text(yaml.safe_dump({"distributed_type": "FSDP", "fsdp_config": {
-        "fsdp_version": 2, "fsdp_reshard_after_forward": False, "fsdp_offload_params": "true",
-        "fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer, LlamaRMSNorm"}}))
+    own.write_text(
+        yaml.safe_dump(
+            {
+                "distributed_type": "FSDP",
+                "fsdp_config": {
+                    "fsdp_version": 2,
+                    "fsdp_reshard_after_forward": False,
+                    "fsdp_offload_params": "true",
+                    "fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer, LlamaRMSNorm",
+                },
+            }
+        )
+    )
     assert fsdp_options(launcher(own)) == FSDPOptions(False, True, ("LlamaDecoderLayer", "LlamaRMSNorm"))
-    for profile, expected in (({"distributed_type": "FSDP", "fsdp_config": {"fsdp_version": 1}}, "fsdp_version 1"),
-                              ({"distributed_type": "DEEPSPEED"}, "distributed_type DEEPSPEED")):
+    for profile, expected in (
+        ({"distributed_type": "FSDP", "fsdp_config": {"fsdp_version": 1}}, "fsdp_version 1"),
+        ({"distributed_type": "DEEPSPEED"}, "distributed_type DEEPSPEED"),
+    ):
         own.write_text(yaml.safe_dump(profile))
         with pytest.raises(ConfigError, match=expected) as err:
             fsdp_options(launcher(own))
@@ -57,8 +69,9 @@ def test_accelerate_environment_selects_fsdp2(monkeypatch):
 def test_blocks_are_the_models_no_split_modules():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
-                                         intermediate_size=8))
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+    )
     assert block_classes(model) == {"LlamaDecoderLayer"}
     assert block_classes(model, ("MyBlock",)) == {"MyBlock"}
 
@@ -87,8 +100,20 @@ def _run_fsdp(tmp_path: Path, cfg: dict, name: str) -> tuple[dict, dict]:
     assert ref["status"] == "ok", ref["error"]
     ref["mask_digest"] = mask_digest(_masker_at(single), [0, ref["steps"] - 1])
     ref["param_mb"] = resident_parameter_mb(single.model)
-    rc = main(["run", str(path), "--launcher", "torchrun", "--profile", "fsdp2", "--nproc", "2",
-               "--run-dir", str(tmp_path / f"{name}-fsdp")])
+    rc = main(
+        [
+            "run",
+            str(path),
+            "--launcher",
+            "torchrun",
+            "--profile",
+            "fsdp2",
+            "--nproc",
+            "2",
+            "--run-dir",
+            str(tmp_path / f"{name}-fsdp"),
+        ]
+    )
     assert rc == 0
     got = json.loads((tmp_path / f"{name}-fsdp" / "result.json").read_text())
     assert got["status"] == "ok", got["error"]
@@ -100,7 +125,9 @@ def _assert_same_training(tmp_path: Path, name: str, ref: dict, got: dict, keys:
     assert dist["world_size"] == 2 and dist["strategy"] == "fsdp2" and dist["masks_agree"] and dist["params_agree"]
     assert dist["mask_digest"] == ref["mask_digest"]  # each rank masked its shard with the one-process mask
     # sharded at rest: each rank holds about half the weights (chunks of odd-sized dims round up)
-    assert len(dist["param_mb_per_rank"]) == 2 and sum(dist["param_mb_per_rank"]) == pytest.approx(ref["param_mb"], abs=0.01)
+    assert len(dist["param_mb_per_rank"]) == 2 and sum(dist["param_mb_per_rank"]) == pytest.approx(
+        ref["param_mb"], abs=0.01
+    )
     assert max(dist["param_mb_per_rank"]) < 0.55 * ref["param_mb"]
     a, b = load_adapter(tmp_path / f"{name}-single"), load_adapter(tmp_path / f"{name}-fsdp")
     assert a.keys() == b.keys() and any(np.abs(v).max() > 0 for k, v in a.items() if "lora_B" in k)
@@ -116,8 +143,7 @@ def test_two_process_fsdp2_equals_single_process_causal_lm(tmp_path):
 
     # Global batch 5 over 2 ranks (3 + 2) in micro-batches of 1: rank 1 runs a padding-only pass each step;
     # update mode restores masked entries of each rank's shard after the step.
-    cfg = with_blocks(ddp_config(tmp_path), train={"batch_size": 5, "grad_accum": 5},
-                      method={"mask_mode": "update"})
+    cfg = with_blocks(ddp_config(tmp_path), train={"batch_size": 5, "grad_accum": 5}, method={"mask_mode": "update"})
     ref, got = _run_fsdp(tmp_path, cfg, "lm")
     _assert_same_training(tmp_path, "lm", ref, got, ("train_loss", "val_loss", "train_loss_running"))
     free = load_dynamics(tmp_path / "lm-fsdp").free()  # padding passes are not recorded
@@ -132,9 +158,13 @@ def test_two_process_fsdp2_equals_single_process_classification(tmp_path):
     # A trainable classification head (PEFT modules_to_save), gradient clipping over shards; global batch 9
     # (5 + 4) in micro-batches of 3: rank 1's second micro-batch is one example + padding. tiny-llama, as
     # tiny-bert's dropout would draw different noise on each rank.
-    cfg = tiny_config(tmp_path, model={"name": "tiny-llama"}, data={"num_examples": 45},
-                      train={"batch_size": 9, "grad_accum": 3, "grad_clip": 0.5, "device": "cpu"},
-                      method={"preset": "kss-sparse"})
+    cfg = tiny_config(
+        tmp_path,
+        model={"name": "tiny-llama"},
+        data={"num_examples": 45},
+        train={"batch_size": 9, "grad_accum": 3, "grad_clip": 0.5, "device": "cpu"},
+        method={"preset": "kss-sparse"},
+    )
     ref, got = _run_fsdp(tmp_path, cfg, "cls")
     _assert_same_training(tmp_path, "cls", ref, got, ("train_loss", "val_loss", "val_accuracy"))
 
@@ -150,8 +180,23 @@ def test_low_precision_under_fsdp2_equals_ddp(tmp_path, mode):
     results = {}
     for profile in ("ddp", "fsdp2"):
         run_dir = tmp_path / profile
-        assert main(["run", str(path), "--launcher", "torchrun", "--profile", profile, "--nproc", "2",
-                     "--run-dir", str(run_dir)]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    str(path),
+                    "--launcher",
+                    "torchrun",
+                    "--profile",
+                    profile,
+                    "--nproc",
+                    "2",
+                    "--run-dir",
+                    str(run_dir),
+                ]
+            )
+            == 0
+        )
         results[profile] = json.loads((run_dir / "result.json").read_text())
     assert results["fsdp2"]["distributed"]["strategy"] == "fsdp2"
     assert results["ddp"]["distributed"]["strategy"] == "ddp"

@@ -41,6 +41,10 @@ def test_hf_trainer_callback_masks_inside_optimizer_step(tmp_path):
         keep = keep_mask(p.shape, sparsity=0.5, seed=7, step=0, name=name, device=p.device)
         assert torch.equal(p.detach()[~keep], before[name][~keep]), name  # masked: frozen this step
         assert not torch.equal(p.detach()[keep], before[name][keep]), name  # kept: moved
-    frac_kept = np.mean([keep_mask(p.shape, sparsity=0.5, seed=7, step=0, name=n, device=p.device).float().mean().item()
-                         for n, p in lora_parameters(trainer.model).items()])
+    frac_kept = np.mean(
+        [
+            keep_mask(p.shape, sparsity=0.5, seed=7, step=0, name=n, device=p.device).float().mean().item()
+            for n, p in lora_parameters(trainer.model).items()
+        ]
+    )
     assert 0.4 < frac_kept < 0.6

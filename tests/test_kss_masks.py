@@ -22,7 +22,9 @@ def tiny_peft(seed: int = 0, rank: int = 4, alpha: float = 4.0, dropout: float =
     base = BertForSequenceClassification(
         BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     )
-    cfg = LoraConfig(task_type="SEQ_CLS", r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "value"])
+    cfg = LoraConfig(
+        task_type="SEQ_CLS", r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "value"]
+    )
     return get_peft_model(base, cfg)
 
 
@@ -52,8 +54,11 @@ def test_masks_deterministic_in_seed_step_name():
     kw = {"sparsity": 0.3, "device": CPU}
     a = keep_mask((1000,), seed=1, step=5, name="x", **kw)
     assert torch.equal(a, keep_mask((1000,), seed=1, step=5, name="x", **kw))
-    for other in ({"seed": 2, "step": 5, "name": "x"}, {"seed": 1, "step": 6, "name": "x"},
-                  {"seed": 1, "step": 5, "name": "y"}):
+    for other in (
+        {"seed": 2, "step": 5, "name": "x"},
+        {"seed": 1, "step": 6, "name": "x"},
+        {"seed": 1, "step": 5, "name": "y"},
+    ):
         assert not torch.equal(a, keep_mask((1000,), **other, **kw))
 
 
@@ -104,8 +109,10 @@ def test_rho_zero_reproduces_plain_peft_lora_exactly():
     dense_model, masked_model = tiny_peft(rank=rank, alpha=gamma * rank), tiny_peft(rank=rank, alpha=gamma * rank)
     _train(dense_model, steps=6)
     _train(masked_model, steps=6, kss=KSSConfig(sparsity=0.5, gamma=gamma))
-    diffs = [(a - b).abs().max().item() for a, b in zip(lora_parameters(dense_model).values(),
-                                                          lora_parameters(masked_model).values(), strict=True)]
+    diffs = [
+        (a - b).abs().max().item()
+        for a, b in zip(lora_parameters(dense_model).values(), lora_parameters(masked_model).values(), strict=True)
+    ]
     assert max(diffs) > 1e-3
 
 
@@ -160,8 +167,12 @@ def test_rank_mode_masks_training_forward_only():
 def test_config_validation_and_presets():
     assert PRESETS["kss-sparse"].sparsity == 0.30 and PRESETS["standard"].gamma == 0.5
     assert KSSConfig.from_preset("kss-highgamma").lora_alpha(8) == 12.0
-    for bad, field in (({"sparsity": 1.0}, "sparsity"), ({"sparsity": -0.1}, "sparsity"),
-                       ({"gamma": 0.0}, "gamma"), ({"mask_mode": "foo"}, "mask_mode")):
+    for bad, field in (
+        ({"sparsity": 1.0}, "sparsity"),
+        ({"sparsity": -0.1}, "sparsity"),
+        ({"gamma": 0.0}, "gamma"),
+        ({"mask_mode": "foo"}, "mask_mode"),
+    ):
         with pytest.raises(ConfigError, match=field):
             KSSConfig(**bad)
     with pytest.raises(ConfigError, match="preset"):

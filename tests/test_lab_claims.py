@@ -50,10 +50,24 @@ def make_runs(groups: dict[tuple, list[float]], noise_shift: bool = False) -> pd
     rows = []
     for (preset, method, gamma, rho, noise), gaps in groups.items():
         for seed, g in enumerate(gaps):
-            rows.append({"status": "ok", "preset": preset, "method": method, "gamma": gamma, "sparsity": rho,
-                         "rank": 8, "noise_rate": noise, "precision": "fp32", "seed": seed, "val_loss": 1.0,
-                         "train_loss": 1.0 - g + (noise if noise_shift else 0.0), "gap": g - (noise if noise_shift else 0.0),
-                         "gap_clean": g, "arm": preset or f"dense {gamma}"})
+            rows.append(
+                {
+                    "status": "ok",
+                    "preset": preset,
+                    "method": method,
+                    "gamma": gamma,
+                    "sparsity": rho,
+                    "rank": 8,
+                    "noise_rate": noise,
+                    "precision": "fp32",
+                    "seed": seed,
+                    "val_loss": 1.0,
+                    "train_loss": 1.0 - g + (noise if noise_shift else 0.0),
+                    "gap": g - (noise if noise_shift else 0.0),
+                    "gap_clean": g,
+                    "arm": preset or f"dense {gamma}",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -61,9 +75,19 @@ BASE = [0.50, 0.52, 0.55, 0.49, 0.51]
 
 
 def test_five_config_gap_verdicts():
-    big = make_runs({("standard", "kss", 0.5, 0.0, 0.0): BASE, ("kss-default", "kss", 1.0, 0.1, 0.0): [0.012, 0.016, 0.015, 0.018, 0.02]})
+    big = make_runs(
+        {
+            ("standard", "kss", 0.5, 0.0, 0.0): BASE,
+            ("kss-default", "kss", 1.0, 0.1, 0.0): [0.012, 0.016, 0.015, 0.018, 0.02],
+        }
+    )
     assert claim_five_config_gap(big).verdict == HOLDS
-    small = make_runs({("standard", "kss", 0.5, 0.0, 0.0): BASE, ("kss-default", "kss", 1.0, 0.1, 0.0): [0.30, 0.32, 0.29, 0.31, 0.33]})
+    small = make_runs(
+        {
+            ("standard", "kss", 0.5, 0.0, 0.0): BASE,
+            ("kss-default", "kss", 1.0, 0.1, 0.0): [0.30, 0.32, 0.29, 0.31, 0.33],
+        }
+    )
     r = claim_five_config_gap(small)
     assert r.verdict == FAILS and "far less than 33×" in r.note
     none = make_runs({("standard", "kss", 0.5, 0.0, 0.0): BASE})
@@ -73,7 +97,10 @@ def test_five_config_gap_verdicts():
 
 
 def test_matched_gamma_control():
-    groups = {("standard", "kss", 0.5, 0.0, 0.0): BASE, ("kss-default", "kss", 1.0, 0.1, 0.0): [0.10, 0.11, 0.09, 0.12, 0.10]}
+    groups = {
+        ("standard", "kss", 0.5, 0.0, 0.0): BASE,
+        ("kss-default", "kss", 1.0, 0.1, 0.0): [0.10, 0.11, 0.09, 0.12, 0.10],
+    }
     assert claim_matched_gamma(make_runs(groups)).verdict == NOT_MEASURED
     same = make_runs({**groups, (None, "lora", 1.0, 0.0, 0.0): [0.10, 0.12, 0.11, 0.09, 0.10]})
     r = claim_matched_gamma(same)
@@ -97,18 +124,28 @@ def test_noise_claims_use_gap_clean():
 
 
 def test_all_separate_and_negative_gap():
-    apart = make_runs({("standard", "kss", 0.5, 0.0, 0.0): BASE, ("kss-sparse", "kss", 1.0, 0.3, 0.0): [0.01, 0.02, 0.03, 0.02, 0.01]})
+    apart = make_runs(
+        {("standard", "kss", 0.5, 0.0, 0.0): BASE, ("kss-sparse", "kss", 1.0, 0.3, 0.0): [0.01, 0.02, 0.03, 0.02, 0.01]}
+    )
     assert claim_all_separate(apart).verdict == HOLDS
-    touching = make_runs({("standard", "kss", 0.5, 0.0, 0.0): BASE, ("kss-sparse", "kss", 1.0, 0.3, 0.0): [0.01, 0.02, 0.49, 0.02, 0.01]})
+    touching = make_runs(
+        {("standard", "kss", 0.5, 0.0, 0.0): BASE, ("kss-sparse", "kss", 1.0, 0.3, 0.0): [0.01, 0.02, 0.49, 0.02, 0.01]}
+    )
     assert claim_all_separate(touching).verdict == FAILS
     assert claim_negative_gap(apart).verdict == NOT_MEASURED
     neg = make_runs({(None, "kss", 0.1, 0.3, 0.0): [-0.01, -0.008, -0.012, -0.009, -0.011]})
     assert claim_negative_gap(neg).verdict == HOLDS
     assert claim_negative_gap(neg).note == ""  # no control to compare with
-    with_control = make_runs({(None, "kss", 0.1, 0.3, 0.0): [-0.01, -0.008, -0.012, -0.009, -0.011],
-                              (None, "lora", 0.1, 0.0, 0.0): [-0.011, -0.009, -0.013, -0.010, -0.012]})
+    with_control = make_runs(
+        {
+            (None, "kss", 0.1, 0.3, 0.0): [-0.01, -0.008, -0.012, -0.009, -0.011],
+            (None, "lora", 0.1, 0.0, 0.0): [-0.011, -0.009, -0.013, -0.010, -0.012],
+        }
+    )
     note = claim_negative_gap(with_control).note
-    assert note.startswith("dense LoRA at γ = 0.1: gap -0.0110; KSS − dense +0.0010 [") and "val loss KSS 1.0000" in note
+    assert (
+        note.startswith("dense LoRA at γ = 0.1: gap -0.0110; KSS − dense +0.0010 [") and "val loss KSS 1.0000" in note
+    )
 
 
 def test_evaluate_claims_lists_every_claim():

@@ -23,34 +23,84 @@ from kss_lora.lab.sweep import condition_label
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def fake_run(runs_dir: Path, *, arm: str, preset: str | None, method: str, gamma: float, sparsity: float, seed: int,
-             noise: float, gap: float, val: float, stratum: str = "", status: str = "ok", epochs: int = 3) -> dict:
+def fake_run(
+    runs_dir: Path,
+    *,
+    arm: str,
+    preset: str | None,
+    method: str,
+    gamma: float,
+    sparsity: float,
+    seed: int,
+    noise: float,
+    gap: float,
+    val: float,
+    stratum: str = "",
+    status: str = "ok",
+    epochs: int = 3,
+) -> dict:
     """Write a run directory as the runner would, with a plausible epoch curve ending at (train, val)."""
     run_id = f"{abs(hash((arm, seed, noise, stratum))) % 16**12:012x}"
     name = f"{arm.replace(' ', '-').replace('=', '')}_n{noise:g}_s{seed}-{run_id}"
     d = runs_dir / name
     d.mkdir(parents=True)
     train = val - gap
-    result = {"status": status, "error": None if status == "ok" else "TrainingDiverged: loss became nan",
-              "run_id": run_id, "method": method, "preset": preset, "condition": preset or method, "rank": 8,
-              "gamma": gamma, "sparsity": sparsity, "mask_mode": "grad", "seed": seed, "noise_rate": noise,
-              "noise_kind": "symmetric", "precision": "fp32", "model": "minilm", "lr": 5e-3, "n_train": 320,
-              "n_val": 200, "epochs": epochs, "wall_time_s": 60.0}
+    result = {
+        "status": status,
+        "error": None if status == "ok" else "TrainingDiverged: loss became nan",
+        "run_id": run_id,
+        "method": method,
+        "preset": preset,
+        "condition": preset or method,
+        "rank": 8,
+        "gamma": gamma,
+        "sparsity": sparsity,
+        "mask_mode": "grad",
+        "seed": seed,
+        "noise_rate": noise,
+        "noise_kind": "symmetric",
+        "precision": "fp32",
+        "model": "minilm",
+        "lr": 5e-3,
+        "n_train": 320,
+        "n_val": 200,
+        "epochs": epochs,
+        "wall_time_s": 60.0,
+    }
     if status == "ok":
         # under noise, the loss vs the noisy labels is higher than vs the clean ones
-        result.update(train_loss=train + noise, train_loss_clean=train, val_loss=val, gap=gap - noise, gap_clean=gap,
-                      val_accuracy=0.8 - noise / 4, test_accuracy=0.8, train_accuracy=0.9)
+        result.update(
+            train_loss=train + noise,
+            train_loss_clean=train,
+            val_loss=val,
+            gap=gap - noise,
+            gap_clean=gap,
+            val_accuracy=0.8 - noise / 4,
+            test_accuracy=0.8,
+            train_accuracy=0.9,
+        )
     (d / "result.json").write_text(json.dumps(result))
-    cfg = {"model": {"name": "minilm", "max_length": 32}, "data": {"source": "file", "train": "agnews/dev.tsv"},
-           "method": {"name": method, "preset": preset, "rank": 8, "gamma": gamma}, "precision": "fp32",
-           "train": {"epochs": epochs, "batch_size": 32, "lr": 5e-3, "seed": seed}, "noise": {"rate": noise}}
+    cfg = {
+        "model": {"name": "minilm", "max_length": 32},
+        "data": {"source": "file", "train": "agnews/dev.tsv"},
+        "method": {"name": method, "preset": preset, "rank": 8, "gamma": gamma},
+        "precision": "fp32",
+        "train": {"epochs": epochs, "batch_size": 32, "lr": 5e-3, "seed": seed},
+        "noise": {"rate": noise},
+    }
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     if status == "ok":
         with open(d / "metrics.jsonl", "w") as fh:
             for e in range(1, epochs + 1):
                 f = e / epochs
-                row = {"epoch": e, "train_loss": 1.4 - (1.4 - train) * f + noise, "train_loss_clean": 1.4 - (1.4 - train) * f,
-                       "val_loss": 1.4 - (1.4 - val) * f, "gap": 0.0, "gap_clean": 0.0}
+                row = {
+                    "epoch": e,
+                    "train_loss": 1.4 - (1.4 - train) * f + noise,
+                    "train_loss_clean": 1.4 - (1.4 - train) * f,
+                    "val_loss": 1.4 - (1.4 - val) * f,
+                    "gap": 0.0,
+                    "gap_clean": 0.0,
+                }
                 fh.write(json.dumps(row) + "\n")
     return {"name": name, "run_id": run_id, "arm": arm, "stratum": stratum, "seed": seed, "params": {}}
 
@@ -60,28 +110,77 @@ def fake_runs_dir(root: Path, *, matched: bool = True, noise: bool = True, kss_g
     rng = np.random.default_rng(0)
     runs_dir = root / "runs"
     points = []
-    arms = [("standard", "standard", "kss", 0.5, 0.0, 0.30), ("kss-default", "kss-default", "kss", 1.0, 0.1, kss_gap),
-            ("kss-highgamma", "kss-highgamma", "kss", 1.5, 0.1, kss_gap + 0.01),
-            ("kss-sparse", "kss-sparse", "kss", 1.0, 0.3, kss_gap), ("kss-verysparse", "kss-verysparse", "kss", 1.0, 0.5, kss_gap)]
+    arms = [
+        ("standard", "standard", "kss", 0.5, 0.0, 0.30),
+        ("kss-default", "kss-default", "kss", 1.0, 0.1, kss_gap),
+        ("kss-highgamma", "kss-highgamma", "kss", 1.5, 0.1, kss_gap + 0.01),
+        ("kss-sparse", "kss-sparse", "kss", 1.0, 0.3, kss_gap),
+        ("kss-verysparse", "kss-verysparse", "kss", 1.0, 0.5, kss_gap),
+    ]
     if matched:  # dense LoRA at the KSS γs overfits like KSS here: the "γ effect" case
-        arms += [("dense γ=1.0", None, "lora", 1.0, 0.0, kss_gap), ("dense γ=1.5", None, "lora", 1.5, 0.0, kss_gap + 0.01)]
+        arms += [
+            ("dense γ=1.0", None, "lora", 1.0, 0.0, kss_gap),
+            ("dense γ=1.5", None, "lora", 1.5, 0.0, kss_gap + 0.01),
+        ]
     for arm, preset, method, gamma, rho, gap in arms:
         for seed in range(5):
-            points.append(fake_run(runs_dir, arm=arm, preset=preset, method=method, gamma=gamma, sparsity=rho, seed=seed,
-                                   noise=0.0, gap=gap + rng.normal(0, 0.01), val=1.2 + rng.normal(0, 0.01)))
+            points.append(
+                fake_run(
+                    runs_dir,
+                    arm=arm,
+                    preset=preset,
+                    method=method,
+                    gamma=gamma,
+                    sparsity=rho,
+                    seed=seed,
+                    noise=0.0,
+                    gap=gap + rng.normal(0, 0.01),
+                    val=1.2 + rng.normal(0, 0.01),
+                )
+            )
     if noise:
         for rate in (0.2, 0.5):
-            for arm, preset, gamma, rho, gap in (("standard", "standard", 0.5, 0.0, 0.25), ("kss-default", "kss-default", 1.0, 0.1, 0.04)):
+            for arm, preset, gamma, rho, gap in (
+                ("standard", "standard", 0.5, 0.0, 0.25),
+                ("kss-default", "kss-default", 1.0, 0.1, 0.04),
+            ):
                 for seed in range(5):
-                    points.append(fake_run(runs_dir, arm=arm, preset=preset, method="kss", gamma=gamma, sparsity=rho,
-                                           seed=seed, noise=rate, gap=gap + rng.normal(0, 0.01), val=1.3,
-                                           stratum=f"noise={rate:g}"))
-    points.append(fake_run(runs_dir, arm="kss-sparse", preset="kss-sparse", method="kss", gamma=1.0, sparsity=0.3,
-                           seed=9, noise=0.0, gap=0.0, val=0.0, status="failed"))
+                    points.append(
+                        fake_run(
+                            runs_dir,
+                            arm=arm,
+                            preset=preset,
+                            method="kss",
+                            gamma=gamma,
+                            sparsity=rho,
+                            seed=seed,
+                            noise=rate,
+                            gap=gap + rng.normal(0, 0.01),
+                            val=1.3,
+                            stratum=f"noise={rate:g}",
+                        )
+                    )
+    points.append(
+        fake_run(
+            runs_dir,
+            arm="kss-sparse",
+            preset="kss-sparse",
+            method="kss",
+            gamma=1.0,
+            sparsity=0.3,
+            seed=9,
+            noise=0.0,
+            gap=0.0,
+            val=0.0,
+            status="failed",
+        )
+    )
     for p in points:
         p["stratum"] = p["stratum"] or ("" if "_n0_" in p["name"] else p["stratum"])
     (runs_dir / "sweeps").mkdir()
-    (runs_dir / "sweeps" / "fake.json").write_text(json.dumps({"name": "fake", "baseline": "standard", "points": points}))
+    (runs_dir / "sweeps" / "fake.json").write_text(
+        json.dumps({"name": "fake", "baseline": "standard", "points": points})
+    )
     assert all(condition_label(p["arm"], p["stratum"]) for p in points)
     return runs_dir
 
@@ -105,7 +204,10 @@ def test_report_has_tables_figures_and_verdicts(tmp_path):
     md = paths["markdown"].read_text()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
     assert "does not hold" in rows["KSS default cuts the overfitting gap 33× vs dense LoRA (`standard`)"]
-    assert "does not hold" in rows["(control) KSS beats dense LoRA at the *same* γ, so the gap reduction is the mask, not a γ/lr change"]
+    assert (
+        "does not hold"
+        in rows["(control) KSS beats dense LoRA at the *same* γ, so the gap reduction is the mask, not a γ/lr change"]
+    )
     assert "not measured here" in rows["TruthfulQA accuracy rises with kss-highgamma"]
     assert "holds" in rows["Every KSS run's gap is below every baseline run's (zero overlap)"]
     assert "![Loss per epoch, per condition](loss_curves.png)" in md
@@ -116,8 +218,16 @@ def test_report_has_tables_figures_and_verdicts(tmp_path):
 def test_report_without_matched_control_says_so(tmp_path):
     runs_dir = fake_runs_dir(tmp_path, matched=False, noise=False)
     manifest = json.loads((runs_dir / "sweeps" / "fake.json").read_text())
-    manifest["points"].append({"name": "standard_s7-000000000000", "run_id": "000000000000", "arm": "standard",
-                               "stratum": "", "seed": 7, "params": {}})  # a point the sweep never reached
+    manifest["points"].append(
+        {
+            "name": "standard_s7-000000000000",
+            "run_id": "000000000000",
+            "arm": "standard",
+            "stratum": "",
+            "seed": 7,
+            "params": {},
+        }
+    )  # a point the sweep never reached
     (runs_dir / "sweeps" / "fake.json").write_text(json.dumps(manifest))
     assert main(["report", str(runs_dir), "--sweep", "fake", "-o", str(tmp_path / "r")]) == 0
     page = (tmp_path / "r" / "index.html").read_text()
@@ -131,8 +241,10 @@ def test_matched_text_uses_the_table_when_the_arms_are_not_presets():
     """A sparsity sweep (method kss, no preset) has its own dense arm at ρ = 0: the table is the control."""
     from kss_lora.lab.report import matched_text
 
-    rows = [{"KSS arm": "kss ρ=0.3", "verdict": "KSS smaller"},
-            {"KSS arm": "kss ρ=0.1", "verdict": "no significant difference"}]
+    rows = [
+        {"KSS arm": "kss ρ=0.3", "verdict": "KSS smaller"},
+        {"KSS arm": "kss ρ=0.1", "verdict": "no significant difference"},
+    ]
     text = matched_text([], rows)
     assert text.startswith("Dense LoRA at the same γ was run") and "1 of 2 KSS arms" in text and "(kss ρ=0.3)" in text
     assert "was not run here" in matched_text([], [{"KSS arm": "kss ρ=0.3", "verdict": "not measured here"}])
@@ -143,18 +255,31 @@ def test_report_renders_in_headless_chromium(tmp_path):
     runs_dir = fake_runs_dir(tmp_path)
     paths = write_report(runs_dir, tmp_path / "report")
     shot = tmp_path / "shot.png"
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}"]
+    base = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     url = paths["html"].resolve().as_uri()
-    subprocess.run([*base, "--window-size=1280,4000", f"--screenshot={shot}", url], check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run(
+        [*base, "--window-size=1280,4000", f"--screenshot={shot}", url], check=True, timeout=120, capture_output=True
+    )
     assert shot.stat().st_size > 50_000  # tables and figures, not a blank page
     from PIL import Image
 
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.std() > 20  # real content: text, coloured verdict cells, plots
     # the DOM after layout: every table and every figure image decoded with a real size
-    dom = subprocess.run([*base, "--dump-dom", "--virtual-time-budget=5000", url], check=True, timeout=120,
-                         capture_output=True, text=True).stdout
+    dom = subprocess.run(
+        [*base, "--dump-dom", "--virtual-time-budget=5000", url],
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert len(re.findall(r"<table id=", dom)) >= 5
     assert dom.count("<img") == 4

@@ -48,9 +48,16 @@ def test_bootstrap_ci_is_deterministic_and_agrees_with_scipy():
     assert (lo, hi) != bootstrap_ci(A, B, seed=8)
     diff = np.mean(A) - np.mean(B)
     assert lo < diff < hi
-    ref = sps.bootstrap((np.array(A), np.array(B)), lambda x, y, axis: x.mean(axis) - y.mean(axis), paired=False,
-                        vectorized=True, n_resamples=20000, method="percentile", confidence_level=0.95,
-                        random_state=np.random.default_rng(0)).confidence_interval
+    ref = sps.bootstrap(
+        (np.array(A), np.array(B)),
+        lambda x, y, axis: x.mean(axis) - y.mean(axis),
+        paired=False,
+        vectorized=True,
+        n_resamples=20000,
+        method="percentile",
+        confidence_level=0.95,
+        random_state=np.random.default_rng(0),
+    ).confidence_interval
     assert lo == pytest.approx(ref.low, abs=0.004) and hi == pytest.approx(ref.high, abs=0.004)
     # ratio form and the general form agree
     r = bootstrap_ci(B, A, statistic="ratio", seed=1)
@@ -75,11 +82,31 @@ def runs_table() -> pd.DataFrame:
         ("kss-default", "kss-default", 1.0, 0.1, B, [1.50, 1.52, 1.49, 1.51, 1.50]),
     ):
         for seed, (g, v) in enumerate(zip(gaps, vals)):
-            rows.append({"name": f"{arm}-{seed}", "arm": arm, "stratum": "", "condition": arm, "status": "ok",
-                         "method": "kss", "preset": preset, "gamma": gamma, "sparsity": rho, "rank": 8, "seed": seed,
-                         "noise_rate": 0.0, "precision": "fp32", "lr": 1e-3, "train_loss": v - g,
-                         "train_loss_clean": v - g, "val_loss": v, "gap": g, "gap_clean": g, "val_accuracy": 0.8,
-                         "test_accuracy": 0.8})
+            rows.append(
+                {
+                    "name": f"{arm}-{seed}",
+                    "arm": arm,
+                    "stratum": "",
+                    "condition": arm,
+                    "status": "ok",
+                    "method": "kss",
+                    "preset": preset,
+                    "gamma": gamma,
+                    "sparsity": rho,
+                    "rank": 8,
+                    "seed": seed,
+                    "noise_rate": 0.0,
+                    "precision": "fp32",
+                    "lr": 1e-3,
+                    "train_loss": v - g,
+                    "train_loss_clean": v - g,
+                    "val_loss": v,
+                    "gap": g,
+                    "gap_clean": g,
+                    "val_accuracy": 0.8,
+                    "test_accuracy": 0.8,
+                }
+            )
     rows.append({**rows[0], "name": "broken", "status": "failed", "gap": 99.0})
     return pd.DataFrame(rows)
 

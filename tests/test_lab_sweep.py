@@ -18,34 +18,55 @@ from kss_lora.lab.sweep import expand, load_sweep, parse_sweep, point_status, ru
 
 def tiny_sweep(tmp_path: Path, grid: dict | None = None, **extra) -> dict:
     base = tiny_config(tmp_path, train={"epochs": 1}, output={"save_adapter": False})
-    return {"name": "t", "base": base, "grid": grid or {"method.preset": ["standard", "kss-default"],
-                                                        "train.seed": [0, 1]},
-            "runs_dir": str(tmp_path / "runs"), **extra}
+    return {
+        "name": "t",
+        "base": base,
+        "grid": grid or {"method.preset": ["standard", "kss-default"], "train.seed": [0, 1]},
+        "runs_dir": str(tmp_path / "runs"),
+        **extra,
+    }
 
 
 def test_grid_expands_to_the_full_product_with_stable_ids(tmp_path):
-    spec = parse_sweep(tiny_sweep(tmp_path, grid={"method.preset": ["standard", "kss-sparse"], "noise.rate": [0.0, 0.2],
-                                                  "train.seed": [0, 1, 2]}))
+    spec = parse_sweep(
+        tiny_sweep(
+            tmp_path,
+            grid={"method.preset": ["standard", "kss-sparse"], "noise.rate": [0.0, 0.2], "train.seed": [0, 1, 2]},
+        )
+    )
     points = expand(spec)
     assert len(points) == 12
     assert len({p.run_id for p in points}) == 12
-    again = expand(parse_sweep(tiny_sweep(tmp_path, grid={"method.preset": ["standard", "kss-sparse"],
-                                                          "noise.rate": [0.0, 0.2], "train.seed": [0, 1, 2]})))
+    again = expand(
+        parse_sweep(
+            tiny_sweep(
+                tmp_path,
+                grid={"method.preset": ["standard", "kss-sparse"], "noise.rate": [0.0, 0.2], "train.seed": [0, 1, 2]},
+            )
+        )
+    )
     assert [p.run_id for p in points] == [p.run_id for p in again]  # stable across expansions
     p = points[0]
     assert p.name == f"standard_noise0_s0-{p.run_id}"
     assert (p.arm, p.stratum, p.seed) == ("standard", "noise=0", 0)
     assert p.condition == "standard | noise=0"
     # the run id is the runner's hash of the resolved config: output settings do not change it
-    other = parse_sweep({**tiny_sweep(tmp_path), "runs_dir": str(tmp_path / "elsewhere"),
-                         "grid": {"method.preset": ["standard"], "noise.rate": [0.0], "train.seed": [0]}})
+    other = parse_sweep(
+        {
+            **tiny_sweep(tmp_path),
+            "runs_dir": str(tmp_path / "elsewhere"),
+            "grid": {"method.preset": ["standard"], "noise.rate": [0.0], "train.seed": [0]},
+        }
+    )
     assert expand(other)[0].run_id == p.run_id
 
 
 def test_conditions_are_crossed_with_the_grid_and_named(tmp_path):
     data = tiny_sweep(tmp_path, grid={"train.seed": [0, 1]})
-    data["conditions"] = [{"name": "dense γ=1.0", "method.name": "lora", "method.preset": None, "method.gamma": 1.0},
-                          {"method.preset": "kss-default"}]
+    data["conditions"] = [
+        {"name": "dense γ=1.0", "method.name": "lora", "method.preset": None, "method.gamma": 1.0},
+        {"method.preset": "kss-default"},
+    ]
     points = expand(parse_sweep(data))
     assert [p.arm for p in points] == ["dense γ=1.0", "dense γ=1.0", "kss-default", "kss-default"]
     assert points[0].name.startswith("dense-gamma1.0_s0-")
@@ -139,8 +160,12 @@ def test_failed_points_are_recorded_and_do_not_stop_the_sweep(tmp_path, monkeypa
 def test_shared_points_are_run_once_across_sweeps(tmp_path):
     a = parse_sweep(tiny_sweep(tmp_path, grid={"method.preset": ["standard"], "train.seed": [0]}))
     run_sweep(a, progress=False)
-    b = parse_sweep({**tiny_sweep(tmp_path, grid={"method.preset": ["standard"], "noise.rate": [0.0, 0.25],
-                                                  "train.seed": [0]}), "name": "b"})
+    b = parse_sweep(
+        {
+            **tiny_sweep(tmp_path, grid={"method.preset": ["standard"], "noise.rate": [0.0, 0.25], "train.seed": [0]}),
+            "name": "b",
+        }
+    )
     summary = run_sweep(b, progress=False)
     assert (summary.skipped, summary.done) == (1, 1)  # the 0% point is a's run, whatever its label
     assert len(load_runs(b.runs_dir, sweep="b")) == 2
@@ -182,8 +207,15 @@ def test_cli_sweep_dry_run_ls_and_overrides(tmp_path, capsys):
 def test_shipped_sweeps_expand(monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     shipped = shipped_sweeps()
-    for name in ("five_config_cpu", "noise_sweep_cpu", "matched_lr_cpu", "rank_sweep_cpu", "sparsity_sweep_cpu",
-                 "five_config_gpu", "noise_sweep_gpu"):
+    for name in (
+        "five_config_cpu",
+        "noise_sweep_cpu",
+        "matched_lr_cpu",
+        "rank_sweep_cpu",
+        "sparsity_sweep_cpu",
+        "five_config_gpu",
+        "noise_sweep_gpu",
+    ):
         assert name in shipped, name
     sizes = {name: len(expand(load_sweep(name))) for name in shipped}
     assert sizes["five_config_cpu"] == 25 and sizes["noise_sweep_cpu"] == 50 and sizes["low_gamma_cpu"] == 10
@@ -206,8 +238,12 @@ def test_kill_9_of_the_whole_sweep_then_resume(tmp_path):
     path.write_text(yaml.safe_dump({**data, "executor": "local", "workers": 1}))
     runs_dir = tmp_path / "runs"
     kss = str(Path(sys.executable).parent / "kss")
-    proc = subprocess.Popen([kss, "sweep", str(path), "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [kss, "sweep", str(path), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     # wait until one run has finished and the next has started writing
     while time.time() < deadline and proc.poll() is None:

@@ -13,7 +13,10 @@ from kss_lora.lab.tracking import check_backends, flatten, mirror_run, mirror_ru
 
 def test_flatten():
     assert flatten({"train": {"lr": 1e-3, "x": {"y": 1}}, "precision": "fp32"}) == {
-        "train.lr": 1e-3, "train.x.y": 1, "precision": "fp32"}
+        "train.lr": 1e-3,
+        "train.x.y": 1,
+        "precision": "fp32",
+    }
 
 
 def test_unknown_backend_is_a_user_error():

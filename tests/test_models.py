@@ -28,5 +28,5 @@ def test_smollm2_converts_gguf_once_and_generates(tmp_path, monkeypatch):
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
     x = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**x, max_new_tokens=3, do_sample=False)
-    assert "Paris" in tok.decode(out[0][x["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0][x["input_ids"].shape[1] :])
     assert next(model.parameters()).dtype == torch.float32

@@ -12,7 +12,7 @@ from conftest import tiny_config
 
 from kss_lora.cli import main
 from kss_lora.errors import ConfigError
-from kss_lora.precision.experiment import Cell, degradation_table, load_spec
+from kss_lora.precision_lab.experiment import Cell, degradation_table, load_spec
 
 
 def _write(tmp_path: Path, cfg: dict) -> str:
@@ -41,8 +41,17 @@ def test_precision_writes_tables_in_unit_range(probe_out, capsys) -> None:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     layers = _rows(out / "layers.csv")
     tensors = {r["tensor"] for r in layers}
-    assert {"base_input", "base_weight", "base_grad_output", "lora_A_weight", "lora_B_weight", "lora_A_input",
-            "lora_B_input", "lora_B_grad_output", "lora_update"} <= tensors
+    assert {
+        "base_input",
+        "base_weight",
+        "base_grad_output",
+        "lora_A_weight",
+        "lora_B_weight",
+        "lora_A_input",
+        "lora_B_input",
+        "lora_B_grad_output",
+        "lora_update",
+    } <= tensors
     assert {r["format"] for r in layers} == {"e4m3", "e5m2", "e2m1"}
     assert {r["scaling"] for r in layers} == {"none", "tensor", "block-mx", "block-nvfp4"}
     for r in layers + _rows(out / "gamma_sweep.csv"):
@@ -70,13 +79,16 @@ def test_gamma_sweep_matters_only_for_raw_casting(probe_out) -> None:
     assert max(block) == min(block)
 
 
-@pytest.mark.parametrize("args, field", [
-    (["--steps", "0"], "--steps"),
-    (["--formats", "e3m4"], "--formats"),
-    (["--gammas", "0"], "--gammas"),
-    (["precision.emulation.scaling=bogus"], "precision"),
-    (["data.source=file", "data.train=/nonexistent/train.csv"], ""),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--steps", "0"], "--steps"),
+        (["--formats", "e3m4"], "--formats"),
+        (["--gammas", "0"], "--gammas"),
+        (["precision.emulation.scaling=bogus"], "precision"),
+        (["data.source=file", "data.train=/nonexistent/train.csv"], ""),
+    ],
+)
 def test_precision_bad_input_is_one_line(tmp_path, capsys, args, field) -> None:
     cfg = _write(tmp_path, tiny_config(tmp_path))
     assert main(["precision", cfg, *args]) == 2
@@ -93,7 +105,9 @@ def test_shipped_experiment_spec_expands_and_validates() -> None:
     spec = load_spec("precision_gamma_cpu")
     cells = spec.cells()
     per_seed = len(spec.precisions) * len(spec.methods)
-    assert len(cells) == per_seed * len(spec.seeds) and {"bf16", "emu-fp8", "emu-fp8-raw", "emu-fp4"} <= set(spec.precisions)
+    assert len(cells) == per_seed * len(spec.seeds) and {"bf16", "emu-fp8", "emu-fp8-raw", "emu-fp4"} <= set(
+        spec.precisions
+    )
     assert [c.seed for c in cells[:per_seed]] == [0] * per_seed  # seed-major: a cut-short experiment has whole seeds
     subset = spec.cells([2], ["emu-fp8-raw"])
     assert {c.precision for c in subset} == {"bf16", "emu-fp8-raw"}  # the baseline is always kept
@@ -112,22 +126,36 @@ def test_experiment_spec_errors(tmp_path) -> None:
     bad.write_text(yaml.safe_dump({"base": "agnews", "conditions": {"precision": {"bf16": {}}}}))
     with pytest.raises(ConfigError, match="conditions"):
         load_spec(str(bad))
-    bad.write_text(yaml.safe_dump({"base": "agnews", "conditions": {
-        "precision": {"bf16": {"precision.mode": "fp64"}}, "method": {"std": {}}}}))
+    bad.write_text(
+        yaml.safe_dump(
+            {"base": "agnews", "conditions": {"precision": {"bf16": {"precision.mode": "fp64"}}, "method": {"std": {}}}}
+        )
+    )
     with pytest.raises(ConfigError, match="precision.mode"):
         load_spec(str(bad))
 
 
 def test_degradation_is_paired_by_seed_and_method(tmp_path) -> None:
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump({"base": "agnews", "seeds": [0, 1], "conditions": {
-        "precision": {"bf16": {"precision.mode": "bf16"}, "emu-fp8": {"precision.mode": "emu-fp8"}},
-        "method": {"standard": {"method.preset": "standard"}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": "agnews",
+                "seeds": [0, 1],
+                "conditions": {
+                    "precision": {"bf16": {"precision.mode": "bf16"}, "emu-fp8": {"precision.mode": "emu-fp8"}},
+                    "method": {"standard": {"method.preset": "standard"}},
+                },
+            }
+        )
+    )
     spec = load_spec(str(path))
     cells = [Cell(p, "standard", s, None) for s in (0, 1) for p in ("bf16", "emu-fp8")]  # type: ignore[arg-type]
     losses = {("bf16", 0): 1.0, ("emu-fp8", 0): 1.1, ("bf16", 1): 2.0, ("emu-fp8", 1): 2.6}
-    results = {c.name: {"status": "ok", "val_loss": losses[(c.precision, c.seed)], "val_accuracy": 0.5,
-                        "gamma": 0.5} for c in cells}
+    results = {
+        c.name: {"status": "ok", "val_loss": losses[(c.precision, c.seed)], "val_accuracy": 0.5, "gamma": 0.5}
+        for c in cells
+    }
     runs, summary = degradation_table(spec, cells, results)
     degs = sorted(r["degradation"] for r in runs if r["precision"] == "emu-fp8")
     assert degs == pytest.approx([0.1, 0.3])
@@ -139,7 +167,7 @@ def test_degradation_is_paired_by_seed_and_method(tmp_path) -> None:
 def test_merged_update_is_swamped_by_w0_whatever_the_scaling() -> None:
     import torch
 
-    from kss_lora.precision import merge_loss
+    from kss_lora.precision_lab.probe import merge_loss
 
     g = torch.Generator().manual_seed(0)
     w0 = torch.randn(64, 64, generator=g) * 0.05

@@ -95,9 +95,7 @@ def test_double_apply_is_refused_and_filter_skips() -> None:
 
 
 def test_module_roles() -> None:
-    assert (
-        module_role("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default") == "lora_A"
-    )
+    assert module_role("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default") == "lora_A"
     assert module_role("x.query.lora_B.other") == "lora_B"
     assert module_role("x.query.base_layer") == "base"
     assert module_role("classifier") == "base"

@@ -165,9 +165,7 @@ def _per_block_error(q: torch.Tensor, x: torch.Tensor, block: int) -> float:
     ("fmt", "block_format", "block", "lo", "hi"),
     [("e4m3", "mx", 32, -6, 3), ("e2m1", "mx", 32, -6, 3), ("e2m1", "nvfp4", 16, -2, 2)],
 )
-def test_block_scaling_beats_tensor_scaling(
-    fmt: str, block_format: str, block: int, lo: int, hi: int
-) -> None:
+def test_block_scaling_beats_tensor_scaling(fmt: str, block_format: str, block: int, lo: int, hi: int) -> None:
     x = _multiscale(8, 128, lo, hi, block)
     err_block = _per_block_error(fake_quant(x, fmt, scaling="block", block_format=block_format), x, block)
     err_tensor = _per_block_error(fake_quant(x, fmt, scaling="tensor"), x, block)
@@ -193,9 +191,7 @@ def test_block_scaling_details() -> None:
     tiny = torch.randn(2, 32) * 1e-6
     assert (fake_quant(tiny, "e2m1", scaling="block", block_format="nvfp4", two_level=False) == 0).all()
     assert (fake_quant(tiny, "e2m1", scaling="block", block_format="nvfp4") != 0).any()
-    assert (
-        fake_quant(torch.randn(4, 8, dtype=torch.bfloat16), "e4m3", scaling="tensor").dtype == torch.bfloat16
-    )
+    assert fake_quant(torch.randn(4, 8, dtype=torch.bfloat16), "e4m3", scaling="tensor").dtype == torch.bfloat16
 
 
 def test_gamma_invariance_under_scaling() -> None:

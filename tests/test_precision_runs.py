@@ -27,8 +27,10 @@ def fp32_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_emulated_fp8_run_is_close_to_fp32(tmp_path, fp32_result) -> None:
-    emu = run(from_dict(tiny_config(tmp_path, precision={"mode": "emu-fp8"}, output={"save_adapter": False})),
-              tmp_path / "emu")
+    emu = run(
+        from_dict(tiny_config(tmp_path, precision={"mode": "emu-fp8"}, output={"save_adapter": False})),
+        tmp_path / "emu",
+    )
     assert fp32_result["status"] == emu["status"] == "ok"
     assert emu["precision"] == "emu-fp8"
     rel = abs(emu["val_loss"] - fp32_result["val_loss"]) / fp32_result["val_loss"]
@@ -91,10 +93,13 @@ def test_quantization_cache_is_invisible(monkeypatch) -> None:
 
     def build() -> nn.Module:
         torch.manual_seed(0)
-        config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=64, vocab_size=100)
-        model = peft.get_peft_model(transformers.BertForSequenceClassification(config),
-                                    peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"]))
+        config = transformers.BertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100
+        )
+        model = peft.get_peft_model(
+            transformers.BertForSequenceClassification(config),
+            peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"]),
+        )
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "lora_B" in n:

@@ -27,8 +27,23 @@ def test_kss_run_end_to_end(tmp_path, capsys):
     assert main(["run", cfg_path, "--run-dir", str(tmp_path / "run")]) == 0
     run_dir = tmp_path / "run"
     result = json.loads((run_dir / "result.json").read_text())
-    for key in ("status", "error", "method", "seed", "train_loss", "train_loss_running", "val_loss", "val_accuracy",
-                "gap", "test_loss", "test_accuracy", "epochs", "wall_time_s", "gap_clean", "train_loss_clean"):
+    for key in (
+        "status",
+        "error",
+        "method",
+        "seed",
+        "train_loss",
+        "train_loss_running",
+        "val_loss",
+        "val_accuracy",
+        "gap",
+        "test_loss",
+        "test_accuracy",
+        "epochs",
+        "wall_time_s",
+        "gap_clean",
+        "train_loss_clean",
+    ):
         assert key in result, key
     assert result["status"] == "ok" and result["error"] is None and result["epochs"] == 2
     assert result["gap"] == pytest.approx(result["val_loss"] - result["train_loss"])
@@ -42,7 +57,10 @@ def test_kss_run_end_to_end(tmp_path, capsys):
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["method"]["mask_mode"] == "grad" and resolved["train"]["lr"] == 5e-3
     noise = np.load(run_dir / "noise.npz")
-    assert noise["is_noisy"].sum() > 0 and (noise["clean_labels"] != noise["noisy_labels"]).sum() == noise["is_noisy"].sum()
+    assert (
+        noise["is_noisy"].sum() > 0
+        and (noise["clean_labels"] != noise["noisy_labels"]).sum() == noise["is_noisy"].sum()
+    )
     assert result["noise_rate_realised"] == pytest.approx(noise["is_noisy"].mean())
     assert json.loads((run_dir / "adapter" / "kss_config.json").read_text())["sparsity"] == 0.1
     assert '"status": "ok"' in capsys.readouterr().out
@@ -75,8 +93,9 @@ def test_kss_at_rho_zero_equals_dense_lora_in_runner(tmp_path):
         assert ra[key] == pytest.approx(rb[key], abs=1e-6), key
 
 
-@pytest.mark.parametrize("method", ["lora", "rslora", "lora-dropout", "dora", "childtuning-f", "full-ft",
-                                    "kss-verysparse"])
+@pytest.mark.parametrize(
+    "method", ["lora", "rslora", "lora-dropout", "dora", "childtuning-f", "full-ft", "kss-verysparse"]
+)
 def test_every_method_trains(tmp_path, method):
     cfg = from_dict(tiny_config(tmp_path, method={"name": method, "preset": None}, train={"max_steps": 3, "epochs": 1}))
     run = Run(cfg)

@@ -35,9 +35,15 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config path or shipped config name (see `kss configs`)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method.preset=kss-sparse train.seed=1")
     p.add_argument("--run-dir", help="write the run here instead of output.dir/<name>")
-    p.add_argument("--launcher", choices=("none", "accelerate", "torchrun"),
-                   help="start data-parallel processes (overrides launcher.name)")
-    p.add_argument("--profile", help="ddp (replicated weights), fsdp2 (sharded) or an accelerate config file (overrides launcher.profile)")
+    p.add_argument(
+        "--launcher",
+        choices=("none", "accelerate", "torchrun"),
+        help="start data-parallel processes (overrides launcher.name)",
+    )
+    p.add_argument(
+        "--profile",
+        help="ddp (replicated weights), fsdp2 (sharded) or an accelerate config file (overrides launcher.profile)",
+    )
     p.add_argument("--nproc", type=int, help="processes per machine (overrides launcher.num_processes)")
 
 
@@ -46,8 +52,11 @@ def _run(args: argparse.Namespace) -> int:
     from .config import load_config
 
     overrides = list(args.overrides)
-    for flag, key in ((args.launcher, "launcher.name"), (args.profile, "launcher.profile"),
-                      (args.nproc, "launcher.num_processes")):
+    for flag, key in (
+        (args.launcher, "launcher.name"),
+        (args.profile, "launcher.profile"),
+        (args.nproc, "launcher.num_processes"),
+    ):
         if flag is not None:
             overrides.append(f"{key}={flag}")
     cfg = load_config(args.config, overrides)
@@ -98,8 +107,13 @@ def _load_plugins() -> None:
     """Subcommands defined next to their features register themselves on import."""
     import importlib
 
-    for module in ("kss_lora.lab.cli", "kss_lora.dynamics.cli", "kss_lora.detect.cli", "kss_lora.precision.cli",
-                   "kss_lora.eval.cli"):
+    for module in (
+        "kss_lora.lab.cli",
+        "kss_lora.dynamics.cli",
+        "kss_lora.detect.cli",
+        "kss_lora.precision_lab.cli",
+        "kss_lora.eval.cli",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -173,7 +173,9 @@ class NoiseConfig:
         0.0,
     )
     kind: str = _help(f"Noise kind, one of {NOISE_KINDS}.", "symmetric")
-    pairs: dict[int, int] | None = _help("For kind=asymmetric: {clean class id: noisy class id}, flipped with prob rate.")
+    pairs: dict[int, int] | None = _help(
+        "For kind=asymmetric: {clean class id: noisy class id}, flipped with prob rate."
+    )
     transition: list[list[float]] | None = _help("For kind=asymmetric: row-stochastic matrix T[clean][noisy].")
     seed: int | None = _help("Seed of the noise draw; fixed across training seeds when set, else train.seed.")
 
@@ -246,7 +248,9 @@ class LauncherConfig:
         "file. accelerate launches with it; under torchrun (or any launched process) it still picks ddp or fsdp2.",
         "ddp",
     )
-    num_processes: int | None = _help("Processes per machine (GPUs); the profile's value, or 2 for torchrun, when absent.")
+    num_processes: int | None = _help(
+        "Processes per machine (GPUs); the profile's value, or 2 for torchrun, when absent."
+    )
     args: list[str] = _help(
         "Extra launcher arguments, e.g. multi-node: [--num_machines, '2', --machine_rank, '0', --main_process_ip, "
         "10.0.0.1] (accelerate) or [--nnodes, '2', --node_rank, '0', --master_addr, 10.0.0.1] (torchrun).",
@@ -269,7 +273,9 @@ class RunConfig:
     tracking: TrackingConfig = _help("Per-example dynamics recording.", factory=TrackingConfig)
     precision: PrecisionConfig = _help("Numeric precision (bf16, real FP8, emulated FP8/FP4).", factory=PrecisionConfig)
     output: OutputConfig = _help("Where results are written.", factory=OutputConfig)
-    launcher: LauncherConfig = _help("Multi-process (data-parallel) launch: accelerate or torchrun.", factory=LauncherConfig)
+    launcher: LauncherConfig = _help(
+        "Multi-process (data-parallel) launch: accelerate or torchrun.", factory=LauncherConfig
+    )
     description: str = _help("Free text describing the run (copied to result.json).", "")
 
     def validate(self) -> RunConfig:
@@ -300,8 +306,14 @@ class RunConfig:
 # adding them did not change the id (and a sweep's "already done" check) of any existing config.
 HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"dtype": "float32"},
-    "data": {"prompt_column": "prompt", "response_column": "response", "messages_column": None,
-             "instruction": None, "system_prompt": None, "use_chat_template": True},
+    "data": {
+        "prompt_column": "prompt",
+        "response_column": "response",
+        "messages_column": None,
+        "instruction": None,
+        "system_prompt": None,
+        "use_chat_template": True,
+    },
     "train": {"gradient_checkpointing": False},
 }
 

@@ -40,13 +40,17 @@ class FSDPOptions:
     def from_profile(cls, fsdp_config: dict[str, Any]) -> FSDPOptions:
         version = int(fsdp_config.get("fsdp_version", 1))
         if version != 2:
-            raise ConfigError("launcher.profile", f"fsdp_version {version} is not supported; set fsdp_version: 2 (FSDP2)")
+            raise ConfigError(
+                "launcher.profile", f"fsdp_version {version} is not supported; set fsdp_version: 2 (FSDP2)"
+            )
         classes = fsdp_config.get("fsdp_transformer_layer_cls_to_wrap") or ()
         if isinstance(classes, str):
             classes = tuple(c.strip() for c in classes.split(",") if c.strip())
-        return cls(reshard_after_forward=_bool(fsdp_config.get("fsdp_reshard_after_forward", True)),
-                   offload_params=_bool(fsdp_config.get("fsdp_offload_params", False)),
-                   layer_classes=tuple(classes))
+        return cls(
+            reshard_after_forward=_bool(fsdp_config.get("fsdp_reshard_after_forward", True)),
+            offload_params=_bool(fsdp_config.get("fsdp_offload_params", False)),
+            layer_classes=tuple(classes),
+        )
 
     @classmethod
     def from_accelerate_env(cls) -> FSDPOptions | None:
@@ -54,12 +58,14 @@ class FSDPOptions:
         env = os.environ
         if env.get("ACCELERATE_USE_FSDP", "").lower() != "true":
             return None
-        return cls.from_profile({
-            "fsdp_version": env.get("FSDP_VERSION", "1"),
-            "fsdp_reshard_after_forward": env.get("FSDP_RESHARD_AFTER_FORWARD", "true"),
-            "fsdp_offload_params": env.get("FSDP_OFFLOAD_PARAMS", "false"),
-            "fsdp_transformer_layer_cls_to_wrap": env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", ""),
-        })
+        return cls.from_profile(
+            {
+                "fsdp_version": env.get("FSDP_VERSION", "1"),
+                "fsdp_reshard_after_forward": env.get("FSDP_RESHARD_AFTER_FORWARD", "true"),
+                "fsdp_offload_params": env.get("FSDP_OFFLOAD_PARAMS", "false"),
+                "fsdp_transformer_layer_cls_to_wrap": env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", ""),
+            }
+        )
 
 
 def _bool(value: Any) -> bool:
@@ -85,13 +91,17 @@ def shard_model(model: nn.Module, world_size: int, device: torch.device, options
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (world_size,))
-    kwargs: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": options.reshard_after_forward,
-                              "offload_policy": CPUOffloadPolicy() if options.offload_params else OffloadPolicy()}
+    kwargs: dict[str, Any] = {
+        "mesh": mesh,
+        "reshard_after_forward": options.reshard_after_forward,
+        "offload_policy": CPUOffloadPolicy() if options.offload_params else OffloadPolicy(),
+    }
     classes = block_classes(model, options.layer_classes)
     blocks = [m for m in model.modules() if type(m).__name__ in classes]
     if options.layer_classes and not blocks:
-        raise ConfigError("launcher.profile", f"fsdp_transformer_layer_cls_to_wrap {sorted(classes)} matches no "
-                                              "module of this model")
+        raise ConfigError(
+            "launcher.profile", f"fsdp_transformer_layer_cls_to_wrap {sorted(classes)} matches no module of this model"
+        )
     for block in reversed(blocks):  # inner blocks before the blocks that contain them, as FSDP2 requires
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)

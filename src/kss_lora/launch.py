@@ -178,8 +178,9 @@ def init_distributed(launcher: Any = None, device: str = "auto") -> DistContext:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
     fsdp = FSDPOptions.from_accelerate_env() or (fsdp_options(launcher) if launcher is not None else None)
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
-                       backend=dist.get_backend(), fsdp=fsdp)
+    return DistContext(
+        rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, backend=dist.get_backend(), fsdp=fsdp
+    )
 
 
 def shutdown_distributed() -> None:
@@ -235,8 +236,10 @@ def profile_path(profile: str) -> Path:
     shipped = Path(str(root / f"{profile}.yaml"))
     if profile in PROFILES and shipped.is_file():
         return shipped
-    raise ConfigError("launcher.profile", f"unknown profile {profile!r}; shipped: {', '.join(PROFILES)} "
-                                          "(or a path to an accelerate config file)")
+    raise ConfigError(
+        "launcher.profile",
+        f"unknown profile {profile!r}; shipped: {', '.join(PROFILES)} (or a path to an accelerate config file)",
+    )
 
 
 def read_profile(launcher: Any) -> dict[str, Any]:
@@ -264,8 +267,10 @@ def fsdp_options(launcher: Any) -> FSDPOptions | None:
         return FSDPOptions.from_profile(profile.get("fsdp_config") or {})
     if kind in ("MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "NO"):
         return None
-    raise ConfigError("launcher.profile", f"distributed_type {kind} is not supported by kss run; use a ddp (MULTI_GPU) "
-                                          "or FSDP (fsdp_version: 2) profile")
+    raise ConfigError(
+        "launcher.profile",
+        f"distributed_type {kind} is not supported by kss run; use a ddp (MULTI_GPU) or FSDP (fsdp_version: 2) profile",
+    )
 
 
 def check_supported(launcher: Any) -> None:
@@ -285,8 +290,15 @@ def build_command(launcher: Any, cli_args: list[str]) -> list[str]:
         return cmd + list(launcher.args) + target
     if launcher.name == "torchrun":
         n = launcher.num_processes or (torch.cuda.device_count() or 2)
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-                *list(launcher.args), *target]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(n),
+            *list(launcher.args),
+            *target,
+        ]
     raise ConfigError("launcher.name", f"nothing to launch for {launcher.name!r}")
 
 

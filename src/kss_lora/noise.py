@@ -88,9 +88,7 @@ def _check_num_classes(num_classes: int | None, inferred: int) -> int:
 def _check_transition(transition: Any, num_classes: int | None) -> np.ndarray:
     t = np.asarray(transition, dtype=np.float64)
     if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] < 2:
-        raise ConfigError(
-            "noise.transition", f"must be a square K x K matrix with K >= 2, got shape {t.shape}"
-        )
+        raise ConfigError("noise.transition", f"must be a square K x K matrix with K >= 2, got shape {t.shape}")
     if num_classes is not None and t.shape[0] != num_classes:
         raise ConfigError(
             "noise.transition", f"must be {num_classes} x {num_classes} to match num_classes, got {t.shape}"
@@ -109,17 +107,13 @@ def _check_transition(transition: Any, num_classes: int | None) -> np.ndarray:
 
 def _check_pairs(pairs: Any) -> dict[int, int]:
     if not isinstance(pairs, Mapping) or not pairs:
-        raise ConfigError(
-            "noise.pairs", f"must be a non-empty mapping {{src_class: dst_class}}, got {pairs!r}"
-        )
+        raise ConfigError("noise.pairs", f"must be a non-empty mapping {{src_class: dst_class}}, got {pairs!r}")
     out: dict[int, int] = {}
     for src, dst in pairs.items():
         try:
             s, d = int(src), int(dst)
         except (TypeError, ValueError):
-            raise ConfigError(
-                "noise.pairs", f"keys and values must be class indices, got {src!r}: {dst!r}"
-            ) from None
+            raise ConfigError("noise.pairs", f"keys and values must be class indices, got {src!r}: {dst!r}") from None
         if s < 0 or d < 0 or s == d or s != src or d != dst:
             raise ConfigError(
                 "noise.pairs", f"needs distinct non-negative integer classes src != dst, got {src!r}: {dst!r}"
@@ -176,9 +170,7 @@ def inject_label_noise(
 
     if kind == "symmetric":
         if transition is not None or pairs is not None:
-            raise ConfigError(
-                "noise.kind", "symmetric noise takes no transition or pairs; use kind='asymmetric'"
-            )
+            raise ConfigError("noise.kind", "symmetric noise takes no transition or pairs; use kind='asymmetric'")
         rate = _check_rate(rate)
         k = _check_num_classes(num_classes, inferred)
         if k < 2 and n:

@@ -28,8 +28,18 @@ METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.yaml"
 ENV_NAME = "env.json"
 TRACKED_PACKAGES = (
-    "kss-lora", "torch", "transformers", "peft", "accelerate", "datasets", "torchao", "numpy", "scipy",
-    "pandas", "scikit-learn", "cleanlab",
+    "kss-lora",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "torchao",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "cleanlab",
 )
 
 
@@ -103,7 +113,10 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd or Path(__file__).parent, capture_output=True, text=True, timeout=5,
+            cwd=cwd or Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -1,7 +1,7 @@
 """One training run: config in, run directory out.
 
 The loop is deliberately plain PyTorch (AdamW, warm-up + decay, gradient clipping) so that every number
-in ``result.json`` is traceable to a few lines here. Measurements follow SPEC §2: ``train_loss`` is an
+in ``result.json`` is traceable to a few lines here. Measurements follow docs/spec.md §2: ``train_loss`` is an
 eval-mode pass over the whole training set on the targets trained on, never the running average.
 
 What differs between tasks (classification, causal-LM: data, tokenization, per-example loss) lives in
@@ -123,8 +123,14 @@ class Run:
         """Eval-mode outputs for a whole split; sharded over data-parallel ranks and gathered on all."""
         n = len(batches)
         local, real = self.dist.padded_shard(np.arange(n))
-        out = self.task.evaluate(self.model, batches, local, batch_size=self.cfg.train.eval_batch_size,
-                                 device=self.device, autocast=self.precision.autocast)
+        out = self.task.evaluate(
+            self.model,
+            batches,
+            local,
+            batch_size=self.cfg.train.eval_batch_size,
+            device=self.device,
+            autocast=self.precision.autocast,
+        )
         if not self.dist.enabled:
             return out
         if real < len(local):  # FSDP2 padding is dropped
@@ -150,8 +156,14 @@ class Run:
         val = self.task.split_metrics("val", self.evaluate_split(self.val_batches))
         train_loss, train_loss_clean, val_loss = train["train_loss"], float(clean.loss.mean()), val["val_loss"]
         return {
-            "epoch": epoch, "step": step, **train, "train_loss_clean": train_loss_clean,
-            "train_loss_running": running, **val, "gap": val_loss - train_loss, "gap_clean": val_loss - train_loss_clean,
+            "epoch": epoch,
+            "step": step,
+            **train,
+            "train_loss_clean": train_loss_clean,
+            "train_loss_running": running,
+            **val,
+            "gap": val_loss - train_loss,
+            "gap_clean": val_loss - train_loss_clean,
         }
 
     def train(self, directory: Path) -> dict[str, Any]:
@@ -171,7 +183,9 @@ class Run:
         from transformers import get_scheduler
 
         sched_name = "constant_with_warmup" if tc.scheduler == "constant" else tc.scheduler
-        scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=int(tc.warmup_ratio * total), num_training_steps=total)
+        scheduler = get_scheduler(
+            sched_name, optimizer, num_warmup_steps=int(tc.warmup_ratio * total), num_training_steps=total
+        )
         kss = self.method.kss_config(tc.seed)
         masker = None
         if self.method.masked and kss is not None:
@@ -196,8 +210,9 @@ class Run:
                     real = min(len(index), max(n_real - m_start, 0))  # FSDP2 pads the last ones of a rank
                     if dist.fsdp is not None:  # reduce-scatter once per step, on the last micro-batch
                         self.model.set_requires_gradient_sync(m_start + micro >= len(local))
-                    losses, record = self.task.train_losses(self.model, self.train_batches, index, self.device,
-                                                            self.precision.autocast)
+                    losses, record = self.task.train_losses(
+                        self.model, self.train_batches, index, self.device, self.precision.autocast
+                    )
                     # A padding-only pass keeps FSDP2's collectives in step and contributes nothing.
                     loss = losses[:real].mean() if real else losses.sum() * 0.0
                     if track.free and real:
@@ -251,15 +266,24 @@ class Run:
     def _check_ranks_agree(self, masker: Any, named: dict[str, torch.nn.Parameter], steps: int) -> dict[str, Any]:
         """Compare, across ranks, a hash of the KSS masks (first and last steps) and of the trained weights."""
         probe = sorted({0, max(steps - 1, 0)})
-        mine = {"masks": mask_digest(masker, probe) if masker is not None else None, "params": params_digest(named),
-                "param_mb": resident_parameter_mb(self.model), "peak_mb": peak_memory_mb(self.device)}
+        mine = {
+            "masks": mask_digest(masker, probe) if masker is not None else None,
+            "params": params_digest(named),
+            "param_mb": resident_parameter_mb(self.model),
+            "peak_mb": peak_memory_mb(self.device),
+        }
         every = self.dist.gather(mine)
-        info = {"world_size": self.dist.world_size, "backend": self.dist.backend, "strategy": self.dist.strategy,
-                "masks_agree": len({d["masks"] for d in every}) == 1,
-                "params_agree": len({d["params"] for d in every}) == 1, "mask_digest": mine["masks"],
-                "param_mb_per_rank": [d["param_mb"] for d in every],
-                "peak_memory_mb_per_rank": [d["peak_mb"] for d in every],
-                "peak_memory_kind": "cuda allocated" if self.device.type == "cuda" else "process RSS"}
+        info = {
+            "world_size": self.dist.world_size,
+            "backend": self.dist.backend,
+            "strategy": self.dist.strategy,
+            "masks_agree": len({d["masks"] for d in every}) == 1,
+            "params_agree": len({d["params"] for d in every}) == 1,
+            "mask_digest": mine["masks"],
+            "param_mb_per_rank": [d["param_mb"] for d in every],
+            "peak_memory_mb_per_rank": [d["peak_mb"] for d in every],
+            "peak_memory_kind": "cuda allocated" if self.device.type == "cuda" else "process RSS",
+        }
         if not (info["masks_agree"] and info["params_agree"]):
             raise RuntimeError(f"data-parallel ranks diverged: {every}")
         return info
@@ -311,13 +335,28 @@ class Run:
     def base_result(self) -> dict[str, Any]:
         m, c = self.method, self.cfg
         return {
-            "status": "running", "error": None, "run_id": c.run_id(), "method": m.name, "preset": m.preset,
-            "condition": m.label(), "rank": m.rank, "gamma": m.gamma, "sparsity": m.sparsity,
-            "mask_mode": m.mask_mode, "seed": c.train.seed, "noise_rate": c.noise.rate, "noise_kind": c.noise.kind,
-            "precision": c.precision.mode, "model": c.model.name, "task": c.model.task, "lr": c.train.lr,
-            "n_train": len(self.train_batches), "n_val": len(self.val_batches),
+            "status": "running",
+            "error": None,
+            "run_id": c.run_id(),
+            "method": m.name,
+            "preset": m.preset,
+            "condition": m.label(),
+            "rank": m.rank,
+            "gamma": m.gamma,
+            "sparsity": m.sparsity,
+            "mask_mode": m.mask_mode,
+            "seed": c.train.seed,
+            "noise_rate": c.noise.rate,
+            "noise_kind": c.noise.kind,
+            "precision": c.precision.mode,
+            "model": c.model.name,
+            "task": c.model.task,
+            "lr": c.train.lr,
+            "n_train": len(self.train_batches),
+            "n_val": len(self.val_batches),
             "n_test": len(self.test_batches) if self.test_batches is not None else 0,
-            "description": c.description, **self.task.result_extra(),
+            "description": c.description,
+            **self.task.result_extra(),
         }
 
     def final_metrics(self, history: list[dict[str, Any]]) -> dict[str, Any]:

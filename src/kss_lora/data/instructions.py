@@ -167,8 +167,9 @@ def _read_conversations(cfg: DataConfig, path: str | None, where: str) -> Instru
         _require_columns(df, [("messages_column", cfg.messages_column)], where)
         convs = [_parse_messages(v, where, row) for row, v in enumerate(df[cfg.messages_column].tolist())]
         if cfg.system_prompt:
-            convs = [c if c[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}, *c]
-                     for c in convs]
+            convs = [
+                c if c[0]["role"] == "system" else [{"role": "system", "content": cfg.system_prompt}, *c] for c in convs
+            ]
     else:
         _require_columns(df, [("prompt_column", cfg.prompt_column), ("response_column", cfg.response_column)], where)
         prompts = df[cfg.prompt_column].astype(str).tolist()
@@ -195,8 +196,12 @@ def _parse_messages(value: Any, where: str, row: int) -> list[Message]:
             raise DataError(f"{where}: row {row}: messages are not a JSON list") from None
     if isinstance(value, np.ndarray):  # datasets' to_pandas stores lists as arrays
         value = value.tolist()
-    ok = isinstance(value, list) and value and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    ok = (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+        )
     )
     if not ok:
         raise DataError(f"{where}: row {row}: messages must be a non-empty list of {{role, content}} strings")

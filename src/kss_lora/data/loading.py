@@ -67,9 +67,7 @@ def load_classification_data(cfg: DataConfig) -> ClassificationData:
             _check_columns(df, cfg, where)
     label_names = cfg.label_names or _infer_label_names(train_df[cfg.label_column])
     if len(label_names) < 2:
-        raise ConfigError(
-            "data.label_column", f"needs at least two classes, found {len(label_names)}: {label_names}"
-        )
+        raise ConfigError("data.label_column", f"needs at least two classes, found {len(label_names)}: {label_names}")
     train = _to_split(train_df, cfg, label_names, "data.train")
     if val_df is None:
         train_idx, val_idx = stratified_split(train.labels, cfg.val_fraction, seed=cfg.split_seed)
@@ -157,8 +155,13 @@ def _read_table(cfg: DataConfig, path_str: str | None, where: str) -> pd.DataFra
         else:
             # QUOTE_NONE for tsv: text fields contain stray quotes that would swallow lines.
             df = pd.read_csv(
-                path, sep="\t" if fmt == "tsv" else ",", header=header, names=cfg.column_names,
-                quoting=3 if fmt == "tsv" else 0, dtype=str, keep_default_na=False,
+                path,
+                sep="\t" if fmt == "tsv" else ",",
+                header=header,
+                names=cfg.column_names,
+                quoting=3 if fmt == "tsv" else 0,
+                dtype=str,
+                keep_default_na=False,
             )
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{where}: cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None

@@ -7,7 +7,7 @@
 - :mod:`.retrain`: clean (drop/relabel) and retrain against the clean-label ceiling and the noisy floor.
 
 RACT ("Rank-Aware Curriculum Training", Steele, "Why LoRA Resists Label Noise") has no public algorithm;
-what is here is the reconstruction of SPEC §2. See docs/detection.md.
+what is here is the reconstruction of docs/spec.md §2. See docs/detection.md.
 """
 
 from .estimate import estimate_noise_rate, noise_joint

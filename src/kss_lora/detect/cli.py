@@ -40,24 +40,36 @@ def _add_detect_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("config", help="YAML config path or shipped config name (e.g. agnews-detect)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. noise.rate=0.4 train.seed=1")
-    p.add_argument("--detectors", default=",".join(DETECTORS),
-                   help=f"comma-separated subset of: {', '.join(DETECTORS)} (default: all)")
+    p.add_argument(
+        "--detectors",
+        default=",".join(DETECTORS),
+        help=f"comma-separated subset of: {', '.join(DETECTORS)} (default: all)",
+    )
     p.add_argument("-o", "--out", help="output directory (default runs/detect/<config name>)")
     p.add_argument("--rate", type=float, help="known noise rate; estimated by confident learning when absent")
     p.add_argument("--low-rank", type=int, default=1, help="RACT low LoRA rank (default 1)")
     p.add_argument("--high-rank", type=int, default=64, help="RACT high LoRA rank (default 64)")
     p.add_argument("--curriculum-ranks", default="8", help="ranks of RACT's curriculum stages (default 8)")
     p.add_argument("--curriculum-epochs", type=int, help="epochs per curriculum stage (default train.epochs)")
-    p.add_argument("--curriculum-seed", default="ract", choices=("ract", "ract-final", "ract-low"),
-                   help="score that picks what the curriculum's first stage drops (default ract, SPEC's)")
+    p.add_argument(
+        "--curriculum-seed",
+        default="ract",
+        choices=("ract", "ract-final", "ract-low"),
+        help="score that picks what the curriculum's first stage drops (default ract, SPEC's)",
+    )
     p.add_argument("--folds", type=int, default=3, help="k of the cross-fitting for confident learning (default 3)")
     p.add_argument("--aum-passes", type=int, default=2, help="AUM runs with disjoint threshold samples (default 2)")
     p.add_argument("--checkpoints-per-epoch", type=int, default=2, help="eval checkpoints per epoch (default 2)")
-    p.add_argument("--eval-examples", type=int,
-                   help="validation examples in auxiliary runs (no test pass there); default: all")
+    p.add_argument(
+        "--eval-examples", type=int, help="validation examples in auxiliary runs (no test pass there); default: all"
+    )
     p.add_argument("--primary", help="detector whose ranking the suspected-errors CSV follows")
-    p.add_argument("--retrain", choices=("none", "drop", "relabel"), default="none",
-                   help="clean with the flags and retrain; compare with the clean-label ceiling and the floor")
+    p.add_argument(
+        "--retrain",
+        choices=("none", "drop", "relabel"),
+        default="none",
+        help="clean with the flags and retrain; compare with the clean-label ceiling and the floor",
+    )
     p.add_argument("--retrain-detectors", help="comma-separated detectors to clean with (default: the primary)")
 
 
@@ -74,10 +86,13 @@ def write_outputs(result: Any, out: Path) -> dict[str, Any]:
         table[f"flag_{d}"] = result.flags[d]
     table.to_csv(out / "scores.csv", index=False)
     summary: dict[str, Any] = {
-        "n": int(result.ids.size), "primary": result.primary, "rate_estimate": result.rate_estimate,
-        "rate_source": result.rate_source, "n_flagged": {d: int(f.sum()) for d, f in result.flags.items()},
-        "runs": {k: str(v) for k, v in result.runs.items()}, "extras": {
-            k: v for k, v in result.extras.items() if not isinstance(v, np.ndarray)},
+        "n": int(result.ids.size),
+        "primary": result.primary,
+        "rate_estimate": result.rate_estimate,
+        "rate_source": result.rate_source,
+        "n_flagged": {d: int(f.sum()) for d, f in result.flags.items()},
+        "runs": {k: str(v) for k, v in result.runs.items()},
+        "extras": {k: v for k, v in result.extras.items() if not isinstance(v, np.ndarray)},
     }
     evaluation = result.evaluation()
     if evaluation is not None:
@@ -100,10 +115,20 @@ def _detect(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / "detect" / Path(args.config).stem
     try:
         result = detect_label_issues(
-            cfg, out / "runs", detectors=detectors, rate=args.rate, low_rank=args.low_rank,
-            high_rank=args.high_rank, curriculum_ranks=_int_list(args.curriculum_ranks, "--curriculum-ranks"),
-            curriculum_epochs=args.curriculum_epochs, curriculum_seed=args.curriculum_seed, folds=args.folds, aum_passes=args.aum_passes,
-            checkpoints_per_epoch=args.checkpoints_per_epoch, eval_examples=args.eval_examples, primary=args.primary,
+            cfg,
+            out / "runs",
+            detectors=detectors,
+            rate=args.rate,
+            low_rank=args.low_rank,
+            high_rank=args.high_rank,
+            curriculum_ranks=_int_list(args.curriculum_ranks, "--curriculum-ranks"),
+            curriculum_epochs=args.curriculum_epochs,
+            curriculum_seed=args.curriculum_seed,
+            folds=args.folds,
+            aum_passes=args.aum_passes,
+            checkpoints_per_epoch=args.checkpoints_per_epoch,
+            eval_examples=args.eval_examples,
+            primary=args.primary,
         )
         summary = write_outputs(result, out)
         if args.retrain != "none":
@@ -114,8 +139,16 @@ def _detect(args: argparse.Namespace) -> int:
             floor = result.run_results.get("reference")
             rows = bounds(cfg, out / "runs", floor_result=floor)
             for d in chosen:
-                rows.append(clean_and_retrain(cfg, result.flags[d], out / "runs", action=args.retrain,
-                                              suggested_labels=result.suggested_labels, name=f"{args.retrain}-{d}"))
+                rows.append(
+                    clean_and_retrain(
+                        cfg,
+                        result.flags[d],
+                        out / "runs",
+                        action=args.retrain,
+                        suggested_labels=result.suggested_labels,
+                        name=f"{args.retrain}-{d}",
+                    )
+                )
             table = retrain_table(rows)
             table.to_csv(out / "retrain.csv", index=False)
             summary["retrain"] = table.to_dict(orient="records")
@@ -126,6 +159,8 @@ def _detect(args: argparse.Namespace) -> int:
     cols = ["detector", "f1_at_k", "f1_flags", "auroc", "auprc"]
     if "evaluation" in summary:
         print(pd.DataFrame(summary["evaluation"])[cols].to_string(index=False, float_format="%.3f"))
-    print(f"rate estimate {result.rate_estimate:.3f} ({result.rate_source}); "
-          f"{int(result.flags[result.primary].sum())} flagged by {result.primary}; wrote {out}")
+    print(
+        f"rate estimate {result.rate_estimate:.3f} ({result.rate_source}); "
+        f"{int(result.flags[result.primary].sum())} flagged by {result.primary}; wrote {out}"
+    )
     return 0

@@ -75,15 +75,20 @@ def evaluate_detection(truth: Any, scores: Any, flags: Any = None) -> dict[str, 
     k = int(t.sum())
     pk, rk, fk = prf(t, _top_k(s, k))
     out: dict[str, float] = {
-        "n": int(t.size), "n_noisy": k, "precision_at_k": pk, "recall_at_k": rk, "f1_at_k": fk,
+        "n": int(t.size),
+        "n_noisy": k,
+        "precision_at_k": pk,
+        "recall_at_k": rk,
+        "f1_at_k": fk,
     }
     if flags is not None:
         f = _mask("flags", flags, t.size)
         pf, rf, ff = prf(t, f)
         out.update(n_flagged=int(f.sum()), precision_flags=pf, recall_flags=rf, f1_flags=ff)
     else:
-        out.update(n_flagged=float("nan"), precision_flags=float("nan"), recall_flags=float("nan"),
-                   f1_flags=float("nan"))
+        out.update(
+            n_flagged=float("nan"), precision_flags=float("nan"), recall_flags=float("nan"), f1_flags=float("nan")
+        )
     both = 0 < k < t.size
     out["auroc"] = float(roc_auc_score(t, s)) if both else float("nan")
     out["auprc"] = float(average_precision_score(t, s)) if both else float("nan")

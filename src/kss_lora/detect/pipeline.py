@@ -19,7 +19,7 @@ Runs it trains (only those the chosen detectors need), all on the same examples 
 - ``fold-<f>``: k-fold cross-fitting; fold f's model never sees fold f, which it scores ->
   ``confident-learning`` (cleanlab ``find_label_issues`` on the out-of-sample probabilities).
 
-RACT is **a reconstruction** (SPEC §2): the paper ("Why LoRA Resists Label Noise", Steele) publishes no
+RACT is **a reconstruction** (docs/spec.md §2): the paper ("Why LoRA Resists Label Noise", Steele) publishes no
 algorithm. Our reading — low- vs high-rank adapters, discrepancy of per-example loss, flag the top estimated
 noise fraction, continue on the kept set while growing rank — is documented in docs/detection.md together
 with where it loses to simpler baselines.
@@ -52,14 +52,29 @@ from .training import Trained, configure, grow_rank, prepare, restrict, softmax,
 __all__ = ["DETECTORS", "DetectOptions", "DetectionResult", "cross_fit_folds", "detect_label_issues"]
 
 DETECTORS = (
-    "ract", "ract-final", "ract-low", "ract-curriculum", "small-loss", "aulc", "aum", "cartography",
-    "forgetting", "confident-learning",
+    "ract",
+    "ract-final",
+    "ract-low",
+    "ract-curriculum",
+    "small-loss",
+    "aulc",
+    "aum",
+    "cartography",
+    "forgetting",
+    "confident-learning",
 )
 RACT_DETECTORS = ("ract", "ract-final", "ract-low", "ract-curriculum")
 DEFAULT_DETECTORS = DETECTORS
 _NEEDS = {
-    "ract": "ranks", "ract-final": "ranks", "ract-low": "ranks", "ract-curriculum": "ranks", "small-loss": "reference",
-    "aulc": "reference", "cartography": "reference", "forgetting": "reference", "aum": "aum",
+    "ract": "ranks",
+    "ract-final": "ranks",
+    "ract-low": "ranks",
+    "ract-curriculum": "ranks",
+    "small-loss": "reference",
+    "aulc": "reference",
+    "cartography": "reference",
+    "forgetting": "reference",
+    "aum": "aum",
     "confident-learning": "folds",
 }
 
@@ -126,7 +141,10 @@ class DetectOptions:
         if self.folds < 2:
             raise ConfigError("folds", f"must be at least 2, got {self.folds}")
         if self.aum_passes < 2:
-            raise ConfigError("aum-passes", f"must be at least 2 (each pass scores the others' threshold samples), got {self.aum_passes}")
+            raise ConfigError(
+                "aum-passes",
+                f"must be at least 2 (each pass scores the others' threshold samples), got {self.aum_passes}",
+            )
         if not 0.0 < self.aum_percentile <= 100.0:
             raise ConfigError("aum-percentile", f"must be in (0, 100], got {self.aum_percentile}")
         if self.rate is not None and not 0.0 <= self.rate < 1.0:
@@ -136,7 +154,9 @@ class DetectOptions:
         if self.curriculum_epochs is not None and self.curriculum_epochs < 1:
             raise ConfigError("curriculum-epochs", f"must be at least 1, got {self.curriculum_epochs}")
         if self.primary is not None and self.primary not in self.detectors:
-            raise ConfigError("primary", f"must be one of the detectors run {list(self.detectors)}, got {self.primary!r}")
+            raise ConfigError(
+                "primary", f"must be one of the detectors run {list(self.detectors)}, got {self.primary!r}"
+            )
         return self
 
 
@@ -168,7 +188,9 @@ class DetectionResult:
         """One row per detector (:func:`evaluate_detection`), or None when the truth is unknown."""
         if self.is_noisy is None:
             return None
-        rows = [{"detector": d, **evaluate_detection(self.is_noisy, s, self.flags.get(d))} for d, s in self.scores.items()]
+        rows = [
+            {"detector": d, **evaluate_detection(self.is_noisy, s, self.flags.get(d))} for d, s in self.scores.items()
+        ]
         return pd.DataFrame(rows)
 
     def evaluation_per_class(self) -> pd.DataFrame | None:
@@ -188,11 +210,17 @@ class DetectionResult:
         s = self.scores[d]
         order = np.argsort(-s, kind="stable")
         names = np.asarray(self.label_names, dtype=object)
-        df = pd.DataFrame({
-            "rank": np.arange(1, s.size + 1), "id": self.ids[order], "text": [self.texts[i] for i in order],
-            "given_label": names[self.labels[order]], "suggested_label": names[self.suggested_labels[order]],
-            "score": s[order], "flagged": self.flags[d][order],
-        })
+        df = pd.DataFrame(
+            {
+                "rank": np.arange(1, s.size + 1),
+                "id": self.ids[order],
+                "text": [self.texts[i] for i in order],
+                "given_label": names[self.labels[order]],
+                "suggested_label": names[self.suggested_labels[order]],
+                "score": s[order],
+                "flagged": self.flags[d][order],
+            }
+        )
         if self.text_pairs is not None:
             df.insert(3, "text_pair", [self.text_pairs[i] for i in order])
         if self.is_noisy is not None:
@@ -228,11 +256,16 @@ def _after_start(arr: np.ndarray) -> np.ndarray:
     return arr[1:] if arr.shape[0] > 1 else arr
 
 
-def _full_run(cfg: RunConfig, out: Path, name: str, opts: DetectOptions, *, rank: int | None = None,
-              auxiliary: bool = False) -> Trained:
+def _full_run(
+    cfg: RunConfig, out: Path, name: str, opts: DetectOptions, *, rank: int | None = None, auxiliary: bool = False
+) -> Trained:
     run = prepare(configure(cfg, rank=rank))
-    return train(run, out / name, checkpoints_per_epoch=opts.checkpoints_per_epoch,
-                 eval_examples=opts.eval_examples if auxiliary else None)
+    return train(
+        run,
+        out / name,
+        checkpoints_per_epoch=opts.checkpoints_per_epoch,
+        eval_examples=opts.eval_examples if auxiliary else None,
+    )
 
 
 def _cross_fit(cfg: RunConfig, out: Path, labels: np.ndarray, opts: DetectOptions, res: dict[str, Any]) -> np.ndarray:
@@ -259,8 +292,9 @@ def _cross_fit(cfg: RunConfig, out: Path, labels: np.ndarray, opts: DetectOption
     return probs
 
 
-def _aum(cfg: RunConfig, out: Path, labels: np.ndarray, k: int, opts: DetectOptions,
-         res: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _aum(
+    cfg: RunConfig, out: Path, labels: np.ndarray, k: int, opts: DetectOptions, res: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
     """AUM scores and flags with threshold samples (Pleiss et al. 2020).
 
     Pass p gives the fake class K to a random subset of ``N / (K + 1)`` examples (disjoint across passes);
@@ -282,8 +316,9 @@ def _aum(cfg: RunConfig, out: Path, labels: np.ndarray, k: int, opts: DetectOpti
         y = run.train_batches.labels.copy()
         y[fake] = k
         restrict(run, labels=y)
-        trained = train(run, out / f"aum-{p}", checkpoints_per_epoch=opts.checkpoints_per_epoch,
-                        eval_examples=opts.eval_examples)
+        trained = train(
+            run, out / f"aum-{p}", checkpoints_per_epoch=opts.checkpoints_per_epoch, eval_examples=opts.eval_examples
+        )
         margins = _after_start(_trajectories(trained).margin)
         s = S.aum_scores(margins)
         keep = np.ones(n, dtype=bool)
@@ -300,8 +335,15 @@ def _aum(cfg: RunConfig, out: Path, labels: np.ndarray, k: int, opts: DetectOpti
     return scores, scores >= cut
 
 
-def _curriculum(cfg: RunConfig, out: Path, low: Trained, first_scores: np.ndarray, n_flag: int,
-                opts: DetectOptions, res: dict[str, Any]) -> np.ndarray:
+def _curriculum(
+    cfg: RunConfig,
+    out: Path,
+    low: Trained,
+    first_scores: np.ndarray,
+    n_flag: int,
+    opts: DetectOptions,
+    res: dict[str, Any],
+) -> np.ndarray:
     """RACT curriculum (reconstruction): flag the top ``n_flag`` by the previous stage's score, continue
     the adapter — rank grown — on the kept examples, score everything by the grown model's final loss."""
     prev_model, scores = low.run.model, first_scores
@@ -357,8 +399,14 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
         raise KSSError("detect: the training split needs at least two classes")
     del probe
 
-    res: dict[str, Any] = {"runs": {}, "run_results": {}, "extras": {}, "fold_train_ids": [], "fold_scored_ids": [],
-                           "folds": None}
+    res: dict[str, Any] = {
+        "runs": {},
+        "run_results": {},
+        "extras": {},
+        "fold_train_ids": [],
+        "fold_scored_ids": [],
+        "folds": None,
+    }
     scores: dict[str, np.ndarray] = {}
     flags: dict[str, np.ndarray] = {}
     oos_probs = None
@@ -446,10 +494,23 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
     primary = opts.primary or ("confident-learning" if "confident-learning" in opts.detectors else opts.detectors[0])
     ordered = {d: scores[d] for d in opts.detectors}
     return DetectionResult(
-        ids=ids, texts=list(split.texts), text_pairs=split.text_pairs, labels=labels, label_names=label_names,
-        scores=ordered, flags={d: np.asarray(flags[d], dtype=bool) for d in opts.detectors},
-        suggested_labels=suggested.astype(np.int64), rate_estimate=rate, rate_source=source, primary=primary,
-        is_noisy=is_noisy, clean_labels=clean, runs=res["runs"], run_results=res["run_results"],
-        folds=res["folds"], fold_train_ids=res["fold_train_ids"], fold_scored_ids=res["fold_scored_ids"],
+        ids=ids,
+        texts=list(split.texts),
+        text_pairs=split.text_pairs,
+        labels=labels,
+        label_names=label_names,
+        scores=ordered,
+        flags={d: np.asarray(flags[d], dtype=bool) for d in opts.detectors},
+        suggested_labels=suggested.astype(np.int64),
+        rate_estimate=rate,
+        rate_source=source,
+        primary=primary,
+        is_noisy=is_noisy,
+        clean_labels=clean,
+        runs=res["runs"],
+        run_results=res["run_results"],
+        folds=res["folds"],
+        fold_train_ids=res["fold_train_ids"],
+        fold_scored_ids=res["fold_scored_ids"],
         extras=res["extras"],
     )

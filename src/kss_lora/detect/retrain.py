@@ -27,9 +27,13 @@ ACTIONS = ("drop", "relabel")
 
 def _row(name: str, result: Mapping[str, Any], n_train: int) -> dict[str, Any]:
     return {
-        "condition": name, "n_train": n_train, "test_accuracy": result.get("test_accuracy"),
-        "test_loss": result.get("test_loss"), "val_accuracy": result.get("val_accuracy"),
-        "val_loss": result.get("val_loss"), "noise_rate_trained": result.get("noise_rate_realised"),
+        "condition": name,
+        "n_train": n_train,
+        "test_accuracy": result.get("test_accuracy"),
+        "test_loss": result.get("test_loss"),
+        "val_accuracy": result.get("val_accuracy"),
+        "val_loss": result.get("val_loss"),
+        "noise_rate_trained": result.get("noise_rate_realised"),
     }
 
 
@@ -72,7 +76,9 @@ def clean_and_retrain(
     return _row(name, trained.result, len(trained.train_ids))
 
 
-def bounds(cfg: RunConfig, out_dir: str | Path, *, floor_result: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def bounds(
+    cfg: RunConfig, out_dir: str | Path, *, floor_result: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Ceiling (true labels) and floor (noisy labels) rows; the floor reuses ``floor_result`` when given
     (e.g. the detection pipeline's reference run, which is exactly the floor's config)."""
     rows = []

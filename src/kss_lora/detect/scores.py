@@ -14,14 +14,14 @@ Detectors:
 
 - ``small_loss_scores``: loss on the given label, final or mean over checkpoints (Arpit et al. 2017;
   co-teaching's small-loss trick reversed).
-- ``aulc_scores``: area under the loss curve (SPEC §2): examples learned late or never score high.
+- ``aulc_scores``: area under the loss curve (docs/spec.md §2): examples learned late or never score high.
 - ``aum_scores`` / ``aum_threshold``: negated area under the margin, with the threshold-sample rule of
   Pleiss et al. 2020.
 - ``cartography_scores`` / ``hard_to_learn``: dataset cartography (Swayamdipta et al. 2020).
 - ``forgetting_scores``: forgetting events (Toneva et al. 2019), never-learned examples first.
 - ``self_confidence_scores``: ``1 - p(given label)`` from out-of-sample probabilities (confident learning's
   ranking; the flags come from ``cleanlab.filter.find_label_issues``).
-- ``rank_discrepancy_scores``: RACT as reconstructed in SPEC §2 (see its docstring: the published
+- ``rank_discrepancy_scores``: RACT as reconstructed in docs/spec.md §2 (see its docstring: the published
   algorithm is not public; this is our reading of it).
 """
 
@@ -75,7 +75,7 @@ def small_loss_scores(losses: Any, *, reduce: str = "final") -> np.ndarray:
 
 
 def aulc_scores(losses: Any) -> np.ndarray:
-    """AULC_i = mean over checkpoints of the loss on the given label (SPEC §2)."""
+    """AULC_i = mean over checkpoints of the loss on the given label (docs/spec.md §2)."""
     return aulc(_as_traj("losses", losses))
 
 
@@ -165,7 +165,7 @@ def rank_discrepancy_scores(low_losses: Any, high_losses: Any, *, reduce: str = 
     """RACT rank-discrepancy score ``d_i = L_i(low rank) - L_i(high rank)`` (**a reconstruction**).
 
     Steele's "Why LoRA Resists Label Noise" names RACT (Rank-Aware Curriculum Training) and says it
-    "leverages rank discrepancy for noise detection"; the algorithm is not public. SPEC §2 reconstructs it:
+    "leverages rank discrepancy for noise detection"; the algorithm is not public. docs/spec.md §2 reconstructs it:
     a low-rank adapter lacks the capacity (``r (d + k - r)`` degrees of freedom) to fit flipped labels,
     a high-rank adapter can, so an example whose loss only the high-rank model drives down is suspicious.
     ``reduce="mean"`` uses AULC (mean loss over checkpoints, SPEC's form), ``"final"`` the last checkpoint.

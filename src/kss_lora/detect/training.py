@@ -77,8 +77,12 @@ def prepare(cfg: RunConfig, *, extra_classes: int = 0) -> Any:
     run = Run(cfg)
     if extra_classes:
         base = load_model(
-            cfg.model.name, task="classification", num_labels=run.data.num_labels + extra_classes,
-            tokenizer=run.tokenizer, seed=cfg.train.seed, trust_remote_code=cfg.model.trust_remote_code,
+            cfg.model.name,
+            task="classification",
+            num_labels=run.data.num_labels + extra_classes,
+            tokenizer=run.tokenizer,
+            seed=cfg.train.seed,
+            trust_remote_code=cfg.model.trust_remote_code,
         )
         base = run.precision.before_adapters(base.to(run.device))
         wrapped = wrap_model(base, run.method, task_type=run.task.peft_task_type).to(run.device)
@@ -166,7 +170,9 @@ def set_checkpoints(run: Any, per_epoch: int) -> None:
     run.cfg.tracking.every_steps = max(1, math.ceil(steps / per_epoch))
 
 
-def train(run: Any, directory: str | Path, *, checkpoints_per_epoch: int = 2, eval_examples: int | None = None) -> Trained:
+def train(
+    run: Any, directory: str | Path, *, checkpoints_per_epoch: int = 2, eval_examples: int | None = None
+) -> Trained:
     """Execute a prepared (and possibly restricted) run; raise :class:`DetectionRunFailed` if it failed.
 
     ``eval_examples`` caps the validation split at that many examples and skips the test split: for

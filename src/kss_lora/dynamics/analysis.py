@@ -110,8 +110,11 @@ class RunInfo:
         rank = f" r={self.get('method.rank')}" if self.uses_lora else ""
         lr = self.get("train.lr")
         noise = self.get("noise.rate") or 0.0
-        return (f"{self.get('model.name')} {self.method}{rank}" + (f" lr={float(lr):g}" if lr is not None else "")
-                + (f" noise={noise:g}" if noise else ""))
+        return (
+            f"{self.get('model.name')} {self.method}{rank}"
+            + (f" lr={float(lr):g}" if lr is not None else "")
+            + (f" noise={noise:g}" if noise else "")
+        )
 
     @property
     def seed(self) -> int | None:
@@ -185,8 +188,9 @@ def _outputs(run: RunInfo, source: str) -> tuple[ExampleOutputs, ExampleOutputs,
     return dyn.checkpoint(), dyn.checkpoint(epochs_only=True), dyn.ckpt_step / spe
 
 
-def _metric_columns(every: ExampleOutputs, epochs: ExampleOutputs, steps: np.ndarray, threshold: float
-                    ) -> dict[str, np.ndarray]:
+def _metric_columns(
+    every: ExampleOutputs, epochs: ExampleOutputs, steps: np.ndarray, threshold: float
+) -> dict[str, np.ndarray]:
     lt = learning_time(every.loss, threshold=threshold)
     carto = cartography(epochs.prob, epochs.correct)
     fe = forgetting_events(epochs.correct)
@@ -207,8 +211,9 @@ def _metric_columns(every: ExampleOutputs, epochs: ExampleOutputs, steps: np.nda
     }
 
 
-def run_tables(run: RunInfo, *, source: str = "checkpoint", threshold: float = LN2,
-               with_entropy: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def run_tables(
+    run: RunInfo, *, source: str = "checkpoint", threshold: float = LN2, with_entropy: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Per-example tables ``(training items, held-out items or None)`` of one run.
 
     Metrics are against the label *trained on* (the noisy one where noise was injected): that is what
@@ -221,8 +226,9 @@ def run_tables(run: RunInfo, *, source: str = "checkpoint", threshold: float = L
     spe = int(dyn.arrays["steps_per_epoch"])
     steps = dyn.ckpt_step if source == "checkpoint" else spe * np.arange(1, every.loss.shape[0] + 1)
     noisy = dyn.is_noisy if dyn.is_noisy is not None else np.zeros(len(dyn.labels), bool)
-    train = pd.DataFrame({"id": dyn.arrays["ids"], "label": dyn.labels, "clean_label": dyn.clean_labels,
-                          "is_noisy": noisy.astype(bool)})
+    train = pd.DataFrame(
+        {"id": dyn.arrays["ids"], "label": dyn.labels, "clean_label": dyn.clean_labels, "is_noisy": noisy.astype(bool)}
+    )
     for key, value in _metric_columns(every, epochs, steps, threshold).items():
         train[key] = value
     heldout = None
@@ -281,14 +287,18 @@ def chaosnli_items(run: RunInfo, which: str, *, required: bool = True) -> pd.Dat
     path = _resolve_data_path(run, str(raw))
     if path is None:
         if required:
-            raise DataError(f"{run.run_dir}: {key} file {raw!r} not found (paths are relative to the "
-                            "directory the run was started from; run this command from there)")
+            raise DataError(
+                f"{run.run_dir}: {key} file {raw!r} not found (paths are relative to the "
+                "directory the run was started from; run this command from there)"
+            )
         return None
     items = load_chaosnli(path)
     ids = run.dynamics.arrays["ids" if which == "train" else "heldout_ids"]
     if len(ids) and int(ids.max()) >= len(items):
-        raise DataError(f"{path}: has {len(items)} items but the run tracked item id {int(ids.max())}; "
-                        "the file changed since the run")
+        raise DataError(
+            f"{path}: has {len(items)} items but the run tracked item id {int(ids.max())}; "
+            "the file changed since the run"
+        )
     return items
 
 
@@ -323,11 +333,19 @@ def run_capacity(run: RunInfo) -> dict[str, Any]:
     a second, not a model load. Full fine-tuning has no rank bound: ``capacity`` is then None.
     """
     n_train = len(run.dynamics.labels)
-    out: dict[str, Any] = {"method": run.method, "n_train": n_train, "capacity": None, "rank": None,
-                           "matrices": 0, "line": ""}
+    out: dict[str, Any] = {
+        "method": run.method,
+        "n_train": n_train,
+        "capacity": None,
+        "rank": None,
+        "matrices": 0,
+        "line": "",
+    }
     if not run.uses_lora:
-        out["line"] = (f"LoRA capacity: n/a ({run.get('method.name')} updates full matrices, no rank bound); "
-                       f"{n_train} training examples")
+        out["line"] = (
+            f"LoRA capacity: n/a ({run.get('method.name')} updates full matrices, no rank bound); "
+            f"{n_train} training examples"
+        )
         return out
     rank = int(run.get("method.rank", 8))
     try:
@@ -336,8 +354,11 @@ def run_capacity(run: RunInfo) -> dict[str, Any]:
 
         from ..methods import default_targets
 
-        targets = run.get("method.target_modules") or default_targets(model) or PEFT_TARGETS.get(
-            getattr(model.config, "model_type", ""))
+        targets = (
+            run.get("method.target_modules")
+            or default_targets(model)
+            or PEFT_TARGETS.get(getattr(model.config, "model_type", ""))
+        )
         if not targets:
             raise ConfigError("method.target_modules", "unknown for this architecture")
         shapes = lora_target_shapes(model, target_modules=list(targets))
@@ -346,10 +367,17 @@ def run_capacity(run: RunInfo) -> dict[str, Any]:
         return out
     cap = lora_capacity(shapes.values(), rank)
     binds = "exceeds" if n_train > cap else "is below"
-    out.update(capacity=cap, rank=rank, matrices=len(shapes), targets=list(targets),
-               ratio=cap / n_train if n_train else math.inf,
-               line=(f"LoRA capacity: sum r(d+k-r) = {cap:,} over {len(shapes)} adapted matrices (r={rank}); "
-                     f"training set {n_train:,} examples {binds} it (capacity/N = {cap / n_train:.1f})"))
+    out.update(
+        capacity=cap,
+        rank=rank,
+        matrices=len(shapes),
+        targets=list(targets),
+        ratio=cap / n_train if n_train else math.inf,
+        line=(
+            f"LoRA capacity: sum r(d+k-r) = {cap:,} over {len(shapes)} adapted matrices (r={rank}); "
+            f"training set {n_train:,} examples {binds} it (capacity/N = {cap / n_train:.1f})"
+        ),
+    )
     return out
 
 
@@ -384,18 +412,27 @@ def item_frame(run: RunInfo, which: str) -> pd.DataFrame | None:
     rows = items.iloc[ids]
     prior = np.bincount(dyn.clean_labels, minlength=int(dyn.arrays["ckpt_logits"].shape[-1])) / len(dyn.clean_labels)
     majority = rows["majority_label"].to_numpy()
-    return pd.DataFrame({
-        "uid": rows["uid"].to_numpy(), "entropy": rows["entropy_nats"].to_numpy(),
-        "majority_label": np.asarray(items.attrs.get("label_names", list(range(len(prior)))), dtype=object)[majority],
-        "prior_loss": -np.log(np.maximum(prior[majority], 1e-12)),
-        "bucket": rows["bucket"].to_numpy(), "text_words": rows["text_words"].to_numpy(),
-        "aulc": aulc(out.loss), "loss_initial": out.loss[0], "unlearning": unlearning(out.loss),
-        "final_correct": out.correct[-1],
-    })
+    return pd.DataFrame(
+        {
+            "uid": rows["uid"].to_numpy(),
+            "entropy": rows["entropy_nats"].to_numpy(),
+            "majority_label": np.asarray(items.attrs.get("label_names", list(range(len(prior)))), dtype=object)[
+                majority
+            ],
+            "prior_loss": -np.log(np.maximum(prior[majority], 1e-12)),
+            "bucket": rows["bucket"].to_numpy(),
+            "text_words": rows["text_words"].to_numpy(),
+            "aulc": aulc(out.loss),
+            "loss_initial": out.loss[0],
+            "unlearning": unlearning(out.loss),
+            "final_correct": out.correct[-1],
+        }
+    )
 
 
-def correlate(entropy: Any, aulc_values: Any, confounders: Any, *, n_boot: int = 1000, seed: int = 0,
-              extra: Any = None) -> dict[str, float]:
+def correlate(
+    entropy: Any, aulc_values: Any, confounders: Any, *, n_boot: int = 1000, seed: int = 0, extra: Any = None
+) -> dict[str, float]:
     """Spearman rho(H, AULC) with bootstrap CI, partial rho given the confounders, and ΔR² of entropy.
 
     The ΔR² is on ranks (a Spearman-style hierarchical regression): how much of AULC's rank variance
@@ -410,9 +447,19 @@ def correlate(entropy: Any, aulc_values: Any, confounders: Any, *, n_boot: int =
     sp = spearman_with_ci(h, a, n_boot=n_boot, seed=seed)
     pa = partial_spearman(h, a, z, n_boot=n_boot, seed=seed)
     hr = hierarchical_r2(rankdata(a), np.column_stack([rankdata(c) for c in z.T]), rankdata(h))
-    out = {"n": sp.n, "rho": sp.rho, "p": sp.p, "ci_low": sp.ci_low, "ci_high": sp.ci_high,
-           "partial_rho": pa.rho, "partial_p": pa.p, "partial_ci_low": pa.ci_low, "partial_ci_high": pa.ci_high,
-           "delta_r2": hr.delta_r2, "delta_r2_p": hr.p_value}
+    out = {
+        "n": sp.n,
+        "rho": sp.rho,
+        "p": sp.p,
+        "ci_low": sp.ci_low,
+        "ci_high": sp.ci_high,
+        "partial_rho": pa.rho,
+        "partial_p": pa.p,
+        "partial_ci_low": pa.ci_low,
+        "partial_ci_high": pa.ci_high,
+        "delta_r2": hr.delta_r2,
+        "delta_r2_p": hr.p_value,
+    }
     if extra is not None:
         zx = np.column_stack([z, np.asarray(extra, dtype=float).reshape(len(h), -1)])
         px = partial_spearman(h, a, zx, n_boot=0)
@@ -463,33 +510,68 @@ def entropy_analysis(runs: Sequence[RunInfo], *, n_boot: int = 1000, seed: int =
             frame = item_frame(run, which)
             if frame is None:
                 continue
-            stats = correlate(frame["entropy"], frame["aulc"], frame[list(CONFOUNDERS)], n_boot=n_boot, seed=seed,
-                              extra=frame[PRIOR])
+            stats = correlate(
+                frame["entropy"], frame["aulc"], frame[list(CONFOUNDERS)], n_boot=n_boot, seed=seed, extra=frame[PRIOR]
+            )
             acc = float(frame["final_correct"].mean())
-            rows.append({"run": run.run_dir.name, "condition": run.condition, "model": run.get("model.name"),
-                         "method": run.method, "lora": run.uses_lora, "seed": run.seed, "items": which,
-                         "final_accuracy": acc, **stats})
-            frames.append(frame.assign(run=run.run_dir.name, condition=run.condition, items=which,
-                                       model=run.get("model.name"), lora=run.uses_lora))
+            rows.append(
+                {
+                    "run": run.run_dir.name,
+                    "condition": run.condition,
+                    "model": run.get("model.name"),
+                    "method": run.method,
+                    "lora": run.uses_lora,
+                    "seed": run.seed,
+                    "items": which,
+                    "final_accuracy": acc,
+                    **stats,
+                }
+            )
+            frames.append(
+                frame.assign(
+                    run=run.run_dir.name,
+                    condition=run.condition,
+                    items=which,
+                    model=run.get("model.name"),
+                    lora=run.uses_lora,
+                )
+            )
             trajectories[(run.run_dir.name, which)] = _bucket_trajectory(run, which, frame["bucket"].to_numpy())
     if not rows:
-        raise DataError("no usable runs: entropy analysis needs runs with data.source: chaosnli and dynamics"
-                        + (f" ({'; '.join(notes)})" if notes else ""))
+        raise DataError(
+            "no usable runs: entropy analysis needs runs with data.source: chaosnli and dynamics"
+            + (f" ({'; '.join(notes)})" if notes else "")
+        )
     per_run = pd.DataFrame(rows)
     items = pd.concat(frames, ignore_index=True)
     per_condition, delta = _per_condition(items, per_run, n_boot, seed)
-    return EntropyReport(per_run=per_run, per_condition=per_condition, delta=delta,
-                         lora_vs_full=_lora_vs_full(items, n_boot, seed), items=items,
-                         by_label=_by_label(items), trajectories=trajectories, notes=notes)
+    return EntropyReport(
+        per_run=per_run,
+        per_condition=per_condition,
+        delta=delta,
+        lora_vs_full=_lora_vs_full(items, n_boot, seed),
+        items=items,
+        by_label=_by_label(items),
+        trajectories=trajectories,
+        notes=notes,
+    )
 
 
 def _by_label(items: pd.DataFrame) -> pd.DataFrame:
     """Entropy, AULC and Δℓ per majority label: exposes a model that learned only the label prior
     (then every item of the disfavoured class "un-learns", whatever its entropy)."""
-    return items.groupby(["condition", "items", "majority_label"], sort=False).agg(
-        n=("aulc", "size"), mean_entropy=("entropy", "mean"), mean_aulc=("aulc", "mean"),
-        mean_unlearning=("unlearning", "mean"), frac_unlearned=("unlearning", lambda v: float((v > 0).mean())),
-        final_accuracy=("final_correct", "mean")).reset_index()
+    return (
+        items.groupby(["condition", "items", "majority_label"], sort=False)
+        .agg(
+            n=("aulc", "size"),
+            mean_entropy=("entropy", "mean"),
+            mean_aulc=("aulc", "mean"),
+            mean_unlearning=("unlearning", "mean"),
+            frac_unlearned=("unlearning", lambda v: float((v > 0).mean())),
+            final_accuracy=("final_correct", "mean"),
+        )
+        .reset_index()
+    )
 
 
 def _bucket_trajectory(run: RunInfo, which: str, buckets: np.ndarray) -> pd.DataFrame:
@@ -497,39 +579,63 @@ def _bucket_trajectory(run: RunInfo, which: str, buckets: np.ndarray) -> pd.Data
     dyn = run.dynamics
     loss = dyn.heldout().loss if which == "heldout" else dyn.checkpoint(labels=dyn.clean_labels).loss
     x = dyn.ckpt_step / int(dyn.arrays["steps_per_epoch"])
-    return pd.DataFrame({b: loss[:, buckets == b].mean(axis=1) if (buckets == b).any() else np.nan
-                         for b in BUCKETS}, index=pd.Index(x, name="epoch"))
+    return pd.DataFrame(
+        {b: loss[:, buckets == b].mean(axis=1) if (buckets == b).any() else np.nan for b in BUCKETS},
+        index=pd.Index(x, name="epoch"),
+    )
 
 
 def _seed_mean(items: pd.DataFrame) -> pd.DataFrame:
     keys = ["condition", "items", "uid"]
-    return items.groupby(keys, sort=False).agg(
-        entropy=("entropy", "first"), bucket=("bucket", "first"), text_words=("text_words", "first"),
-        model=("model", "first"), lora=("lora", "first"), aulc=("aulc", "mean"),
-        prior_loss=("prior_loss", "mean"), loss_initial=("loss_initial", "mean"), unlearning=("unlearning", "mean"),
-        seeds=("run", "nunique")).reset_index()
+    return (
+        items.groupby(keys, sort=False)
+        .agg(
+            entropy=("entropy", "first"),
+            bucket=("bucket", "first"),
+            text_words=("text_words", "first"),
+            model=("model", "first"),
+            lora=("lora", "first"),
+            aulc=("aulc", "mean"),
+            prior_loss=("prior_loss", "mean"),
+            loss_initial=("loss_initial", "mean"),
+            unlearning=("unlearning", "mean"),
+            seeds=("run", "nunique"),
+        )
+        .reset_index()
+    )
 
 
-def _per_condition(items: pd.DataFrame, per_run: pd.DataFrame, n_boot: int, seed: int
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _per_condition(
+    items: pd.DataFrame, per_run: pd.DataFrame, n_boot: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     pooled = _seed_mean(items)
     rows, deltas = [], []
     for (cond, which), g in pooled.groupby(["condition", "items"], sort=False):
-        stats = correlate(g["entropy"], g["aulc"], g[list(CONFOUNDERS)], n_boot=n_boot, seed=seed,
-                          extra=g[PRIOR])
+        stats = correlate(g["entropy"], g["aulc"], g[list(CONFOUNDERS)], n_boot=n_boot, seed=seed, extra=g[PRIOR])
         seeds = per_run[(per_run["condition"] == cond) & (per_run["items"] == which)]["rho"]
         lo, hi = PAPER_RHO_RANGE
-        rows.append({"condition": cond, "items": which, "model": g["model"].iloc[0], "lora": bool(g["lora"].iloc[0]),
-                     "runs": int(g["seeds"].max()), "rho_seed_mean": float(seeds.mean()),
-                     "rho_seed_std": float(seeds.std(ddof=1)) if len(seeds) > 1 else float("nan"),
-                     "rho_seed_min": float(seeds.min()), "rho_seed_max": float(seeds.max()), **stats,
-                     "in_paper_range": bool(lo <= stats["rho"] <= hi)})
+        rows.append(
+            {
+                "condition": cond,
+                "items": which,
+                "model": g["model"].iloc[0],
+                "lora": bool(g["lora"].iloc[0]),
+                "runs": int(g["seeds"].max()),
+                "rho_seed_mean": float(seeds.mean()),
+                "rho_seed_std": float(seeds.std(ddof=1)) if len(seeds) > 1 else float("nan"),
+                "rho_seed_min": float(seeds.min()),
+                "rho_seed_max": float(seeds.max()),
+                **stats,
+                "in_paper_range": bool(lo <= stats["rho"] <= hi),
+            }
+        )
         d = delta_by_bucket(g["unlearning"].to_numpy(), g["bucket"].to_numpy(), order=BUCKETS).reset_index()
         pos = g.groupby("bucket")["unlearning"].apply(lambda s: float((s > 0).mean()))
         d["frac_unlearned"] = d["bucket"].map(pos)
         deltas.append(d.assign(condition=cond, items=which))
-    delta = pd.concat(deltas, ignore_index=True)[["condition", "items", "bucket", "count", "mean", "std", "sem",
-                                                 "frac_unlearned"]]
+    delta = pd.concat(deltas, ignore_index=True)[
+        ["condition", "items", "bucket", "count", "mean", "std", "sem", "frac_unlearned"]
+    ]
     return pd.DataFrame(rows), delta
 
 
@@ -542,21 +648,46 @@ def _lora_vs_full(items: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
         full = g[~g["lora"]]
         for cond_full, f in full.groupby("condition", sort=False):
             for cond_lora, lo in g[g["lora"]].groupby("condition", sort=False):
-                both = lo.set_index("uid")[["unlearning"]].join(f.set_index("uid")[["unlearning"]], how="inner",
-                                                                 lsuffix="_lora", rsuffix="_full")
+                both = lo.set_index("uid")[["unlearning"]].join(
+                    f.set_index("uid")[["unlearning"]], how="inner", lsuffix="_lora", rsuffix="_full"
+                )
                 if both.empty:
                     continue
                 diff = (both["unlearning_lora"] - both["unlearning_full"]).to_numpy()
                 ci = _mean_ci(diff, n_boot, seed)
-                rows.append({"model": model, "items": which, "lora": cond_lora, "full": cond_full,
-                             "n_contested": len(both), "delta_lora": float(both["unlearning_lora"].mean()),
-                             "delta_full": float(both["unlearning_full"].mean()),
-                             "frac_unlearned_lora": float((both["unlearning_lora"] > 0).mean()),
-                             "frac_unlearned_full": float((both["unlearning_full"] > 0).mean()),
-                             "diff": float(diff.mean()), "diff_ci_low": ci[0], "diff_ci_high": ci[1]})
-    return pd.DataFrame(rows, columns=["model", "items", "lora", "full", "n_contested", "delta_lora", "delta_full",
-                                       "frac_unlearned_lora", "frac_unlearned_full", "diff", "diff_ci_low",
-                                       "diff_ci_high"])
+                rows.append(
+                    {
+                        "model": model,
+                        "items": which,
+                        "lora": cond_lora,
+                        "full": cond_full,
+                        "n_contested": len(both),
+                        "delta_lora": float(both["unlearning_lora"].mean()),
+                        "delta_full": float(both["unlearning_full"].mean()),
+                        "frac_unlearned_lora": float((both["unlearning_lora"] > 0).mean()),
+                        "frac_unlearned_full": float((both["unlearning_full"] > 0).mean()),
+                        "diff": float(diff.mean()),
+                        "diff_ci_low": ci[0],
+                        "diff_ci_high": ci[1],
+                    }
+                )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "items",
+            "lora",
+            "full",
+            "n_contested",
+            "delta_lora",
+            "delta_full",
+            "frac_unlearned_lora",
+            "frac_unlearned_full",
+            "diff",
+            "diff_ci_low",
+            "diff_ci_high",
+        ],
+    )
 
 
 def _mean_ci(values: np.ndarray, n_boot: int, seed: int, ci: float = 0.95) -> tuple[float, float]:
@@ -584,48 +715,79 @@ def entropy_markdown(report: EntropyReport) -> str:
     """Markdown tables: each condition's rho next to the paper's range, per-run rows, Δℓ per bucket,
     LoRA vs full fine-tuning on contested items."""
     lo, hi = PAPER_RHO_RANGE
-    out = [f"Paper (Steele): Spearman ρ(H, AULC) = {lo}–{hi}, positive in all 25 conditions.", "",
-           "### Per condition (seeds pooled: each item's AULC averaged over seeds)", "",
-           "Partial ρ controls for text length and initial loss (Steele's confounders); partial ρ + prior also "
-           "controls for −ln(training frequency of the majority label), the loss of a model that learned only "
-           "the label prior. ΔR²: rank variance of AULC explained by entropy beyond length and initial loss.", "",
-           "| condition | items | runs | n | ρ [95% CI] | per-seed ρ mean ± sd | partial ρ | partial ρ + prior "
-           "| ΔR² | paper | in range |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"Paper (Steele): Spearman ρ(H, AULC) = {lo}–{hi}, positive in all 25 conditions.",
+        "",
+        "### Per condition (seeds pooled: each item's AULC averaged over seeds)",
+        "",
+        "Partial ρ controls for text length and initial loss (Steele's confounders); partial ρ + prior also "
+        "controls for −ln(training frequency of the majority label), the loss of a model that learned only "
+        "the label prior. ΔR²: rank variance of AULC explained by entropy beyond length and initial loss.",
+        "",
+        "| condition | items | runs | n | ρ [95% CI] | per-seed ρ mean ± sd | partial ρ | partial ρ + prior "
+        "| ΔR² | paper | in range |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report.per_condition.itertuples():
-        out.append(f"| {r.condition} | {r.items} | {r.runs} | {r.n} | {_f(r.rho)} [{_f(r.ci_low)}, {_f(r.ci_high)}] "
-                   f"| {_f(r.rho_seed_mean)} ± {_f(r.rho_seed_std)} | {_f(r.partial_rho)} (p={r.partial_p:.2g}) "
-                   f"| {_f(r.partial_rho_extra)} (p={r.partial_p_extra:.2g}) "
-                   f"| {_f(r.delta_r2, 4)} | {lo}–{hi} | {'yes' if r.in_paper_range else 'no'} |")
-    out += ["", "### Per run", "",
-            "| run | condition | seed | items | n | final acc | ρ [95% CI] | p | partial ρ [95% CI] |",
-            "|---|---|---|---|---|---|---|---|---|"]
+        out.append(
+            f"| {r.condition} | {r.items} | {r.runs} | {r.n} | {_f(r.rho)} [{_f(r.ci_low)}, {_f(r.ci_high)}] "
+            f"| {_f(r.rho_seed_mean)} ± {_f(r.rho_seed_std)} | {_f(r.partial_rho)} (p={r.partial_p:.2g}) "
+            f"| {_f(r.partial_rho_extra)} (p={r.partial_p_extra:.2g}) "
+            f"| {_f(r.delta_r2, 4)} | {lo}–{hi} | {'yes' if r.in_paper_range else 'no'} |"
+        )
+    out += [
+        "",
+        "### Per run",
+        "",
+        "| run | condition | seed | items | n | final acc | ρ [95% CI] | p | partial ρ [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report.per_run.itertuples():
-        out.append(f"| {r.run} | {r.condition} | {r.seed} | {r.items} | {r.n} | {_f(r.final_accuracy)} "
-                   f"| {_f(r.rho)} [{_f(r.ci_low)}, {_f(r.ci_high)}] | {r.p:.2g} "
-                   f"| {_f(r.partial_rho)} [{_f(r.partial_ci_low)}, {_f(r.partial_ci_high)}] |")
-    out += ["", "### Un-learning Δℓ = loss_final − loss_initial per entropy bucket (mean ± sem; share with Δℓ > 0)",
-            "", "| condition | items | bucket | n | Δℓ | sem | share un-learned |", "|---|---|---|---|---|---|---|"]
+        out.append(
+            f"| {r.run} | {r.condition} | {r.seed} | {r.items} | {r.n} | {_f(r.final_accuracy)} "
+            f"| {_f(r.rho)} [{_f(r.ci_low)}, {_f(r.ci_high)}] | {r.p:.2g} "
+            f"| {_f(r.partial_rho)} [{_f(r.partial_ci_low)}, {_f(r.partial_ci_high)}] |"
+        )
+    out += [
+        "",
+        "### Un-learning Δℓ = loss_final − loss_initial per entropy bucket (mean ± sem; share with Δℓ > 0)",
+        "",
+        "| condition | items | bucket | n | Δℓ | sem | share un-learned |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report.delta.itertuples():
-        out.append(f"| {r.condition} | {r.items} | {r.bucket} | {r.count} | {_f(r.mean)} | {_f(r.sem)} "
-                   f"| {_f(r.frac_unlearned, 2)} |")
+        out.append(
+            f"| {r.condition} | {r.items} | {r.bucket} | {r.count} | {_f(r.mean)} | {_f(r.sem)} "
+            f"| {_f(r.frac_unlearned, 2)} |"
+        )
     if not report.lora_vs_full.empty:
-        out += ["", "### Contested items: LoRA vs full fine-tuning (paired by item; bootstrap 95% CI of the "
-                "mean difference)", "",
-                "| model | items | LoRA | full FT | n | Δℓ LoRA | Δℓ full | share un-learned LoRA / full "
-                "| diff [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "### Contested items: LoRA vs full fine-tuning (paired by item; bootstrap 95% CI of the mean difference)",
+            "",
+            "| model | items | LoRA | full FT | n | Δℓ LoRA | Δℓ full | share un-learned LoRA / full | diff [95% CI] |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in report.lora_vs_full.itertuples():
-            out.append(f"| {r.model} | {r.items} | {r.lora} | {r.full} | {r.n_contested} | {_f(r.delta_lora)} "
-                       f"| {_f(r.delta_full)} | {_f(r.frac_unlearned_lora, 2)} / {_f(r.frac_unlearned_full, 2)} "
-                       f"| {_f(r.diff)} [{_f(r.diff_ci_low)}, {_f(r.diff_ci_high)}] |")
+            out.append(
+                f"| {r.model} | {r.items} | {r.lora} | {r.full} | {r.n_contested} | {_f(r.delta_lora)} "
+                f"| {_f(r.delta_full)} | {_f(r.frac_unlearned_lora, 2)} / {_f(r.frac_unlearned_full, 2)} "
+                f"| {_f(r.diff)} [{_f(r.diff_ci_low)}, {_f(r.diff_ci_high)}] |"
+            )
     if not report.by_label.empty:
-        out += ["", "### Per majority label (all seeds' items pooled): does the label prior drive it?", "",
-                "| condition | items | majority label | n | mean H | mean AULC | Δℓ | share un-learned | final acc |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "### Per majority label (all seeds' items pooled): does the label prior drive it?",
+            "",
+            "| condition | items | majority label | n | mean H | mean AULC | Δℓ | share un-learned | final acc |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in report.by_label.itertuples():
-            out.append(f"| {r.condition} | {r.items} | {r.majority_label} | {r.n} | {_f(r.mean_entropy)} "
-                       f"| {_f(r.mean_aulc)} | {_f(r.mean_unlearning)} | {_f(r.frac_unlearned, 2)} "
-                       f"| {_f(r.final_accuracy, 2)} |")
+            out.append(
+                f"| {r.condition} | {r.items} | {r.majority_label} | {r.n} | {_f(r.mean_entropy)} "
+                f"| {_f(r.mean_aulc)} | {_f(r.mean_unlearning)} | {_f(r.frac_unlearned, 2)} "
+                f"| {_f(r.final_accuracy, 2)} |"
+            )
     if report.notes:
         out += ["", *(f"- {n}" for n in report.notes)]
     return "\n".join(out) + "\n"
@@ -645,16 +807,27 @@ def optimal_rank(results: Sequence[dict[str, Any]], *, metric: str = "val_loss")
     Returns ``(cells, best)``: mean/std/n of ``metric`` per (noise_rate, rank), and per noise rate the best
     rank with its mean and the ranks whose mean lies within one standard error of the best (ties in effect).
     Only LoRA-family runs with ``status: ok`` count. ``metric`` is judged on clean labels: validation and
-    test sets are never corrupted (SPEC §2), so ``val_loss`` is a clean quantity.
+    test sets are never corrupted (docs/spec.md §2), so ``val_loss`` is a clean quantity.
     """
     if metric not in RANK_METRICS:
         raise ConfigError("--metric", f"unknown value {metric!r}; allowed: {', '.join(RANK_METRICS)}")
-    rows = [r for r in results if r.get("status") == "ok" and r.get("rank") is not None
-            and r.get("method") not in ("full-ft", "childtuning-f") and r.get(metric) is not None]
+    rows = [
+        r
+        for r in results
+        if r.get("status") == "ok"
+        and r.get("rank") is not None
+        and r.get("method") not in ("full-ft", "childtuning-f")
+        and r.get(metric) is not None
+    ]
     if not rows:
         raise DataError(f"no finished LoRA runs with {metric} to compare")
-    frame = pd.DataFrame({"noise_rate": [float(r.get("noise_rate") or 0.0) for r in rows],
-                          "rank": [int(r["rank"]) for r in rows], metric: [float(r[metric]) for r in rows]})
+    frame = pd.DataFrame(
+        {
+            "noise_rate": [float(r.get("noise_rate") or 0.0) for r in rows],
+            "rank": [int(r["rank"]) for r in rows],
+            metric: [float(r[metric]) for r in rows],
+        }
+    )
     cells = frame.groupby(["noise_rate", "rank"])[metric].agg(["mean", "std", "count"]).reset_index()
     cells["sem"] = cells["std"] / np.sqrt(cells["count"])
     better_low = RANK_METRICS[metric] == "min"
@@ -664,7 +837,15 @@ def optimal_rank(results: Sequence[dict[str, Any]], *, metric: str = "val_loss")
         b = g.loc[i]
         tol = 0.0 if np.isnan(b["sem"]) else float(b["sem"])
         close = g[(g["mean"] - b["mean"]).abs() <= tol]["rank"].tolist()
-        best_rows.append({"noise_rate": noise, "best_rank": int(b["rank"]), "metric": metric,
-                          "best_mean": float(b["mean"]), "best_sem": float(b["sem"]), "runs": int(b["count"]),
-                          "within_1_sem": ",".join(str(int(r)) for r in close)})
+        best_rows.append(
+            {
+                "noise_rate": noise,
+                "best_rank": int(b["rank"]),
+                "metric": metric,
+                "best_mean": float(b["mean"]),
+                "best_sem": float(b["sem"]),
+                "runs": int(b["count"]),
+                "within_1_sem": ",".join(str(int(r)) for r in close),
+            }
+        )
     return cells, pd.DataFrame(best_rows)

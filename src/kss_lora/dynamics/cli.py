@@ -42,10 +42,18 @@ def _threshold(text: str) -> float:
 
 def _add_dynamics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory recorded with tracking.per_example: true")
-    p.add_argument("--source", choices=("checkpoint", "free"), default="checkpoint",
-                   help="checkpoint: eval-mode passes (default); free: the training pass's own logits")
-    p.add_argument("--threshold", type=_threshold, default=LN2,
-                   help="learning time = first checkpoint with loss below this (nats; default ln 2, p(y) > 0.5)")
+    p.add_argument(
+        "--source",
+        choices=("checkpoint", "free"),
+        default="checkpoint",
+        help="checkpoint: eval-mode passes (default); free: the training pass's own logits",
+    )
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=LN2,
+        help="learning time = first checkpoint with loss below this (nats; default ln 2, p(y) > 0.5)",
+    )
     p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/dynamics)")
     p.add_argument("--format", choices=FORMATS, default="csv", help="table format (default csv)")
 
@@ -68,17 +76,27 @@ def _dynamics(args: argparse.Namespace) -> int:
     files.append(plots.data_map(train, out / "data_map.png", title=title))
     capacity = run_capacity(run)
     summary: dict[str, Any] = {
-        "run_dir": str(run.run_dir), "source": args.source, "threshold": args.threshold, "n_train": len(train),
-        "n_heldout": 0 if heldout is None else len(heldout), "capacity": capacity,
-        "mean_aulc": float(train["aulc"].mean()), "learned": float((train["learning_time"] >= 0).mean()),
+        "run_dir": str(run.run_dir),
+        "source": args.source,
+        "threshold": args.threshold,
+        "n_train": len(train),
+        "n_heldout": 0 if heldout is None else len(heldout),
+        "capacity": capacity,
+        "mean_aulc": float(train["aulc"].mean()),
+        "learned": float((train["learning_time"] >= 0).mean()),
     }
     sep = run_separation(run, args.source)
     if sep is not None:
         s, epochs = sep
-        files.append(plots.temporal_separation_plot(s, epochs, out / "temporal_separation.png",
-                                                    capacity_line=capacity["line"], title=title))
+        files.append(
+            plots.temporal_separation_plot(
+                s, epochs, out / "temporal_separation.png", capacity_line=capacity["line"], title=title
+            )
+        )
         summary["temporal_separation"] = {
-            "epochs": epochs.tolist(), "clean_fitted": s.clean_fitted.tolist(), "noisy_fitted": s.noisy_fitted.tolist(),
+            "epochs": epochs.tolist(),
+            "clean_fitted": s.clean_fitted.tolist(),
+            "noisy_fitted": s.noisy_fitted.tolist(),
             "best_epoch": float(epochs[s.best_checkpoint]),
             "overtaking_epoch": float(epochs[s.crossover]) if s.crossover >= 0 else None,
         }
@@ -94,8 +112,10 @@ def _dynamics(args: argparse.Namespace) -> int:
     if sep is not None:
         ts = summary["temporal_separation"]
         over = ts["overtaking_epoch"]
-        print(f"temporal separation: max clean-noisy gap at epoch {ts['best_epoch']:.2f}; noisy fitting overtakes "
-              + (f"at epoch {over:.2f}" if over is not None else "never"))
+        print(
+            f"temporal separation: max clean-noisy gap at epoch {ts['best_epoch']:.2f}; noisy fitting overtakes "
+            + (f"at epoch {over:.2f}" if over is not None else "never")
+        )
     return 0
 
 
@@ -131,19 +151,27 @@ def _entropy(args: argparse.Namespace) -> int:
     files.append(md)
     for which in ("heldout", "train"):
         if (report.items["items"] == which).any():
-            files.append(plots.entropy_scatter(report.items, report.per_run, out / f"entropy_vs_aulc_{which}.png",
-                                               which=which))
+            files.append(
+                plots.entropy_scatter(report.items, report.per_run, out / f"entropy_vs_aulc_{which}.png", which=which)
+            )
             files.append(plots.unlearning_bars(report.delta, out / f"unlearning_{which}.png", which=which))
             first = {}
             for r in report.per_run[report.per_run["items"] == which].itertuples():
                 first.setdefault(r.condition, report.trajectories[(r.run, which)])
-            files.append(plots.bucket_trajectories(first, out / f"loss_by_bucket_{which}.png",
-                                                   title=f"mean loss per entropy bucket ({which} items, first seed)"))
+            files.append(
+                plots.bucket_trajectories(
+                    first,
+                    out / f"loss_by_bucket_{which}.png",
+                    title=f"mean loss per entropy bucket ({which} items, first seed)",
+                )
+            )
     for f in files:
         print(f)
     for r in report.per_condition.itertuples():
-        print(f"{r.condition:40s} {r.items:8s} rho={r.rho:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
-              f"partial={r.partial_rho:+.3f} (paper 0.06-0.43: {'in' if r.in_paper_range else 'out of'} range)")
+        print(
+            f"{r.condition:40s} {r.items:8s} rho={r.rho:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
+            f"partial={r.partial_rho:+.3f} (paper 0.06-0.43: {'in' if r.in_paper_range else 'out of'} range)"
+        )
     for note in report.notes:
         print(f"note: {note}")
     return 0

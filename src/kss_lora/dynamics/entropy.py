@@ -1,7 +1,7 @@
 """Annotation entropy from ChaosNLI's 100 human labels per item, and the loader for ChaosNLI JSONL.
 
 Why: Steele's claim is that human disagreement (annotation entropy) predicts how an example is learned.
-Testing it needs the entropy in one unit everywhere. SPEC 2 defines ``H_i = -sum_k p_ik ln p_ik`` in
+Testing it needs the entropy in one unit everywhere. docs/spec.md §2 defines ``H_i = -sum_k p_ik ln p_ik`` in
 **nats** (buckets: clean < 0.4 <= ambiguous < 0.7 <= contested). ChaosNLI's own ``entropy`` field is in
 **bits** (log base 2): counts ``[30, 70, 0]`` give 0.8813 in the file, 0.6109 nats. Mixing the two moves
 items between buckets, so :func:`load_chaosnli` recomputes ``entropy_nats`` from ``label_count`` and keeps
@@ -30,9 +30,9 @@ __all__ = [
 ]
 
 AMBIGUOUS_MIN = 0.4
-"""Entropy (nats) at and above which an item is 'ambiguous' (SPEC 2)."""
+"""Entropy (nats) at and above which an item is 'ambiguous' (docs/spec.md §2)."""
 CONTESTED_MIN = 0.7
-"""Entropy (nats) at and above which an item is 'contested' (SPEC 2)."""
+"""Entropy (nats) at and above which an item is 'contested' (docs/spec.md §2)."""
 BUCKETS = ("clean", "ambiguous", "contested")
 
 NLI_LABELS = ("e", "n", "c")
@@ -94,9 +94,7 @@ def _row(rec: dict[str, Any], line: int) -> tuple[str, dict[str, Any]]:
         task, names = "alphanli", ALPHANLI_LABELS
         texts = {k: str(ex[k]) for k in ("obs1", "obs2", "hyp1", "hyp2")}
     else:
-        raise DataError(
-            f"ChaosNLI line {line}: example has neither premise/hypothesis nor obs1/obs2/hyp1/hyp2"
-        )
+        raise DataError(f"ChaosNLI line {line}: example has neither premise/hypothesis nor obs1/obs2/hyp1/hyp2")
     try:
         counts = [int(x) for x in rec["label_count"]]
         majority = rec["majority_label"]

@@ -70,7 +70,7 @@ def _same_shape(**arrays: np.ndarray | None) -> None:
 
 
 def aulc(losses: Any) -> np.ndarray:
-    """Area under the loss curve: ``AULC_i = (1/T) sum_t loss_i(t)`` (SPEC 2, Steele).
+    """Area under the loss curve: ``AULC_i = (1/T) sum_t loss_i(t)`` (docs/spec.md §2, Steele).
 
     A plain mean over checkpoints, so it is only comparable between runs with the same checkpoint grid.
     """
@@ -123,9 +123,7 @@ def cartography(probs: Any, correct: Any) -> Cartography:
         raise DataError("probs must be probabilities in [0, 1]")
     c = _bool_traj("correct", correct)
     _same_shape(probs=p, correct=c)
-    return Cartography(
-        confidence=p.mean(axis=0), variability=p.std(axis=0, ddof=0), correctness=c.mean(axis=0)
-    )
+    return Cartography(confidence=p.mean(axis=0), variability=p.std(axis=0, ddof=0), correctness=c.mean(axis=0))
 
 
 @dataclass(frozen=True)

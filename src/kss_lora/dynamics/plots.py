@@ -49,8 +49,15 @@ def data_map(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.2 * max(len(panels), 1), 4.4), squeeze=False)
     if not panels:
         ax = axes[0, 0]
-        sc = ax.scatter(table["variability"], table["confidence"], c=table["correctness"], cmap="viridis", s=8,
-                        alpha=0.6, linewidths=0)
+        sc = ax.scatter(
+            table["variability"],
+            table["confidence"],
+            c=table["correctness"],
+            cmap="viridis",
+            s=8,
+            alpha=0.6,
+            linewidths=0,
+        )
         fig.colorbar(sc, ax=ax, label="correctness")
     for ax, (col, colours, legend) in zip(axes[0], panels, strict=False):
         # largest group first, so the rarer groups (noisy items, clean ChaosNLI items) stay visible on top
@@ -61,8 +68,15 @@ def data_map(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
             if not sel.any():
                 continue
             name = {False: "clean", True: "noisy (flipped)"}.get(value, value) if col == "is_noisy" else value
-            ax.scatter(table.loc[sel, "variability"], table.loc[sel, "confidence"], s=8, alpha=0.55,
-                       color=colour, linewidths=0, label=f"{name} (n={int(sel.sum())})")
+            ax.scatter(
+                table.loc[sel, "variability"],
+                table.loc[sel, "confidence"],
+                s=8,
+                alpha=0.55,
+                color=colour,
+                linewidths=0,
+                label=f"{name} (n={int(sel.sum())})",
+            )
         ax.legend(title=legend, fontsize=8, markerscale=2, loc="lower right")
     for ax in axes[0]:
         ax.set_xlabel("variability (std of p(y) over epochs)")
@@ -74,8 +88,9 @@ def data_map(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def temporal_separation_plot(sep: TemporalSeparation, epochs: np.ndarray, path: str | Path, *,
-                             capacity_line: str = "", title: str = "") -> Path:
+def temporal_separation_plot(
+    sep: TemporalSeparation, epochs: np.ndarray, path: str | Path, *, capacity_line: str = "", title: str = ""
+) -> Path:
     """Fraction of clean vs noisy examples fitted (prediction = trained-on label) over training.
 
     Marks the most separable point (``best_checkpoint``) and the first point where memorising the noisy
@@ -85,11 +100,19 @@ def temporal_separation_plot(sep: TemporalSeparation, epochs: np.ndarray, path: 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     ax.plot(epochs, sep.clean_fitted, "o-", color=NOISE_COLOURS[False], label="clean examples fitted")
     ax.plot(epochs, sep.noisy_fitted, "s-", color=NOISE_COLOURS[True], label="noisy examples fitted (memorised)")
-    ax.axvline(epochs[sep.best_checkpoint], color="grey", ls=":",
-               label=f"max separation (epoch {epochs[sep.best_checkpoint]:.2f}, gap {sep.gap[sep.best_checkpoint]:.2f})")
+    ax.axvline(
+        epochs[sep.best_checkpoint],
+        color="grey",
+        ls=":",
+        label=f"max separation (epoch {epochs[sep.best_checkpoint]:.2f}, gap {sep.gap[sep.best_checkpoint]:.2f})",
+    )
     if sep.crossover >= 0:
-        ax.axvline(epochs[sep.crossover], color="black", ls="--",
-                   label=f"noisy fitting overtakes (epoch {epochs[sep.crossover]:.2f})")
+        ax.axvline(
+            epochs[sep.crossover],
+            color="black",
+            ls="--",
+            label=f"noisy fitting overtakes (epoch {epochs[sep.crossover]:.2f})",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("fraction predicted as the trained-on label")
     ax.set_ylim(-0.02, 1.02)
@@ -117,8 +140,7 @@ def entropy_scatter(items: pd.DataFrame, per_run: pd.DataFrame, path: str | Path
             ax.scatter(s["entropy"], s["aulc"], s=7, alpha=0.5, color=BUCKET_COLOURS[b], linewidths=0, label=b)
         r = per_run[(per_run["run"] == run) & (per_run["items"] == which)]
         rho = float(r["rho"].iloc[0]) if len(r) else float("nan")
-        ax.set_title(f"{cond}\n{which} items, seed {r['seed'].iloc[0] if len(r) else '?'}: ρ = {rho:.3f}",
-                     fontsize=9)
+        ax.set_title(f"{cond}\n{which} items, seed {r['seed'].iloc[0] if len(r) else '?'}: ρ = {rho:.3f}", fontsize=9)
         ax.set_xlabel("annotation entropy H (nats)")
         ax.set_ylabel("AULC (nats)")
         ax.grid(alpha=0.3)
@@ -153,8 +175,7 @@ def unlearning_bars(delta: pd.DataFrame, path: str | Path, *, which: str = "held
     x = np.arange(len(conditions))
     for j, b in enumerate(BUCKETS):
         rows = sub[sub["bucket"] == b].set_index("condition").reindex(conditions)
-        ax.bar(x + (j - 1) * width, rows["mean"], width, yerr=rows["sem"], color=BUCKET_COLOURS[b], label=b,
-               capsize=2)
+        ax.bar(x + (j - 1) * width, rows["mean"], width, yerr=rows["sem"], color=BUCKET_COLOURS[b], label=b, capsize=2)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, conditions, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("Δℓ = loss_final − loss_initial (nats)")

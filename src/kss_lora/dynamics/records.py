@@ -1,6 +1,6 @@
 """Recording per-example dynamics during a run, and reading them back.
 
-Two sources (SPEC §2, issue "training dynamics"):
+Two sources (docs/spec.md §2, issue "training dynamics"):
 
 - **free**: the logits of the training forward pass itself, detached — no extra compute, but they carry
   the mask/dropout noise of training and each example is seen once per epoch at a different step;
@@ -56,18 +56,27 @@ class DynamicsRecorder:
 
     def save(self, run_dir: str | Path) -> Path:
         arrays: dict[str, np.ndarray] = {
-            "labels": self.labels, "ids": self.ids, "clean_labels": self.clean_labels,
+            "labels": self.labels,
+            "ids": self.ids,
+            "clean_labels": self.clean_labels,
             "steps_per_epoch": np.array(self.steps_per_epoch),
-            "ckpt_step": np.array(self.ckpt_step, dtype=np.int64), "ckpt_logits": np.stack(self.ckpt_logits),
+            "ckpt_step": np.array(self.ckpt_step, dtype=np.int64),
+            "ckpt_logits": np.stack(self.ckpt_logits),
         }
         if self.is_noisy is not None:
             arrays["is_noisy"] = self.is_noisy
         if self.heldout_logits:
-            arrays.update(heldout_logits=np.stack(self.heldout_logits), heldout_labels=self.heldout_labels,
-                          heldout_ids=self.heldout_ids)
+            arrays.update(
+                heldout_logits=np.stack(self.heldout_logits),
+                heldout_labels=self.heldout_labels,
+                heldout_ids=self.heldout_ids,
+            )
         if self.free_logits:
-            arrays.update(free_step=np.concatenate(self.free_step), free_index=np.concatenate(self.free_index),
-                          free_logits=np.concatenate(self.free_logits))
+            arrays.update(
+                free_step=np.concatenate(self.free_step),
+                free_index=np.concatenate(self.free_index),
+                free_logits=np.concatenate(self.free_logits),
+            )
         path = Path(run_dir) / DYNAMICS_NAME
         tmp = path.with_name(".dynamics.tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -110,8 +119,9 @@ class Dynamics:
         logits = self.arrays["ckpt_logits"]
         if epochs_only:
             logits = logits[self.epoch_end]
-        return per_example_from_logits(logits, np.broadcast_to(self.labels if labels is None else labels,
-                                                               logits.shape[:2]))
+        return per_example_from_logits(
+            logits, np.broadcast_to(self.labels if labels is None else labels, logits.shape[:2])
+        )
 
     def heldout(self) -> ExampleOutputs | None:
         if "heldout_logits" not in self.arrays:

@@ -1,4 +1,4 @@
-"""Correlation statistics for the entropy-vs-dynamics analysis (SPEC 2, Steele's protocol).
+"""Correlation statistics for the entropy-vs-dynamics analysis (docs/spec.md §2, Steele's protocol).
 
 Why these and not just ``scipy.stats.spearmanr``: a raw Spearman rho between annotation entropy and AULC
 can be carried entirely by confounders (long or initially-hard items are both contested and slow). So we
@@ -169,7 +169,7 @@ def partial_spearman(
 ) -> PartialSpearman:
     """Spearman correlation of x and y controlling for confounders.
 
-    Method (Steele's protocol as SPEC 2 states it): rank x, y and each confounder column (average
+    Method (Steele's protocol as docs/spec.md §2 states it): rank x, y and each confounder column (average
     ranks), regress the ranks of x and of y on the confounder ranks by OLS with an intercept, and take
     the Pearson r of the two residual vectors. Significance: ``t = r sqrt(df / (1 - r^2))`` with
     ``df = n - k - 2`` (k = number of confounders), two-sided. With no confounders this equals

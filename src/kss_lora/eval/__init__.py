@@ -10,5 +10,12 @@ from .truthfulqa import (
     mc_scores,
 )
 
-__all__ = ["LoglikScorer", "MCItem", "Request", "TruthfulQAResult", "evaluate_truthfulqa", "load_truthfulqa",
-           "mc_scores"]
+__all__ = [
+    "LoglikScorer",
+    "MCItem",
+    "Request",
+    "TruthfulQAResult",
+    "evaluate_truthfulqa",
+    "load_truthfulqa",
+    "mc_scores",
+]

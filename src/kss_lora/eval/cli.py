@@ -16,20 +16,34 @@ DEFAULT_CSV = "../shared/data/truthfulqa/TruthfulQA.csv"
 
 def _add_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="benchmark", required=True)
-    t = sub.add_parser("truthfulqa", help="TruthfulQA MC1/MC2 by answer log-likelihood",
-                       description="TruthfulQA MC1/MC2/MC3 by answer log-likelihood (original benchmark definitions).")
+    t = sub.add_parser(
+        "truthfulqa",
+        help="TruthfulQA MC1/MC2 by answer log-likelihood",
+        description="TruthfulQA MC1/MC2/MC3 by answer log-likelihood (original benchmark definitions).",
+    )
     t.add_argument("--model", help="built-in name, HF id or path; default: the adapter run's model.name")
     t.add_argument("--adapter", help="run directory (with adapter/) or a PEFT adapter folder to load and merge")
     t.add_argument("--csv", default=DEFAULT_CSV, help=f"TruthfulQA.csv (default {DEFAULT_CSV})")
-    t.add_argument("--prompt", choices=("qa", "chat"), default="qa",
-                   help="qa: the benchmark's six-shot QA primer (default); chat: the tokenizer's chat template")
+    t.add_argument(
+        "--prompt",
+        choices=("qa", "chat"),
+        default="qa",
+        help="qa: the benchmark's six-shot QA primer (default); chat: the tokenizer's chat template",
+    )
     t.add_argument("--limit", type=int, help="score a seeded random subset of this many questions")
     t.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default 0)")
-    t.add_argument("--holdout", metavar="RUN_DIR",
-                   help="score only questions that run did not train on (its splits.json), e.g. after Q/A tuning")
+    t.add_argument(
+        "--holdout",
+        metavar="RUN_DIR",
+        help="score only questions that run did not train on (its splits.json), e.g. after Q/A tuning",
+    )
     t.add_argument("--batch-size", type=int, default=16, help="answers per forward pass (default 16)")
-    t.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: on a shared CPU more threads are often slower)")
+    t.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared CPU more threads are often slower)",
+    )
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     t.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="model weights dtype")
     t.add_argument("--out", help="write the summary (JSON) here; per-question scores go next to it (.csv)")
@@ -69,23 +83,35 @@ def run_truthfulqa(args: argparse.Namespace) -> dict[str, Any]:
         trained = trained_rows(args.adapter, args.csv, strict=False)
         overlap = sum(i.row in trained for i in items) if trained else 0
         if overlap:
-            print(f"warning: the adapter trained on {overlap} of the scored questions; use --holdout "
-                  f"{args.adapter} to score only unseen ones", file=sys.stderr)
+            print(
+                f"warning: the adapter trained on {overlap} of the scored questions; use --holdout "
+                f"{args.adapter} to score only unseen ones",
+                file=sys.stderr,
+            )
     torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     seed = (_run_config(args.adapter) or {}).get("train", {}).get("seed", 0) if args.adapter else 0
-    model, tokenizer = load_for_scoring(model_name, adapter, dtype=getattr(torch, args.dtype), device=device,
-                                        seed=seed)
+    model, tokenizer = load_for_scoring(model_name, adapter, dtype=getattr(torch, args.dtype), device=device, seed=seed)
     if args.prompt == "chat" and not getattr(tokenizer, "chat_template", None):
         raise ConfigError("--prompt", f"{model_name} has no chat template; use --prompt qa")
     t0 = time.time()
-    result = evaluate_truthfulqa(model, tokenizer, items, prompt=args.prompt, batch_size=args.batch_size,
-                                 device=device)
-    summary = {"benchmark": "truthfulqa", "model": model_name, "adapter": args.adapter, **result.summary(),
-               "questions_in_csv": n_all, "limit": args.limit, "seed": args.seed if args.limit else None,
-               "holdout_of": args.holdout, "excluded_trained": excluded if args.holdout else None,
-               "trained_on_scored": overlap, "csv": str(args.csv), "threads": args.threads, "device": str(device),
-               "wall_time_s": round(time.time() - t0, 1)}
+    result = evaluate_truthfulqa(model, tokenizer, items, prompt=args.prompt, batch_size=args.batch_size, device=device)
+    summary = {
+        "benchmark": "truthfulqa",
+        "model": model_name,
+        "adapter": args.adapter,
+        **result.summary(),
+        "questions_in_csv": n_all,
+        "limit": args.limit,
+        "seed": args.seed if args.limit else None,
+        "holdout_of": args.holdout,
+        "excluded_trained": excluded if args.holdout else None,
+        "trained_on_scored": overlap,
+        "csv": str(args.csv),
+        "threads": args.threads,
+        "device": str(device),
+        "wall_time_s": round(time.time() - t0, 1),
+    }
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -120,8 +120,11 @@ def mc_scores(scores_true: Sequence[float], scores_false: Sequence[float], best_
     max_false = sf.max()
     shift = max(st.max(), max_false)  # subtracting the max changes nothing in the ratio, avoids underflow
     pt, pf = np.exp(st - shift), np.exp(sf - shift)
-    return {"mc1": float(st[best_index] > max_false), "mc2": float(pt.sum() / (pt.sum() + pf.sum())),
-            "mc3": float((st > max_false).mean())}
+    return {
+        "mc1": float(st[best_index] > max_false),
+        "mc2": float(pt.sum() / (pt.sum() + pf.sum())),
+        "mc3": float((st > max_false).mean()),
+    }
 
 
 # ----------------------------------------------------------------------------- prompts → token requests
@@ -140,8 +143,9 @@ def build_requests(items: Sequence[MCItem], tokenizer: Any, prompt: str = "qa") 
     out = []
     for item in items:
         if prompt == "chat":
-            ctx = tokenizer.apply_chat_template([{"role": "user", "content": item.question}], tokenize=False,
-                                                add_generation_prompt=True)
+            ctx = tokenizer.apply_chat_template(
+                [{"role": "user", "content": item.question}], tokenize=False, add_generation_prompt=True
+            )
             context = tokenizer(ctx, add_special_tokens=False)["input_ids"]
             cont = lambda a: tokenizer(a, add_special_tokens=False)["input_ids"]  # noqa: E731
         else:
@@ -277,26 +281,42 @@ class TruthfulQAResult:
         return out
 
 
-def evaluate_truthfulqa(model: nn.Module, tokenizer: Any, items: Sequence[MCItem], *, prompt: str = "qa",
-                        batch_size: int = 16, device: torch.device | None = None,
-                        prefix_cache: bool = True) -> TruthfulQAResult:
+def evaluate_truthfulqa(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[MCItem],
+    *,
+    prompt: str = "qa",
+    batch_size: int = 16,
+    device: torch.device | None = None,
+    prefix_cache: bool = True,
+) -> TruthfulQAResult:
     """MC1/MC2/MC3 of ``model`` on ``items`` (see the module docstring for definitions and prompt)."""
     if prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     requests = build_requests(items, tokenizer, prompt)
     flat = [r for group in requests for r in group]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scorer = LoglikScorer(model, pad_id=pad, batch_size=batch_size, device=device or torch.device("cpu"),
-                          prefix_cache=prefix_cache)
+    scorer = LoglikScorer(
+        model, pad_id=pad, batch_size=batch_size, device=device or torch.device("cpu"), prefix_cache=prefix_cache
+    )
     scores = scorer.score(flat)
     rows, offset = [], 0
     for item in items:
         n_true, n_false = len(item.true), len(item.false)
         st, sf = scores[offset : offset + n_true], scores[offset + n_true : offset + n_true + n_false]
         offset += n_true + n_false
-        rows.append({"row": item.row, "category": item.category, **mc_scores(st, sf, item.best_index),
-                     "n_true": n_true, "n_false": n_false, "best_loglik": float(st[item.best_index]),
-                     "max_false_loglik": float(sf.max())})
+        rows.append(
+            {
+                "row": item.row,
+                "category": item.category,
+                **mc_scores(st, sf, item.best_index),
+                "n_true": n_true,
+                "n_false": n_false,
+                "best_loglik": float(st[item.best_index]),
+                "max_false_loglik": float(sf.max()),
+            }
+        )
     return TruthfulQAResult(pd.DataFrame(rows), prompt)
 
 

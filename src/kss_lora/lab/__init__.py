@@ -8,7 +8,7 @@ Public API (the CLI is ``kss sweep`` / ``kss ls`` / ``kss aggregate`` / ``kss re
     summary = run_sweep(spec, executor="local", workers=2)
     runs = load_runs(spec.runs_dir)                     # one row per run directory (pandas)
     table = aggregate(runs, baseline="standard")        # one row per condition, vs the baseline
-    claims = evaluate_claims(runs)                      # SPEC §4 claims: measured number, CI, verdict
+    claims = evaluate_claims(runs)                      # docs/spec.md §4 claims: measured number, CI, verdict
     write_report(spec.runs_dir, "report/")              # index.html + summary.md + PNGs
 
 Modules: ``sweep`` (spec, expansion, resume), ``executors`` (sequential/local/ray/slurm), ``registry``
@@ -21,10 +21,23 @@ from typing import Any
 
 # Lazy: `kss` imports kss_lora.lab.cli at start-up, and pandas / scipy / matplotlib should load only when used.
 _WHERE = {
-    "ClaimResult": "claims", "evaluate_claims": "claims", "load_curves": "registry", "load_runs": "registry",
-    "write_report": "report", "aggregate": "stats", "bootstrap_ci": "stats", "mannwhitney_p": "stats",
-    "ranges_overlap": "stats", "welch_p": "stats", "SweepPoint": "sweep", "SweepSpec": "sweep",
-    "SweepSummary": "sweep", "expand": "sweep", "load_sweep": "sweep", "parse_sweep": "sweep", "run_sweep": "sweep",
+    "ClaimResult": "claims",
+    "evaluate_claims": "claims",
+    "load_curves": "registry",
+    "load_runs": "registry",
+    "write_report": "report",
+    "aggregate": "stats",
+    "bootstrap_ci": "stats",
+    "mannwhitney_p": "stats",
+    "ranges_overlap": "stats",
+    "welch_p": "stats",
+    "SweepPoint": "sweep",
+    "SweepSpec": "sweep",
+    "SweepSummary": "sweep",
+    "expand": "sweep",
+    "load_sweep": "sweep",
+    "parse_sweep": "sweep",
+    "run_sweep": "sweep",
     "shipped_sweeps": "sweep",
 }
 __all__ = sorted(_WHERE)

@@ -1,4 +1,4 @@
-"""The seeds' claims (SPEC §4) checked against a runs directory: seed number, our number with CI, verdict.
+"""The seeds' claims (docs/spec.md §4) checked against a runs directory: seed number, our number with CI, verdict.
 
 Why verdicts are about *relative* effects: the seeds' absolute losses come from Llama-3.1-8B on unknown
 data; a MiniLM run on AG News will never show a gap of 0.5329, and that says nothing about the method. What
@@ -12,7 +12,7 @@ over seeds:
 - **inconclusive**: neither (too few seeds for the spread);
 - **not measured here**: the runs directory has no runs that speak to it.
 
-Under label noise every verdict uses the clean-label forms (``gap_clean``), per SPEC §2.
+Under label noise every verdict uses the clean-label forms (``gap_clean``), per docs/spec.md §2.
 """
 
 from __future__ import annotations
@@ -30,9 +30,14 @@ from .stats import bootstrap_fn_ci, compare, welch_p
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured here"
 KSS_PRESETS = ("kss-default", "kss-highgamma", "kss-sparse", "kss-verysparse")
 REFERENCE_PRECISIONS = ("fp32", "bf16")
-# The seeds' config table (val loss, gap) and noise table (baseline gap, KSS gap), SPEC §4.
-SEED_CONFIG = {"standard": (1.9861, 0.5329), "kss-default": (1.5051, 0.0160), "kss-highgamma": (1.4921, 0.0178),
-               "kss-sparse": (1.5298, 0.0196), "kss-verysparse": (1.5921, 0.0178)}
+# The seeds' config table (val loss, gap) and noise table (baseline gap, KSS gap), docs/spec.md §4.
+SEED_CONFIG = {
+    "standard": (1.9861, 0.5329),
+    "kss-default": (1.5051, 0.0160),
+    "kss-highgamma": (1.4921, 0.0178),
+    "kss-sparse": (1.5298, 0.0196),
+    "kss-verysparse": (1.5921, 0.0178),
+}
 SEED_NOISE = {0.0: (0.429, 0.092), 0.1: (0.411, 0.087), 0.2: (0.368, 0.053), 0.3: (0.357, 0.054), 0.5: (0.309, 0.016)}
 
 
@@ -48,8 +53,13 @@ class ClaimResult:
     note: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return {"claim": self.claim, "seed": self.seed, "measured here": self.measured, "verdict": self.verdict,
-                "note": self.note}
+        return {
+            "claim": self.claim,
+            "seed": self.seed,
+            "measured here": self.measured,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
 
 
 # ----------------------------------------------------------------------------- verdict logic
@@ -108,9 +118,14 @@ def _ok(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == "ok"] if len(runs) else runs
 
 
-def select(runs: pd.DataFrame, *, preset: str | None = None, noise: float | None = 0.0,
-           precision: tuple[str, ...] = REFERENCE_PRECISIONS, where: Callable[[pd.DataFrame], Any] | None = None
-           ) -> pd.DataFrame:
+def select(
+    runs: pd.DataFrame,
+    *,
+    preset: str | None = None,
+    noise: float | None = 0.0,
+    precision: tuple[str, ...] = REFERENCE_PRECISIONS,
+    where: Callable[[pd.DataFrame], Any] | None = None,
+) -> pd.DataFrame:
     """Finished runs of one preset (or matching ``where``) at one noise rate and a reference precision."""
     r = _ok(runs)
     if r.empty:
@@ -153,7 +168,14 @@ def claim_five_config_gap(runs: pd.DataFrame) -> ClaimResult:
     text = "KSS default cuts the overfitting gap 33× vs dense LoRA (`standard`)"
     seed = "0.5329 → 0.0160 (κ_rel 0.030); Llama-3.1-8B, 5 runs"
     if len(base) < 2 or len(kss) < 2:
-        return ClaimResult("five-config-gap", text, seed, "–", NOT_MEASURED, "needs ≥ 2 runs each of standard and kss-default at 0% noise")
+        return ClaimResult(
+            "five-config-gap",
+            text,
+            seed,
+            "–",
+            NOT_MEASURED,
+            "needs ≥ 2 runs each of standard and kss-default at 0% noise",
+        )
     b, k = _vals(base, "gap"), _vals(kss, "gap")
     point, lo, hi = ratio_ci(k, b)
     verdict = judge_ratio((lo, hi), SEED_CONFIG["kss-default"][1] / SEED_CONFIG["standard"][1])
@@ -175,8 +197,11 @@ def claim_quality_cost(runs: pd.DataFrame) -> ClaimResult:
     verdict = judge_at_most((lo - 1, hi - 1), 0.004)
     measured = f"{100 * (point - 1):+.1f}% [{100 * (lo - 1):+.1f}%, {100 * (hi - 1):+.1f}%]"
     gamma_b, gamma_k = float(base["gamma"].iloc[0]), float(kss["gamma"].iloc[0])
-    note = (f"vs `standard` at γ = {gamma_b:g}; kss-default runs at γ = {gamma_k:g}, so compare dense LoRA at the same γ"
-            if gamma_b != gamma_k else "")
+    note = (
+        f"vs `standard` at γ = {gamma_b:g}; kss-default runs at γ = {gamma_k:g}, so compare dense LoRA at the same γ"
+        if gamma_b != gamma_k
+        else ""
+    )
     return ClaimResult("quality-cost", text, seed, measured, verdict, note)
 
 
@@ -198,13 +223,25 @@ def _presets_claim(runs: pd.DataFrame, metric: str, cid: str, text: str, seed: s
 
 
 def claim_presets_gap(runs: pd.DataFrame) -> ClaimResult:
-    return _presets_claim(runs, "gap", "presets-gap", "Every KSS preset has a far smaller gap than the baseline",
-                          "κ_rel 0.030–0.037 (27–33×) for all four presets", 1)
+    return _presets_claim(
+        runs,
+        "gap",
+        "presets-gap",
+        "Every KSS preset has a far smaller gap than the baseline",
+        "κ_rel 0.030–0.037 (27–33×) for all four presets",
+        1,
+    )
 
 
 def claim_presets_val(runs: pd.DataFrame) -> ClaimResult:
-    return _presets_claim(runs, "val_loss", "presets-val", "Every KSS preset has a lower val loss than the baseline",
-                          "val loss ratio 0.75–0.80 (1.49–1.59 vs 1.9861)", 0)
+    return _presets_claim(
+        runs,
+        "val_loss",
+        "presets-val",
+        "Every KSS preset has a lower val loss than the baseline",
+        "val loss ratio 0.75–0.80 (1.49–1.59 vs 1.9861)",
+        0,
+    )
 
 
 def claim_matched_gamma(runs: pd.DataFrame) -> ClaimResult:
@@ -218,8 +255,10 @@ def claim_matched_gamma(runs: pd.DataFrame) -> ClaimResult:
             continue
         gamma = float(kss["gamma"].iloc[0])
         rank = kss["rank"].iloc[0]
-        dense = select(runs, where=lambda r, g=gamma, k=rank: _is_dense(r) & np.isclose(r["gamma"].astype(float), g)
-                       & (r["rank"] == k))
+        dense = select(
+            runs,
+            where=lambda r, g=gamma, k=rank: _is_dense(r) & np.isclose(r["gamma"].astype(float), g) & (r["rank"] == k),
+        )
         if len(dense) < 2:
             continue
         point, lo, hi = ratio_ci(_vals(kss, "gap"), _vals(dense, "gap"))
@@ -228,8 +267,14 @@ def claim_matched_gamma(runs: pd.DataFrame) -> ClaimResult:
         (smaller if hi < 1.0 else not_smaller).append(f"{preset} ({point:.2f})")
         parts.append(f"{preset} vs dense γ={gamma:g}: gap ratio {_fmt_ratio(point, lo, hi)}")
     if not verdicts:
-        return ClaimResult("matched-gamma", text, seed, "–", NOT_MEASURED,
-                           "no dense LoRA runs at γ = 1.0 / 1.5: run the matched_lr sweep into this runs directory")
+        return ClaimResult(
+            "matched-gamma",
+            text,
+            seed,
+            "–",
+            NOT_MEASURED,
+            "no dense LoRA runs at γ = 1.0 / 1.5: run the matched_lr sweep into this runs directory",
+        )
     verdict = combine(verdicts)
     notes = []
     if smaller:
@@ -260,17 +305,23 @@ def claim_noise_gap(runs: pd.DataFrame) -> ClaimResult:
         verdicts.append(judge_ratio((lo, hi), claimed))
         parts.append(f"{100 * n:.0f}%: {b.mean():.3f}→{k.mean():.3f} (κ_rel {_fmt_ratio(point, lo, hi)})")
     if len(verdicts) < 2:
-        return ClaimResult("noise-gap", text, seed, "–", NOT_MEASURED, "needs standard and kss-default runs with noise.rate > 0")
-    return ClaimResult("noise-gap", text, seed, "; ".join(parts), combine(verdicts),
-                       "κ_rel on gap_clean = val_loss − train_loss_clean")
+        return ClaimResult(
+            "noise-gap", text, seed, "–", NOT_MEASURED, "needs standard and kss-default runs with noise.rate > 0"
+        )
+    return ClaimResult(
+        "noise-gap", text, seed, "; ".join(parts), combine(verdicts), "κ_rel on gap_clean = val_loss − train_loss_clean"
+    )
 
 
 def claim_antifragile(runs: pd.DataFrame) -> ClaimResult:
     text = "'Antifragile': KSS's relative advantage grows with noise (κ_rel at the highest noise < at 0%)"
     seed = "reduction 78.6% at 0% → 94.7% at 50% (κ_rel 0.214 → 0.052)"
     levels = noise_levels(runs)
-    groups = [select(runs, preset=p, noise=n) for n in (levels[:1] + levels[-1:]) for p in ("standard", "kss-default")] \
-        if len(levels) >= 2 and levels[0] == 0.0 else []
+    groups = (
+        [select(runs, preset=p, noise=n) for n in (levels[:1] + levels[-1:]) for p in ("standard", "kss-default")]
+        if len(levels) >= 2 and levels[0] == 0.0
+        else []
+    )
     if not groups or any(len(g) < 2 for g in groups):
         return ClaimResult("antifragile", text, seed, "–", NOT_MEASURED, "needs 0% and a higher noise rate")
     b0, k0, bn, kn = (_vals(g, "gap_clean") for g in groups)
@@ -278,18 +329,28 @@ def claim_antifragile(runs: pd.DataFrame) -> ClaimResult:
     point = kn.mean() / bn.mean() - k0.mean() / b0.mean()
     claimed = SEED_NOISE[0.5][1] / SEED_NOISE[0.5][0] - SEED_NOISE[0.0][1] / SEED_NOISE[0.0][0]
     verdict = HOLDS if hi < 0 and lo <= claimed else FAILS if lo > claimed else INCONCLUSIVE
-    measured = (f"κ_rel(gap_clean) {k0.mean() / b0.mean():.3f} at 0% → {kn.mean() / bn.mean():.3f} at "
-                f"{100 * levels[-1]:.0f}%; change {point:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-    note = ("the noisy-label gap shrinks under noise for every method (SPEC §2); this uses gap_clean. "
-            f"Baseline gap vs noisy labels: {_vals(groups[0], 'gap').mean():.3f} at 0% → {_vals(groups[2], 'gap').mean():.3f}")
+    measured = (
+        f"κ_rel(gap_clean) {k0.mean() / b0.mean():.3f} at 0% → {kn.mean() / bn.mean():.3f} at "
+        f"{100 * levels[-1]:.0f}%; change {point:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    )
+    note = (
+        "the noisy-label gap shrinks under noise for every method (docs/spec.md §2); this uses gap_clean. "
+        f"Baseline gap vs noisy labels: {_vals(groups[0], 'gap').mean():.3f} at 0% → {_vals(groups[2], 'gap').mean():.3f}"
+    )
     return ClaimResult("antifragile", text, seed, measured, verdict, note)
 
 
 def claim_negative_gap(runs: pd.DataFrame) -> ClaimResult:
     text = "A negative gap (val below train) at ρ = 0.3, γ = 0.1"
     seed = "κ = −0.009, 5 seeds"
-    r = select(runs, where=lambda d: (d["method"] == "kss") & np.isclose(d["sparsity"].fillna(-1).astype(float), 0.3)
-               & np.isclose(d["gamma"].fillna(-1).astype(float), 0.1))
+    r = select(
+        runs,
+        where=lambda d: (
+            (d["method"] == "kss")
+            & np.isclose(d["sparsity"].fillna(-1).astype(float), 0.3)
+            & np.isclose(d["gamma"].fillna(-1).astype(float), 0.1)
+        ),
+    )
     if len(r) < 2:
         return ClaimResult("negative-gap", text, seed, "–", NOT_MEASURED, "no runs at ρ = 0.3, γ = 0.1")
     g = _vals(r, "gap")
@@ -301,11 +362,14 @@ def claim_negative_gap(runs: pd.DataFrame) -> ClaimResult:
     if len(dense) >= 2:
         d = _vals(dense, "gap")
         c = compare(g, d)
-        note = (f"dense LoRA at γ = 0.1: gap {d.mean():+.4f}; KSS − dense {c['diff']:+.4f} "
-                f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]; val loss KSS {_vals(r, 'val_loss').mean():.4f} vs dense "
-                f"{_vals(dense, 'val_loss').mean():.4f}")
-    return ClaimResult("negative-gap", text, seed, f"{g.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]", judge_below((lo, hi)),
-                       note)
+        note = (
+            f"dense LoRA at γ = 0.1: gap {d.mean():+.4f}; KSS − dense {c['diff']:+.4f} "
+            f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]; val loss KSS {_vals(r, 'val_loss').mean():.4f} vs dense "
+            f"{_vals(dense, 'val_loss').mean():.4f}"
+        )
+    return ClaimResult(
+        "negative-gap", text, seed, f"{g.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]", judge_below((lo, hi)), note
+    )
 
 
 def claim_mean_reduction(runs: pd.DataFrame) -> ClaimResult:
@@ -341,8 +405,9 @@ def claim_all_separate(runs: pd.DataFrame) -> ClaimResult:
     if not overlaps:
         return ClaimResult("all-separate", text, seed, "–", NOT_MEASURED)
     measured = f"{n_k} KSS vs {n_b} baseline runs; " + "; ".join(parts)
-    return ClaimResult("all-separate", text, seed, measured, FAILS if any(overlaps) else HOLDS,
-                       "per noise rate, on gap_clean")
+    return ClaimResult(
+        "all-separate", text, seed, measured, FAILS if any(overlaps) else HOLDS, "per noise rate, on gap_clean"
+    )
 
 
 def claim_fp8(runs: pd.DataFrame) -> ClaimResult:
@@ -359,7 +424,9 @@ def claim_fp8(runs: pd.DataFrame) -> ClaimResult:
         degr[preset] = (point - 1, lo - 1, hi - 1)
         parts.append(f"{preset} {100 * (point - 1):+.1f}% [{100 * (lo - 1):+.1f}%, {100 * (hi - 1):+.1f}%]")
     if len(degr) < 2:
-        return ClaimResult("fp8", text, seed, "; ".join(parts) or "–", NOT_MEASURED, "needs fp8/emu-fp8 and reference runs of both")
+        return ClaimResult(
+            "fp8", text, seed, "; ".join(parts) or "–", NOT_MEASURED, "needs fp8/emu-fp8 and reference runs of both"
+        )
     std, kss = degr["standard"], degr["kss-default"]
     if std[2] < 0.682 / 2:
         verdicts.append(FAILS)  # standard LoRA does not lose anything like 68%
@@ -371,24 +438,49 @@ def claim_fp8(runs: pd.DataFrame) -> ClaimResult:
 
 
 NOT_HERE = (
-    ("truthfulqa", "TruthfulQA accuracy rises with kss-highgamma", "38.2% → 43.2%, Llama-3.1-8B",
-     "a generation benchmark, not part of a classification sweep"),
-    ("hardware", "H200 runs the 5-config benchmark 2.7× faster than A100", "11.6 min vs 31.1 min",
-     "needs runs of the same sweep on two GPU types"),
-    ("entropy-aulc", "Annotation entropy predicts per-example AULC", "Spearman ρ 0.06–0.43, positive in all 25 conditions",
-     "per-example dynamics: the dynamics part of the project measures it"),
-    ("ract", "RACT detects noisy labels", "F1 91.1% at 91.46% accuracy, AG News",
-     "label-noise detection: the detection part of the project measures it"),
+    (
+        "truthfulqa",
+        "TruthfulQA accuracy rises with kss-highgamma",
+        "38.2% → 43.2%, Llama-3.1-8B",
+        "a generation benchmark, not part of a classification sweep",
+    ),
+    (
+        "hardware",
+        "H200 runs the 5-config benchmark 2.7× faster than A100",
+        "11.6 min vs 31.1 min",
+        "needs runs of the same sweep on two GPU types",
+    ),
+    (
+        "entropy-aulc",
+        "Annotation entropy predicts per-example AULC",
+        "Spearman ρ 0.06–0.43, positive in all 25 conditions",
+        "per-example dynamics: the dynamics part of the project measures it",
+    ),
+    (
+        "ract",
+        "RACT detects noisy labels",
+        "F1 91.1% at 91.46% accuracy, AG News",
+        "label-noise detection: the detection part of the project measures it",
+    ),
 )
 
 CLAIMS: tuple[Callable[[pd.DataFrame], ClaimResult], ...] = (
-    claim_five_config_gap, claim_quality_cost, claim_presets_gap, claim_presets_val, claim_matched_gamma,
-    claim_mean_reduction, claim_all_separate, claim_noise_gap, claim_antifragile, claim_negative_gap, claim_fp8,
+    claim_five_config_gap,
+    claim_quality_cost,
+    claim_presets_gap,
+    claim_presets_val,
+    claim_matched_gamma,
+    claim_mean_reduction,
+    claim_all_separate,
+    claim_noise_gap,
+    claim_antifragile,
+    claim_negative_gap,
+    claim_fp8,
 )
 
 
 def evaluate_claims(runs: pd.DataFrame, *, include_unmeasurable: bool = True) -> list[ClaimResult]:
-    """Every claim the runs directory can speak to, plus (optionally) those it cannot, in SPEC §4 order."""
+    """Every claim the runs directory can speak to, plus (optionally) those it cannot, in docs/spec.md §4 order."""
     out = [fn(runs) for fn in CLAIMS]
     if include_unmeasurable:
         out += [ClaimResult(cid, text, seed, "–", NOT_MEASURED, note) for cid, text, seed, note in NOT_HERE]

@@ -16,8 +16,13 @@ from ..errors import KSSError
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep YAML path or shipped sweep name (see `kss sweep --list`)", nargs="?")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the base config, e.g. train.epochs=1")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=[V1,V2]",
-                   help="replace (or add) a grid axis, e.g. --grid train.seed=[0,1]")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=[V1,V2]",
+        help="replace (or add) a grid axis, e.g. --grid train.seed=[0,1]",
+    )
     p.add_argument("--executor", choices=("sequential", "local", "ray", "slurm"), help="default: the sweep file's")
     p.add_argument("--workers", type=int, help="parallel runs (local: processes; ray/slurm: concurrency)")
     p.add_argument("--runs-dir", help="default: the sweep file's runs_dir, else runs/<name>")
@@ -48,18 +53,28 @@ def _sweep(args: argparse.Namespace) -> int:
         for p in points:
             print(f"  {point_status(spec.runs_dir / p.name, p.run_id):10s} {p.name}")
         return 0
-    summary = run_sweep(spec, executor=args.executor, workers=args.workers, retry_failed=args.retry_failed,
-                        progress=not args.no_progress)
-    print(f"{spec.name}: {summary.total} runs: {summary.skipped} already finished, {summary.done} done, "
-          f"{summary.failed} failed, {summary.lost} lost (redone next time) in {summary.wall_s:.0f} s; "
-          f"runs in {spec.runs_dir}")
+    summary = run_sweep(
+        spec,
+        executor=args.executor,
+        workers=args.workers,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{spec.name}: {summary.total} runs: {summary.skipped} already finished, {summary.done} done, "
+        f"{summary.failed} failed, {summary.lost} lost (redone next time) in {summary.wall_s:.0f} s; "
+        f"runs in {spec.runs_dir}"
+    )
     return 0 if summary.failed == 0 and summary.lost == 0 else 1
 
 
 def _add_ls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir", help="a directory of run directories (a sweep's runs_dir)")
-    p.add_argument("--sweep", action="append", help="only this sweep's runs, labelled as it labels them (runs dirs "
-                   "can be shared); repeatable")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        help="only this sweep's runs, labelled as it labels them (runs dirs can be shared); repeatable",
+    )
     p.add_argument("--status", choices=("ok", "failed", "unfinished"), help="only runs with this status")
     p.add_argument("--csv", help="also write the full table of runs as CSV here")
 
@@ -79,15 +94,19 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _add_aggregate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir")
-    p.add_argument("--sweep", action="append", help="only this sweep's runs, labelled as it labels them (runs dirs "
-                   "can be shared); repeatable")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        help="only this sweep's runs, labelled as it labels them (runs dirs can be shared); repeatable",
+    )
     p.add_argument("--baseline", help="baseline arm (default: the sweep's baseline, else 'standard')")
     p.add_argument("--csv", help="write the tidy per-condition table as CSV")
     p.add_argument("--markdown", help="write the main columns as a Markdown table")
 
 
 @command("aggregate", "per-condition statistics of a runs directory vs a baseline (CSV / Markdown)")(
-    _add_aggregate_args)
+    _add_aggregate_args
+)
 def _aggregate(args: argparse.Namespace) -> int:
     from .registry import default_baseline, load_runs
     from .stats import aggregate, to_markdown
@@ -105,15 +124,19 @@ def _aggregate(args: argparse.Namespace) -> int:
 
 def _add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir")
-    p.add_argument("--sweep", action="append", help="only this sweep's runs, labelled as it labels them (runs dirs "
-                   "can be shared); repeatable")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        help="only this sweep's runs, labelled as it labels them (runs dirs can be shared); repeatable",
+    )
     p.add_argument("-o", "--output", default="report", help="output directory (default: report/)")
     p.add_argument("--baseline", help="baseline arm (default: the sweep's baseline, else 'standard')")
     p.add_argument("--title", help="page title")
 
 
 @command("report", "write an HTML report (plus PNG figures and a Markdown summary) of a runs directory")(
-    _add_report_args)
+    _add_report_args
+)
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -125,8 +148,13 @@ def _report(args: argparse.Namespace) -> int:
 
 def _add_mirror_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs_dir")
-    p.add_argument("--to", action="append", required=True, choices=("mlflow", "tensorboard", "wandb"),
-                   help="mirror target (repeatable)")
+    p.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        choices=("mlflow", "tensorboard", "wandb"),
+        help="mirror target (repeatable)",
+    )
     p.add_argument("--experiment", help="experiment / project name (default: the runs directory's name)")
 
 

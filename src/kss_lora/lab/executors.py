@@ -35,7 +35,11 @@ Outcome = Any  # a result dict, or the exception that killed the worker
 
 
 def map_unordered(
-    fn: Callable[[Any], Any], tasks: list[Any], *, executor: str = "sequential", workers: int | None = None,
+    fn: Callable[[Any], Any],
+    tasks: list[Any],
+    *,
+    executor: str = "sequential",
+    workers: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[Any, Outcome]]:
     """Apply ``fn`` to every task on the named executor, yielding ``(task, outcome)`` as runs finish."""
@@ -129,8 +133,9 @@ def _local(fn: Callable[[Any], Any], tasks: list[Any], workers: int) -> Iterator
     pending = list(tasks)
     while pending:
         # Keep at most `workers` runs in flight so a pool that breaks (a worker killed) loses only those.
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(gpu_queue, threads))
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(gpu_queue, threads)
+        )
         in_flight: dict[Future, Any] = {}
         broken = False
         try:
@@ -164,8 +169,9 @@ def _local(fn: Callable[[Any], Any], tasks: list[Any], workers: int) -> Iterator
 # ----------------------------------------------------------------------------- ray
 
 
-def _ray(fn: Callable[[Any], Any], tasks: list[Any], workers: int | None, options: dict[str, Any]
-         ) -> Iterator[tuple[Any, Outcome]]:
+def _ray(
+    fn: Callable[[Any], Any], tasks: list[Any], workers: int | None, options: dict[str, Any]
+) -> Iterator[tuple[Any, Outcome]]:
     try:
         import ray
     except ImportError:
@@ -203,8 +209,9 @@ def _ray(fn: Callable[[Any], Any], tasks: list[Any], workers: int | None, option
 # ----------------------------------------------------------------------------- slurm (submitit)
 
 
-def _slurm(fn: Callable[[Any], Any], tasks: list[Any], workers: int | None, options: dict[str, Any]
-           ) -> Iterator[tuple[Any, Outcome]]:
+def _slurm(
+    fn: Callable[[Any], Any], tasks: list[Any], workers: int | None, options: dict[str, Any]
+) -> Iterator[tuple[Any, Outcome]]:
     try:
         import submitit
     except ImportError:

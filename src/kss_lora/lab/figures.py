@@ -30,8 +30,11 @@ def loss_curves(curves: pd.DataFrame, conditions: list[str], path: Path) -> Path
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharey=True, squeeze=False)
     for ax, cond in zip(axes.flat, conditions):
         c = curves[curves["condition"] == cond]
-        for metric, style, color in (("train_loss", "-", "tab:blue"), ("val_loss", "--", "tab:red"),
-                                     ("train_loss_clean", ":", "tab:green")):
+        for metric, style, color in (
+            ("train_loss", "-", "tab:blue"),
+            ("val_loss", "--", "tab:red"),
+            ("train_loss_clean", ":", "tab:green"),
+        ):
             if metric == "train_loss_clean" and np.allclose(c["train_loss_clean"], c["train_loss"]):
                 continue
             g = c.groupby("epoch")[metric]
@@ -46,10 +49,19 @@ def loss_curves(curves: pd.DataFrame, conditions: list[str], path: Path) -> Path
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].set_ylabel("loss")
-    handles = [plt.Line2D([], [], ls="-", color="tab:blue"), plt.Line2D([], [], ls="--", color="tab:red"),
-               plt.Line2D([], [], ls=":", color="tab:green")]
-    fig.legend(handles, ["train loss (labels trained on)", "val loss", "train loss vs clean labels (under noise)"],
-               loc="lower center", ncol=3, fontsize=8, frameon=False)
+    handles = [
+        plt.Line2D([], [], ls="-", color="tab:blue"),
+        plt.Line2D([], [], ls="--", color="tab:red"),
+        plt.Line2D([], [], ls=":", color="tab:green"),
+    ]
+    fig.legend(
+        handles,
+        ["train loss (labels trained on)", "val loss", "train loss vs clean labels (under noise)"],
+        loc="lower center",
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+    )
     fig.suptitle("Loss per epoch (train = eval-mode pass over the training set; band = range over seeds)", fontsize=10)
     fig.tight_layout(rect=(0, 0.05 if rows > 1 else 0.1, 1, 1))
     fig.savefig(path, dpi=DPI)
@@ -61,7 +73,7 @@ def run_tiles(runs: pd.DataFrame, conditions: list[str], path: Path, metric: str
     """One tile per run (rows: conditions, columns: seeds), coloured by its gap; failed runs are grey.
 
     The clean-label gap by default: it equals ``gap`` without noise, and under noise it is the one that says
-    whether a run memorised (the gap vs the noisy labels goes negative for every method, SPEC §2)."""
+    whether a run memorised (the gap vs the noisy labels goes negative for every method, docs/spec.md §2)."""
     if runs.empty:
         return None
     seeds = sorted({int(s) for s in runs["seed"].dropna()})
@@ -124,13 +136,24 @@ def gap_vs(table: pd.DataFrame, runs: pd.DataFrame, column: str, xlabel: str, pa
         for metric, style in (("gap_clean", "-o"), ("gap", "--x")) if has_noise else (("gap", "-o"),):
             s = g.groupby(column)[metric].agg(["mean", "std"]).sort_index()
             label = f"{name} ({metric})" if has_noise else name
-            ax.errorbar(s.index, s["mean"], yerr=s["std"].fillna(0), fmt=style, color=color, capsize=3, label=label,
-                        alpha=0.6 if has_noise and metric == "gap" else 1.0)
+            ax.errorbar(
+                s.index,
+                s["mean"],
+                yerr=s["std"].fillna(0),
+                fmt=style,
+                color=color,
+                capsize=3,
+                label=label,
+                alpha=0.6 if has_noise and metric == "gap" else 1.0,
+            )
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("val loss − train loss")
-    title = f"Gap vs {xlabel}" + ("\nsolid: vs the true labels (gap_clean); dashed: vs the noisy labels trained on"
-                                  if has_noise else " (0% noise; mean ± std over seeds)")
+    title = f"Gap vs {xlabel}" + (
+        "\nsolid: vs the true labels (gap_clean); dashed: vs the noisy labels trained on"
+        if has_noise
+        else " (0% noise; mean ± std over seeds)"
+    )
     ax.set_title(title, fontsize=9)
     if column == "rank":
         ax.set_xscale("log", base=2)

@@ -21,8 +21,11 @@ class SweepProgress:
             self._postfix()
         elif enabled:
             s = summary
-            print(f"sweep: {s.total} runs, {s.skipped} already finished, {s.total - s.skipped} to run",
-                  file=sys.stderr, flush=True)
+            print(
+                f"sweep: {s.total} runs, {s.skipped} already finished, {s.total - s.skipped} to run",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _postfix(self) -> None:
         s = self.summary
@@ -44,8 +47,11 @@ class SweepProgress:
             what = f"ok gap={result.get('gap', float('nan')):.4f} val_loss={result.get('val_loss', float('nan')):.4f}"
         else:
             what = f"FAILED {error}"
-        print(f"[{finished}/{s.total}] {name}: {what}  (failed {s.failed}, remaining {s.remaining})",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{finished}/{s.total}] {name}: {what}  (failed {s.failed}, remaining {s.remaining})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:

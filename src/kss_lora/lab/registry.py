@@ -20,13 +20,48 @@ from ..errors import KSSError
 from .sweep import MANIFEST_DIR, condition_label
 
 RESULT_COLUMNS = (
-    "run_id", "status", "error", "method", "preset", "gamma", "sparsity", "rank", "mask_mode", "seed",
-    "noise_rate", "noise_kind", "precision", "model", "lr", "n_train", "n_val", "epochs", "steps",
-    "train_loss", "train_loss_clean", "train_loss_running", "train_accuracy", "val_loss", "val_accuracy",
-    "gap", "gap_clean", "test_loss", "test_accuracy", "noise_rate_realised", "wall_time_s",
+    "run_id",
+    "status",
+    "error",
+    "method",
+    "preset",
+    "gamma",
+    "sparsity",
+    "rank",
+    "mask_mode",
+    "seed",
+    "noise_rate",
+    "noise_kind",
+    "precision",
+    "model",
+    "lr",
+    "n_train",
+    "n_val",
+    "epochs",
+    "steps",
+    "train_loss",
+    "train_loss_clean",
+    "train_loss_running",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "gap",
+    "gap_clean",
+    "test_loss",
+    "test_accuracy",
+    "noise_rate_realised",
+    "wall_time_s",
 )
-METRIC_COLUMNS = ("train_loss", "train_loss_clean", "val_loss", "gap", "gap_clean", "val_accuracy",
-                  "test_accuracy", "train_accuracy")
+METRIC_COLUMNS = (
+    "train_loss",
+    "train_loss_clean",
+    "val_loss",
+    "gap",
+    "gap_clean",
+    "val_accuracy",
+    "test_accuracy",
+    "train_accuracy",
+)
 
 
 Sweeps = str | list[str] | tuple[str, ...] | None
@@ -36,8 +71,9 @@ def _names(sweep: Sweeps) -> list[str] | None:
     return None if sweep is None else [sweep] if isinstance(sweep, str) else list(sweep)
 
 
-def read_manifests(runs_dir: str | Path, sweep: Sweeps = None
-                   ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+def read_manifests(
+    runs_dir: str | Path, sweep: Sweeps = None
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """``({dir name: point}, [manifest, ...])`` from every sweep that wrote into ``runs_dir`` (or only ``sweep``,
     one name or several). Where two sweeps label the same run, the first one named (else by file name) wins.
     """
@@ -84,8 +120,14 @@ def run_dirs(runs_dir: str | Path) -> list[Path]:
     root = Path(runs_dir)
     if not root.is_dir():
         raise KSSError(f"no such runs directory: {root}")
-    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != MANIFEST_DIR
-                  and ((d / rundir.RESULT_NAME).exists() or (d / rundir.CONFIG_NAME).exists()))
+    return sorted(
+        d
+        for d in root.iterdir()
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and d.name != MANIFEST_DIR
+        and ((d / rundir.RESULT_NAME).exists() or (d / rundir.CONFIG_NAME).exists())
+    )
 
 
 def load_runs(runs_dir: str | Path, sweep: Sweeps = None) -> pd.DataFrame:
@@ -124,7 +166,9 @@ def load_runs(runs_dir: str | Path, sweep: Sweeps = None) -> pd.DataFrame:
     loose = df["stratum"].isna()
     if loose.any():
         several = df.loc[loose, "noise_rate"].nunique(dropna=True) > 1
-        df.loc[loose, "stratum"] = [f"noise={r:g}" if several and pd.notna(r) else "" for r in df.loc[loose, "noise_rate"]]
+        df.loc[loose, "stratum"] = [
+            f"noise={r:g}" if several and pd.notna(r) else "" for r in df.loc[loose, "noise_rate"]
+        ]
     df["condition"] = [condition_label(a, s) for a, s in zip(df["arm"], df["stratum"])]
     for col in (*METRIC_COLUMNS, "gamma", "sparsity", "noise_rate", "lr", "wall_time_s"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -138,7 +182,13 @@ def load_curves(runs: pd.DataFrame) -> pd.DataFrame:
         m = pd.DataFrame(rundir.read_metrics(r["path"]))
         if m.empty:
             continue
-        m["name"], m["condition"], m["arm"], m["stratum"], m["seed"] = r["name"], r["condition"], r["arm"], r["stratum"], r["seed"]
+        m["name"], m["condition"], m["arm"], m["stratum"], m["seed"] = (
+            r["name"],
+            r["condition"],
+            r["arm"],
+            r["stratum"],
+            r["seed"],
+        )
         frames.append(m)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -155,8 +205,10 @@ def format_runs(runs: pd.DataFrame) -> str:
         seed = "-" if r["seed"] is None or pd.isna(r["seed"]) else str(int(r["seed"]))
         noise = "-" if pd.isna(r["noise_rate"]) else f"{r['noise_rate']:.2f}"
         cond = str(r["condition"])[:32]
-        line = (f"{str(r['run_id'])[:12]:12s}  {cond:32s} {seed:>4s} {noise:>5s} {r['status']:10s} "
-                f"{num(r['train_loss'], 7)} {num(r['val_loss'], 7)} {num(r['gap'], 8)}")
+        line = (
+            f"{str(r['run_id'])[:12]:12s}  {cond:32s} {seed:>4s} {noise:>5s} {r['status']:10s} "
+            f"{num(r['train_loss'], 7)} {num(r['val_loss'], 7)} {num(r['gap'], 8)}"
+        )
         if r["status"] == "failed" and r["error"]:
             line += f"  {str(r['error'])[:60]}"
         lines.append(line)

@@ -1,4 +1,4 @@
-"""Statistics over seeds (SPEC §2): mean ± std, Welch t, Mann-Whitney U, bootstrap CI, range overlap.
+"""Statistics over seeds (docs/spec.md §2): mean ± std, Welch t, Mann-Whitney U, bootstrap CI, range overlap.
 
 The two-sample helpers are plain functions on arrays so they can be checked against scipy on fixed numbers;
 :func:`aggregate` turns a runs table into one tidy row per condition, comparing each condition with the
@@ -42,8 +42,9 @@ def mannwhitney_p(a: Any, b: Any) -> float:
     return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
-def bootstrap_ci(a: Any, b: Any, *, statistic: str = "diff", level: float = 0.95, n_boot: int = N_BOOT,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    a: Any, b: Any, *, statistic: str = "diff", level: float = 0.95, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of ``mean(a) - mean(b)`` (``diff``) or ``mean(a) / mean(b)`` (``ratio``).
 
     The groups are resampled independently (different seeds are different runs, not pairs). Deterministic
@@ -55,8 +56,9 @@ def bootstrap_ci(a: Any, b: Any, *, statistic: str = "diff", level: float = 0.95
     return bootstrap_fn_ci([a, b], fn, level=level, n_boot=n_boot, seed=seed)
 
 
-def bootstrap_fn_ci(groups: list[Any], fn: Any, *, level: float = 0.95, n_boot: int = N_BOOT, seed: int = 0
-                    ) -> tuple[float, float]:
+def bootstrap_fn_ci(
+    groups: list[Any], fn: Any, *, level: float = 0.95, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of ``fn([mean of group 0, mean of group 1, ...])``, groups resampled independently.
 
     The general form behind ratios (κ_rel) and differences of ratios (does κ_rel fall with noise?).
@@ -91,7 +93,10 @@ def compare(a: Any, b: Any, *, seed: int = 0) -> dict[str, Any]:
     lo, hi = bootstrap_ci(a, b, seed=seed)
     return {
         "diff": float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
-        "ci_lo": lo, "ci_hi": hi, "welch_p": welch_p(a, b), "mwu_p": mannwhitney_p(a, b),
+        "ci_lo": lo,
+        "ci_hi": hi,
+        "welch_p": welch_p(a, b),
+        "mwu_p": mannwhitney_p(a, b),
         "overlap": ranges_overlap(a, b),
     }
 
@@ -113,8 +118,14 @@ def aggregate(runs: pd.DataFrame, *, baseline: str | None = None, seed: int = 0)
         baseline = "standard"
     rows = []
     for (stratum, arm), group in ok.groupby(["stratum", "arm"], sort=False, dropna=False):
-        row: dict[str, Any] = {"condition": group["condition"].iloc[0], "arm": arm, "stratum": stratum,
-                               "n": len(group), "baseline": baseline, "is_baseline": arm == baseline}
+        row: dict[str, Any] = {
+            "condition": group["condition"].iloc[0],
+            "arm": arm,
+            "stratum": stratum,
+            "n": len(group),
+            "baseline": baseline,
+            "is_baseline": arm == baseline,
+        }
         for col in ("method", "preset", "gamma", "sparsity", "rank", "noise_rate", "precision", "lr"):
             values = group[col].dropna().unique()
             row[col] = values[0] if len(values) == 1 else None
@@ -175,26 +186,29 @@ def summary_rows(table: pd.DataFrame) -> list[dict[str, str]]:
     """The main columns of :func:`aggregate`, formatted for humans (Markdown and HTML share them)."""
     out = []
     for _, r in table.iterrows():
-        # Under label noise the comparison is on gap_clean (SPEC §2): the noisy-label gap shrinks for everyone.
+        # Under label noise the comparison is on gap_clean (docs/spec.md §2): the noisy-label gap shrinks for everyone.
         m = "gap_clean" if isinstance(r.get("noise_rate"), float) and r["noise_rate"] > 0 else "gap"
         has_base = f"{m}_diff" in r and isinstance(r.get(f"{m}_diff"), float) and math.isfinite(r[f"{m}_diff"])
         ci = f"[{r[f'{m}_ci_lo']:+.4f}, {r[f'{m}_ci_hi']:+.4f}]" if has_base and not r["is_baseline"] else "–"
         overlap = "–" if not has_base or r["is_baseline"] else ("yes" if r[f"{m}_overlap"] else "no")
-        out.append({
-            "condition": str(r["condition"]), "n": str(r["n"]),
-            "train loss": fmt_mean_std(r["train_loss_mean"], r["train_loss_std"]),
-            "val loss": fmt_mean_std(r["val_loss_mean"], r["val_loss_std"]),
-            "gap": fmt_mean_std(r["gap_mean"], r["gap_std"]),
-            "gap_clean": fmt_mean_std(r["gap_clean_mean"], r["gap_clean_std"]),
-            "val acc": fmt_mean_std(r["val_accuracy_mean"], r["val_accuracy_std"], 3),
-            "κ_rel": _kappa(r, "kappa_rel", "baseline_gap_mean"),
-            "κ_rel clean": _kappa(r, "kappa_rel_clean", "baseline_gap_clean_mean"),
-            "quality cost": "–" if r["is_baseline"] else _pct(r.get("quality_cost")),
-            "gap diff 95% CI": ci + (" (clean)" if m == "gap_clean" and ci != "–" else ""),
-            "Welch p": "–" if r["is_baseline"] else fmt_p(r.get(f"{m}_welch_p")),
-            "MWU p": "–" if r["is_baseline"] else fmt_p(r.get(f"{m}_mwu_p")),
-            "ranges overlap": overlap,
-        })
+        out.append(
+            {
+                "condition": str(r["condition"]),
+                "n": str(r["n"]),
+                "train loss": fmt_mean_std(r["train_loss_mean"], r["train_loss_std"]),
+                "val loss": fmt_mean_std(r["val_loss_mean"], r["val_loss_std"]),
+                "gap": fmt_mean_std(r["gap_mean"], r["gap_std"]),
+                "gap_clean": fmt_mean_std(r["gap_clean_mean"], r["gap_clean_std"]),
+                "val acc": fmt_mean_std(r["val_accuracy_mean"], r["val_accuracy_std"], 3),
+                "κ_rel": _kappa(r, "kappa_rel", "baseline_gap_mean"),
+                "κ_rel clean": _kappa(r, "kappa_rel_clean", "baseline_gap_clean_mean"),
+                "quality cost": "–" if r["is_baseline"] else _pct(r.get("quality_cost")),
+                "gap diff 95% CI": ci + (" (clean)" if m == "gap_clean" and ci != "–" else ""),
+                "Welch p": "–" if r["is_baseline"] else fmt_p(r.get(f"{m}_welch_p")),
+                "MWU p": "–" if r["is_baseline"] else fmt_p(r.get(f"{m}_mwu_p")),
+                "ranges overlap": overlap,
+            }
+        )
     return out
 
 

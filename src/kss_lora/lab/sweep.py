@@ -46,13 +46,33 @@ from .. import rundir
 from ..config import from_dict, load_raw, parse_yaml, resolve_config_path, set_key, to_yaml
 from ..errors import ConfigError, KSSError
 
-SWEEP_KEYS = ("name", "description", "base", "overrides", "conditions", "grid", "baseline", "strata", "runs_dir",
-              "executor", "workers", "executor_options", "tracking")
+SWEEP_KEYS = (
+    "name",
+    "description",
+    "base",
+    "overrides",
+    "conditions",
+    "grid",
+    "baseline",
+    "strata",
+    "runs_dir",
+    "executor",
+    "workers",
+    "executor_options",
+    "tracking",
+)
 MANIFEST_DIR = "sweeps"
 LOCK_NAME = ".sweep.lock"
 # Short names used in condition labels (ASCII forms are used in directory names).
-SHORT_NAMES = {"noise.rate": "noise", "method.rank": "r", "method.sparsity": "ρ", "method.gamma": "γ",
-               "train.lr": "lr", "method.mask_mode": "mask", "method.name": "method"}
+SHORT_NAMES = {
+    "noise.rate": "noise",
+    "method.rank": "r",
+    "method.sparsity": "ρ",
+    "method.gamma": "γ",
+    "train.lr": "lr",
+    "method.mask_mode": "mask",
+    "method.name": "method",
+}
 _ASCII = {"ρ": "rho", "γ": "gamma", "×": "x", "=": ""}
 
 
@@ -135,15 +155,20 @@ def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", defau
     """Build a :class:`SweepSpec` from a parsed mapping; every key is checked (a typo is an error)."""
     unknown = sorted(set(data) - set(SWEEP_KEYS))
     if unknown:
-        hint = (" (this looks like a run config: use `kss run`, or name it as a sweep's base:)"
-                if set(unknown) & {"model", "data", "method", "train"} else "")
+        hint = (
+            " (this looks like a run config: use `kss run`, or name it as a sweep's base:)"
+            if set(unknown) & {"model", "data", "method", "train"}
+            else ""
+        )
         raise ConfigError(f"sweep.{unknown[0]}", f"unknown sweep key; allowed: {', '.join(SWEEP_KEYS)}{hint}")
     if "base" not in data:
         raise ConfigError("sweep.base", "required: a shipped config name, a config path, or a config mapping")
     base = _load_base(data["base"], Path(source).parent if source != "<mapping>" else Path.cwd())
     for key, value in _mapping(data.get("overrides"), "sweep.overrides").items():
         set_key(base, str(key), value)
-    grid = {str(k): (list(v) if isinstance(v, list) else [v]) for k, v in _mapping(data.get("grid"), "sweep.grid").items()}
+    grid = {
+        str(k): (list(v) if isinstance(v, list) else [v]) for k, v in _mapping(data.get("grid"), "sweep.grid").items()
+    }
     for key, values in grid.items():
         if not values:
             raise ConfigError(f"sweep.grid.{key}", "needs at least one value")
@@ -166,14 +191,19 @@ def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", defau
         if backend not in BACKENDS:
             raise ConfigError("sweep.tracking", f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     return SweepSpec(
-        name=name, base=base, grid=grid, conditions=[dict(c) for c in conditions],
+        name=name,
+        base=base,
+        grid=grid,
+        conditions=[dict(c) for c in conditions],
         baseline=None if data.get("baseline") is None else str(data["baseline"]),
         strata=None if data.get("strata") is None else [str(s) for s in data["strata"]],
-        runs_dir=Path(data.get("runs_dir") or f"runs/{name}"), executor=executor,
+        runs_dir=Path(data.get("runs_dir") or f"runs/{name}"),
+        executor=executor,
         workers=None if data.get("workers") is None else int(data["workers"]),
         executor_options=_mapping(data.get("executor_options"), "sweep.executor_options"),
         tracking=tracking,
-        description=str(data.get("description") or ""), source=str(source),
+        description=str(data.get("description") or ""),
+        source=str(source),
     )
 
 
@@ -251,22 +281,35 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
                 raise ConfigError(exc.field, f"{exc.message} (sweep point {where})") from None
             arm = str(cond_name) if cond_name else _arm_name(cfg, params, strata)
             stratum = ", ".join(f"{_short(k)}={_fmt(params[k])}" for k in strata)
-            label = "_".join([slug(arm)] + [slug(f"{_short(k)}{_fmt(params[k])}") for k in strata]
-                             + [f"s{cfg.train.seed}"])
+            label = "_".join(
+                [slug(arm)] + [slug(f"{_short(k)}{_fmt(params[k])}") for k in strata] + [f"s{cfg.train.seed}"]
+            )
             run_id = cfg.run_id()
             if run_id in seen:
                 raise ConfigError("sweep", f"points {seen[run_id]} and {where} resolve to the same config")
             seen[run_id] = where
-            points.append(SweepPoint(params=params, arm=arm, stratum=stratum, seed=cfg.train.seed,
-                                     config=cfg.to_dict(), run_id=run_id, name=f"{label}-{run_id}"))
+            points.append(
+                SweepPoint(
+                    params=params,
+                    arm=arm,
+                    stratum=stratum,
+                    seed=cfg.train.seed,
+                    config=cfg.to_dict(),
+                    run_id=run_id,
+                    name=f"{label}-{run_id}",
+                )
+            )
     return points
 
 
 def _arm_name(cfg: Any, params: dict[str, Any], strata: list[str]) -> str:
     """Method label (preset or method name) plus the method settings this point varies, e.g. ``kss ρ=0.3``."""
     label = cfg.method.preset or cfg.method.name
-    extra = [f"{_short(k)}={_fmt(v)}" for k, v in params.items()
-             if k.startswith("method.") and k not in ("method.preset", "method.name") and k not in strata]
+    extra = [
+        f"{_short(k)}={_fmt(v)}"
+        for k, v in params.items()
+        if k.startswith("method.") and k not in ("method.preset", "method.name") and k not in strata
+    ]
     return " ".join([label, *extra])
 
 
@@ -339,11 +382,21 @@ def record_prepare_failure(cfg: Any, directory: Path, exc: BaseException) -> dic
     (directory / "error.log").write_text("".join(traceback.format_exception(exc)))
     message = str(exc) if isinstance(exc, KSSError) else f"{type(exc).__name__}: {exc}"
     result = {
-        "status": "failed", "error": message.splitlines()[0] if message else type(exc).__name__,
-        "run_id": cfg.run_id(), "method": cfg.method.name, "preset": cfg.method.preset,
-        "condition": cfg.method.preset or cfg.method.name, "rank": cfg.method.rank, "gamma": cfg.method.gamma,
-        "sparsity": cfg.method.sparsity, "seed": cfg.train.seed, "noise_rate": cfg.noise.rate,
-        "precision": getattr(cfg.precision, "mode", cfg.precision), "model": cfg.model.name, "lr": cfg.train.lr, "stage": "prepare",
+        "status": "failed",
+        "error": message.splitlines()[0] if message else type(exc).__name__,
+        "run_id": cfg.run_id(),
+        "method": cfg.method.name,
+        "preset": cfg.method.preset,
+        "condition": cfg.method.preset or cfg.method.name,
+        "rank": cfg.method.rank,
+        "gamma": cfg.method.gamma,
+        "sparsity": cfg.method.sparsity,
+        "seed": cfg.train.seed,
+        "noise_rate": cfg.noise.rate,
+        "precision": getattr(cfg.precision, "mode", cfg.precision),
+        "model": cfg.model.name,
+        "lr": cfg.train.lr,
+        "stage": "prepare",
     }
     rundir.atomic_write_json(directory / rundir.RESULT_NAME, result)
     return result
@@ -373,12 +426,29 @@ def write_manifest(spec: SweepSpec, points: list[SweepPoint]) -> Path:
     """``<runs_dir>/sweeps/<name>.json``: how this sweep labels its runs (read by ``kss ls`` and the report)."""
     path = spec.runs_dir / MANIFEST_DIR / f"{slug(spec.name)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write_json(path, {
-        "name": spec.name, "description": spec.description, "source": spec.source, "baseline": spec.baseline,
-        "grid": spec.grid, "strata": strata_keys(spec), "conditions": spec.conditions,
-        "points": [{"name": p.name, "run_id": p.run_id, "arm": p.arm, "stratum": p.stratum, "seed": p.seed,
-                    "params": p.params} for p in points],
-    })
+    rundir.atomic_write_json(
+        path,
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "source": spec.source,
+            "baseline": spec.baseline,
+            "grid": spec.grid,
+            "strata": strata_keys(spec),
+            "conditions": spec.conditions,
+            "points": [
+                {
+                    "name": p.name,
+                    "run_id": p.run_id,
+                    "arm": p.arm,
+                    "stratum": p.stratum,
+                    "seed": p.seed,
+                    "params": p.params,
+                }
+                for p in points
+            ],
+        },
+    )
     return path
 
 
@@ -432,13 +502,20 @@ def run_sweep(
                 summary.statuses[p.name] = status
             else:
                 todo.append(p)
-        tasks = [RunTask(config=p.config, directory=str((runs_dir / p.name).resolve()), cwd=os.getcwd(), name=p.name)
-                 for p in todo]
+        tasks = [
+            RunTask(config=p.config, directory=str((runs_dir / p.name).resolve()), cwd=os.getcwd(), name=p.name)
+            for p in todo
+        ]
         bar = SweepProgress(summary, enabled=progress)
         t0 = time.time()
         by_name = {p.name: p for p in todo}
-        for task, outcome in map_unordered(run_task, tasks, executor=executor or spec.executor,
-                                           workers=workers or spec.workers, options=spec.executor_options):
+        for task, outcome in map_unordered(
+            run_task,
+            tasks,
+            executor=executor or spec.executor,
+            workers=workers or spec.workers,
+            options=spec.executor_options,
+        ):
             if isinstance(outcome, BaseException):
                 summary.lost += 1
                 summary.statuses[task.name] = "unfinished"

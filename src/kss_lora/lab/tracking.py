@@ -27,10 +27,27 @@ from .. import rundir
 from ..errors import KSSError
 
 BACKENDS = ("mlflow", "tensorboard", "wandb")
-FINAL_KEYS = ("train_loss", "train_loss_clean", "val_loss", "gap", "gap_clean", "val_accuracy", "test_loss",
-              "test_accuracy", "wall_time_s")
-EPOCH_KEYS = ("train_loss", "train_loss_clean", "train_loss_running", "val_loss", "gap", "gap_clean",
-              "train_accuracy", "val_accuracy")
+FINAL_KEYS = (
+    "train_loss",
+    "train_loss_clean",
+    "val_loss",
+    "gap",
+    "gap_clean",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "wall_time_s",
+)
+EPOCH_KEYS = (
+    "train_loss",
+    "train_loss_clean",
+    "train_loss_running",
+    "val_loss",
+    "gap",
+    "gap_clean",
+    "train_accuracy",
+    "val_accuracy",
+)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -76,8 +93,9 @@ def mirror_mlflow(run_dir: Path, experiment: str) -> bool:
     found = mlflow.search_runs(filter_string=f"tags.`kss.run_id` = '{result.get('run_id')}'", output_format="list")
     if found:
         return False
-    with mlflow.start_run(run_name=run_dir.name, tags={"kss.run_id": str(result.get("run_id")),
-                                                        "kss.status": str(result.get("status"))}):
+    with mlflow.start_run(
+        run_name=run_dir.name, tags={"kss.run_id": str(result.get("run_id")), "kss.status": str(result.get("status"))}
+    ):
         params = {k: str(v)[:500] for k, v in flatten(config).items()}
         mlflow.log_params(params)
         for row in metrics:
@@ -102,8 +120,11 @@ def mirror_tensorboard(run_dir: Path, experiment: str) -> bool:
         for row in metrics:
             for k, v in _numbers(row, EPOCH_KEYS).items():
                 writer.add_scalar(k, v, global_step=int(row.get("epoch", 0)))
-        hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()
-                   if k.split(".")[0] in ("method", "train", "noise", "model")}
+        hparams = {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v)
+            for k, v in flatten(config).items()
+            if k.split(".")[0] in ("method", "train", "noise", "model")
+        }
         writer.add_hparams(hparams, {f"final/{k}": v for k, v in _numbers(result, FINAL_KEYS).items()}, run_name=".")
         writer.add_text("result", f"```\n{yaml.safe_dump(result)}\n```")
     finally:
@@ -120,9 +141,16 @@ def mirror_wandb(run_dir: Path, experiment: str) -> bool:
     result, config, metrics = data
     wandb_dir = run_dir.parent / "wandb"
     wandb_dir.mkdir(exist_ok=True)
-    run = wandb.init(project=experiment, name=run_dir.name, id=str(result.get("run_id")), config=flatten(config),
-                     dir=str(wandb_dir), mode=os.environ.get("WANDB_MODE", "offline"), resume="allow",
-                     reinit="finish_previous")
+    run = wandb.init(
+        project=experiment,
+        name=run_dir.name,
+        id=str(result.get("run_id")),
+        config=flatten(config),
+        dir=str(wandb_dir),
+        mode=os.environ.get("WANDB_MODE", "offline"),
+        resume="allow",
+        reinit="finish_previous",
+    )
     try:
         for row in metrics:
             run.log(_numbers(row, EPOCH_KEYS), step=int(row.get("epoch", 0)))
@@ -160,7 +188,9 @@ def mirror_run(run_dir: str | Path, backends: Iterable[str], *, experiment: str 
                 warnings.simplefilter("ignore")
                 out[b] = MIRRORS[b](Path(run_dir), experiment)
         except Exception as exc:  # noqa: BLE001 - a mirror must never break a sweep
-            print(f"warning: could not mirror {Path(run_dir).name} to {b}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(
+                f"warning: could not mirror {Path(run_dir).name} to {b}: {type(exc).__name__}: {exc}", file=sys.stderr
+            )
             out[b] = False
     return out
 

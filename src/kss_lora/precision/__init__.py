@@ -7,10 +7,10 @@ Layers, bottom up:
 - :mod:`.config`: :class:`EmulationConfig`, validated, with help strings.
 - :mod:`.emulate`: :func:`apply_emulation` on a model's Linear layers (PEFT LoRA aware), reversible.
 - :mod:`.diagnostics`: :func:`underflow_stats`, :func:`gamma_sweep`.
-- :mod:`.probe`: :func:`probe_run` (statistics per layer and tensor over real training steps, the gamma
-  sweep of the LoRA update, :func:`merge_loss`); :mod:`.report` writes its tables and plot; ``kss precision``
-  (:mod:`.cli`) puts both behind the command line. :mod:`.experiment` / :mod:`.verdict`: the shipped
-  precision experiment (precision conditions x methods x seeds) and its report.
+- :mod:`.runtime` / :mod:`.fp8`: what the runner asks of a run's precision (torchao FP8, emulation, autocast).
+
+This package sits below the runner. What trains runs and judges them (the probe, the shipped precision
+experiment, its verdicts and report, ``kss precision``) sits above it, in :mod:`kss_lora.precision_lab`.
 
 Real FP8 training on Hopper GPUs goes through torchao instead; this package is the CPU emulation.
 """
@@ -26,7 +26,6 @@ from kss_lora.precision.formats import (
     quantize,
     representable_values,
 )
-from kss_lora.precision.probe import ProbeResult, TensorProbe, merge_loss, probe_run
 from kss_lora.precision.scaling import BLOCK_FORMATS, SCALING_MODES, QuantSpec, apply_spec, fake_quant
 from kss_lora.precision.ste import FakeQuant, QuantizeGrad, fake_quant_ste, quantize_grad
 
@@ -35,12 +34,10 @@ __all__ = [
     "FORMATS",
     "ROUNDING_MODES",
     "SCALING_MODES",
-    "TensorProbe",
     "EmulationConfig",
     "EmulationHandle",
     "FakeQuant",
     "FloatFormat",
-    "ProbeResult",
     "QuantSpec",
     "QuantizeGrad",
     "apply_emulation",
@@ -52,8 +49,6 @@ __all__ = [
     "module_role",
     "quantize",
     "quantize_grad",
-    "merge_loss",
-    "probe_run",
     "representable_values",
     "underflow_stats",
 ]

@@ -20,7 +20,7 @@ _TENSOR_FLAGS = ("base_weight", "base_input", "lora_weight", "lora_activation", 
 
 @dataclass
 class EmulationConfig:
-    """Low-precision emulation settings (SPEC section 3). Defaults: the FP8 recipe E4M3 fwd / E5M2 bwd."""
+    """Low-precision emulation settings (docs/spec.md §3). Defaults: the FP8 recipe E4M3 fwd / E5M2 bwd."""
 
     forward_format: str = field(
         default="e4m3",
@@ -39,9 +39,7 @@ class EmulationConfig:
     )
     block_format: str = field(
         default="mx",
-        metadata={
-            "help": "block scaling flavour: mx (32 values, power-of-two scale) or nvfp4 (16, E4M3 scale)"
-        },
+        metadata={"help": "block scaling flavour: mx (32 values, power-of-two scale) or nvfp4 (16, E4M3 scale)"},
     )
     block_size: int | None = field(
         default=None, metadata={"help": "values per block; null = format default (mx 32, nvfp4 16)"}
@@ -65,16 +63,10 @@ class EmulationConfig:
             "the difference to a bf16 run is the format alone (and CPUs with bf16 units run it faster)"
         },
     )
-    base_weight: bool = field(
-        default=True, metadata={"help": "quantize weights of frozen base Linear layers"}
-    )
+    base_weight: bool = field(default=True, metadata={"help": "quantize weights of frozen base Linear layers"})
     base_input: bool = field(default=True, metadata={"help": "quantize inputs of frozen base Linear layers"})
-    lora_weight: bool = field(
-        default=True, metadata={"help": "quantize LoRA A and B weights (straight-through)"}
-    )
-    lora_activation: bool = field(
-        default=True, metadata={"help": "quantize the inputs of LoRA A (x) and LoRA B (A x)"}
-    )
+    lora_weight: bool = field(default=True, metadata={"help": "quantize LoRA A and B weights (straight-through)"})
+    lora_activation: bool = field(default=True, metadata={"help": "quantize the inputs of LoRA A (x) and LoRA B (A x)"})
     grad_output: bool = field(
         default=True, metadata={"help": "quantize the gradient w.r.t. each emulated Linear's output"}
     )

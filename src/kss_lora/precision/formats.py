@@ -1,6 +1,6 @@
 """Small floating-point formats (FP8 E4M3 / E5M2, FP4 E2M1) and an exact emulated cast to them.
 
-Why emulate instead of calling ``x.to(torch.float8_e4m3fn)``: the experiments in SPEC section 3 need
+Why emulate instead of calling ``x.to(torch.float8_e4m3fn)``: the experiments in docs/spec.md §3 need
 (a) FP4, which torch cannot cast to elementwise, (b) saturation and stochastic rounding, which the
 native cast does not offer, and (c) to run on CPU for any dtype. The emulation works from the format's
 bit layout (exponent bits, mantissa bits, bias), so one code path serves every format, and it agrees

@@ -6,10 +6,21 @@ higher precision (``emulate=True``), which is how it is tested on CPU.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from .runtime import require_torchao
+from ..errors import ConfigError
+
+
+def require_torchao() -> Any:
+    try:
+        import torchao  # noqa: F401
+        from torchao.float8 import convert_to_float8_training
+    except ImportError:
+        raise ConfigError("precision.mode", "fp8 needs torchao: pip install 'kss-lora[fp8]'") from None
+    return convert_to_float8_training
 
 
 def fp8_eligible(module: nn.Module, fqn: str) -> bool:

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from .config import EmulationConfig
 
 # Format defaults per emulated mode; precision.emulation overrides any field of EmulationConfig.
@@ -62,12 +61,3 @@ class PrecisionRuntime:
                 yield
         else:
             yield
-
-
-def require_torchao() -> Any:
-    try:
-        import torchao  # noqa: F401
-        from torchao.float8 import convert_to_float8_training
-    except ImportError:
-        raise ConfigError("precision.mode", "fp8 needs torchao: pip install 'kss-lora[fp8]'") from None
-    return convert_to_float8_training

@@ -39,8 +39,9 @@ class EvalOutput:
 
     def subset(self, index: np.ndarray) -> EvalOutput:
         pick = lambda a: a[index] if a is not None else None  # noqa: E731
-        return EvalOutput(self.loss[index], self.record[index], pick(self.correct), pick(self.tokens),
-                          pick(self.nll_sum))
+        return EvalOutput(
+            self.loss[index], self.record[index], pick(self.correct), pick(self.tokens), pick(self.nll_sum)
+        )
 
     @staticmethod
     def assemble(parts: list[tuple[np.ndarray, EvalOutput]], n: int) -> EvalOutput:
@@ -100,13 +101,27 @@ class Task(ABC):
         """Tokenize every split into the ``*_batches`` attributes."""
 
     @abstractmethod
-    def train_losses(self, model: nn.Module, batches: Any, index: np.ndarray, device: torch.device,
-                     autocast: Callable[[], AbstractContextManager]) -> tuple[torch.Tensor, np.ndarray]:
+    def train_losses(
+        self,
+        model: nn.Module,
+        batches: Any,
+        index: np.ndarray,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> tuple[torch.Tensor, np.ndarray]:
         """Per-example training losses ``[B]`` (graph attached) and their dynamics records ``[B, K]``."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, batches: Any, index: np.ndarray, *, batch_size: int,
-                 device: torch.device, autocast: Callable[[], AbstractContextManager]) -> EvalOutput:
+    def evaluate(
+        self,
+        model: nn.Module,
+        batches: Any,
+        index: np.ndarray,
+        *,
+        batch_size: int,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> EvalOutput:
         """Eval-mode outputs for the examples ``index`` of ``batches`` (in that order)."""
 
     @abstractmethod
@@ -114,7 +129,7 @@ class Task(ABC):
         """Summary metrics of one split, keys prefixed by ``name`` (``val_loss``, ``val_accuracy`` ...)."""
 
     def clean_train_output(self, noisy: EvalOutput, evaluate: Callable[[Any], EvalOutput]) -> EvalOutput:
-        """Training-set outputs against the *clean* targets (SPEC §2 ``train_loss_clean``).
+        """Training-set outputs against the *clean* targets (docs/spec.md §2 ``train_loss_clean``).
 
         ``noisy`` is the eval pass on the targets trained on; ``evaluate(batches)`` runs another pass when
         the clean targets need one (a swapped response is different tokens; a flipped label is not).

@@ -127,8 +127,9 @@ def truncate(ids: list[int], labels: list[int], max_length: int) -> tuple[list[i
     return ids, labels, True
 
 
-def tokenize_split(split: InstructionSplit, tokenizer: Any, *, max_length: int, chat_template: bool,
-                   where: str) -> LMBatches:
+def tokenize_split(
+    split: InstructionSplit, tokenizer: Any, *, max_length: int, chat_template: bool, where: str
+) -> LMBatches:
     all_ids, all_labels, truncated = [], [], 0
     for row, conv in enumerate(split.conversations):
         ids, labels = encode_conversation(tokenizer, conv, chat_template=chat_template)
@@ -168,8 +169,9 @@ def accepts_logits_to_keep(model: nn.Module) -> bool:
         return False
 
 
-def response_nll(model: nn.Module, inputs: dict[str, torch.Tensor], *, keep_logits: bool = True
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def response_nll(
+    model: nn.Module, inputs: dict[str, torch.Tensor], *, keep_logits: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example summed NLL of the response tokens ``[B]`` and their counts ``[B]`` (float32).
 
     Position p's logits predict token p+1, so only positions from (first labelled token − 1) on are
@@ -185,7 +187,9 @@ def response_nll(model: nn.Module, inputs: dict[str, torch.Tensor], *, keep_logi
     logits = logits[:, -keep:]  # models that ignore logits_to_keep return every position
     targets = labels[:, width - keep + 1 :]
     ce = nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE,
         reduction="none",
     ).view(targets.shape)
     return ce.sum(dim=1), (targets != IGNORE).sum(dim=1).to(ce.dtype)
@@ -216,15 +220,22 @@ class CausalLMTask(Task):
             return
         if train.labels is None or self.data.label_names is None:
             raise ConfigError(
-                "noise.kind", f"{n.kind} label noise needs classification data turned into instructions "
+                "noise.kind",
+                f"{n.kind} label noise needs classification data turned into instructions "
                 "(data.instruction); prompt/response data takes noise.kind: response-swap",
             )
         from ..noise import inject_label_noise
 
         names = self.data.label_names
-        result = inject_label_noise(train.labels, rate=None if n.transition is not None else n.rate,
-                                    num_classes=len(names), kind=n.kind, seed=seed, transition=n.transition,
-                                    pairs=n.pairs)
+        result = inject_label_noise(
+            train.labels,
+            rate=None if n.transition is not None else n.rate,
+            num_classes=len(names),
+            kind=n.kind,
+            seed=seed,
+            transition=n.transition,
+            pairs=n.pairs,
+        )
         noisy = train.with_responses([names[int(y)] for y in result.noisy_labels])
         noisy.labels = result.noisy_labels
         self.data.train, self.is_noisy = noisy, result.is_noisy
@@ -233,11 +244,17 @@ class CausalLMTask(Task):
         c = self.cfg
         dtype = getattr(torch, c.model.dtype)
         if dtype != torch.float32 and c.model.name not in BUILTIN_MODELS:
-            model = _load_hf_causal_lm(c.model.name, dtype=dtype, trust_remote_code=c.model.trust_remote_code,
-                                       seed=c.train.seed)
+            model = _load_hf_causal_lm(
+                c.model.name, dtype=dtype, trust_remote_code=c.model.trust_remote_code, seed=c.train.seed
+            )
         else:
-            model = load_model(c.model.name, task="causal-lm", tokenizer=tokenizer, seed=c.train.seed,
-                               trust_remote_code=c.model.trust_remote_code)
+            model = load_model(
+                c.model.name,
+                task="causal-lm",
+                tokenizer=tokenizer,
+                seed=c.train.seed,
+                trust_remote_code=c.model.trust_remote_code,
+            )
             if dtype != torch.float32:
                 model = model.to(dtype)
         if getattr(model.config, "pad_token_id", None) is None:
@@ -251,15 +268,20 @@ class CausalLMTask(Task):
         c = self.cfg
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.chat_template = uses_chat_template(tokenizer, c.data.use_chat_template)
-        tok = lambda split, where: tokenize_split(split, tokenizer, max_length=c.model.max_length,  # noqa: E731
-                                                  chat_template=self.chat_template, where=where)
+
+        def tok(split: Any, where: str) -> Any:
+            return tokenize_split(
+                split, tokenizer, max_length=c.model.max_length, chat_template=self.chat_template, where=where
+            )
+
         self.train_batches = tok(self.data.train, "data.train")
         self.val_batches = tok(self.data.validation, "data.validation")
         self.test_batches = tok(self.data.test, "data.test") if self.data.test is not None else None
         self.clean_train_batches = tok(self.clean_train, "data.train") if self.is_noisy is not None else None
         if c.tracking.heldout:
-            self.heldout_batches = tok(read_conversations(c.data, c.tracking.heldout, where="tracking.heldout"),
-                                       "tracking.heldout")
+            self.heldout_batches = tok(
+                read_conversations(c.data, c.tracking.heldout, where="tracking.heldout"), "tracking.heldout"
+            )
         self._keep_logits: bool | None = None
 
     def _keep(self, model: nn.Module) -> bool:
@@ -267,8 +289,14 @@ class CausalLMTask(Task):
             self._keep_logits = accepts_logits_to_keep(model)
         return self._keep_logits
 
-    def train_losses(self, model: nn.Module, batches: LMBatches, index: np.ndarray, device: torch.device,
-                     autocast: Callable[[], AbstractContextManager]) -> tuple[torch.Tensor, np.ndarray]:
+    def train_losses(
+        self,
+        model: nn.Module,
+        batches: LMBatches,
+        index: np.ndarray,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> tuple[torch.Tensor, np.ndarray]:
         inputs = collate(batches, index, self.pad_id, device)
         with autocast():
             nll, count = response_nll(model, inputs, keep_logits=self._keep(model))
@@ -276,8 +304,16 @@ class CausalLMTask(Task):
         return losses, loss_to_pseudo_logits(losses.detach().cpu().numpy())
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: LMBatches, index: np.ndarray, *, batch_size: int,
-                 device: torch.device, autocast: Callable[[], AbstractContextManager]) -> EvalOutput:
+    def evaluate(
+        self,
+        model: nn.Module,
+        batches: LMBatches,
+        index: np.ndarray,
+        *,
+        batch_size: int,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> EvalOutput:
         was_training = model.training
         model.eval()
         index = np.asarray(index)
@@ -287,8 +323,9 @@ class CausalLMTask(Task):
         for start in range(0, len(order), batch_size):
             pos = order[start : start + batch_size]
             with autocast():
-                s, c = response_nll(model, collate(batches, index[pos], self.pad_id, device),
-                                    keep_logits=self._keep(model))
+                s, c = response_nll(
+                    model, collate(batches, index[pos], self.pad_id, device), keep_logits=self._keep(model)
+                )
             nll[pos], count[pos] = s.double().cpu().numpy(), c.double().cpu().numpy()
         model.train(was_training)
         loss = nll / np.maximum(count, 1)
@@ -299,27 +336,42 @@ class CausalLMTask(Task):
 
     def split_metrics(self, name: str, out: EvalOutput) -> dict[str, Any]:
         token_loss = float(out.nll_sum.sum() / max(out.tokens.sum(), 1))
-        return {f"{name}_loss": float(out.loss.mean()), f"{name}_accuracy": None,
-                f"{name}_token_loss": token_loss, f"{name}_perplexity": _safe_exp(token_loss)}
+        return {
+            f"{name}_loss": float(out.loss.mean()),
+            f"{name}_accuracy": None,
+            f"{name}_token_loss": token_loss,
+            f"{name}_perplexity": _safe_exp(token_loss),
+        }
 
     def recorder_kwargs(self) -> dict[str, Any]:
         zeros = lambda b: np.zeros(len(b), dtype=np.int64) if b is not None else None  # noqa: E731
         h = self.heldout_batches
-        return {"labels": zeros(self.train_batches), "ids": self.train_batches.ids,
-                "clean_labels": zeros(self.train_batches), "is_noisy": self.is_noisy,
-                "heldout_labels": zeros(h), "heldout_ids": h.ids if h is not None else None}
+        return {
+            "labels": zeros(self.train_batches),
+            "ids": self.train_batches.ids,
+            "clean_labels": zeros(self.train_batches),
+            "is_noisy": self.is_noisy,
+            "heldout_labels": zeros(h),
+            "heldout_ids": h.ids if h is not None else None,
+        }
 
     def save_extra(self, directory: Path) -> None:
-        splits = {"train": self.train_batches.ids.tolist(), "validation": self.val_batches.ids.tolist(),
-                  "test": self.test_batches.ids.tolist() if self.test_batches is not None else None}
+        splits = {
+            "train": self.train_batches.ids.tolist(),
+            "validation": self.val_batches.ids.tolist(),
+            "test": self.test_batches.ids.tolist() if self.test_batches is not None else None,
+        }
         rundir.atomic_write_json(directory / SPLITS_NAME, splits)
         if self.is_noisy is not None:
             np.savez(directory / "noise.npz", is_noisy=self.is_noisy, ids=self.train_batches.ids)
 
     def result_extra(self) -> dict[str, Any]:
-        return {"chat_template": self.chat_template,
-                "n_truncated": int(sum(b.n_truncated for b in (self.train_batches, self.val_batches,
-                                                                self.test_batches) if b is not None))}
+        return {
+            "chat_template": self.chat_template,
+            "n_truncated": int(
+                sum(b.n_truncated for b in (self.train_batches, self.val_batches, self.test_batches) if b is not None)
+            ),
+        }
 
 
 SPLITS_NAME = "splits.json"

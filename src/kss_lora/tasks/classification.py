@@ -54,8 +54,15 @@ def collate(batches: Batches, index: np.ndarray, pad_id: int, device: torch.devi
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, batches: Batches, *, batch_size: int, pad_id: int, device: torch.device,
-                   index: np.ndarray | None = None) -> np.ndarray:
+def predict_logits(
+    model: nn.Module,
+    batches: Batches,
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    index: np.ndarray | None = None,
+) -> np.ndarray:
     """Eval-mode logits [N, K] for every example (or those in ``index``, in that order); batched by length
     to waste little compute on padding."""
     was_training = model.training
@@ -89,17 +96,27 @@ class ClassificationTask(Task):
 
             n = self.cfg.noise
             result = inject_label_noise(
-                self.data.train.labels, rate=None if n.transition is not None else n.rate,
-                num_classes=self.data.num_labels, kind=n.kind,
-                seed=n.seed if n.seed is not None else self.cfg.train.seed, transition=n.transition, pairs=n.pairs,
+                self.data.train.labels,
+                rate=None if n.transition is not None else n.rate,
+                num_classes=self.data.num_labels,
+                kind=n.kind,
+                seed=n.seed if n.seed is not None else self.cfg.train.seed,
+                transition=n.transition,
+                pairs=n.pairs,
             )
             self.data.train = self.data.train.with_labels(result.noisy_labels)
             self.is_noisy = result.is_noisy
 
     def build_model(self, tokenizer: Any) -> nn.Module:
         c = self.cfg
-        return load_model(c.model.name, task="classification", num_labels=self.data.num_labels, tokenizer=tokenizer,
-                          seed=c.train.seed, trust_remote_code=c.model.trust_remote_code)
+        return load_model(
+            c.model.name,
+            task="classification",
+            num_labels=self.data.num_labels,
+            tokenizer=tokenizer,
+            seed=c.train.seed,
+            trust_remote_code=c.model.trust_remote_code,
+        )
 
     def tokenize(self, tokenizer: Any) -> None:
         ml = self.cfg.model.max_length
@@ -108,12 +125,19 @@ class ClassificationTask(Task):
         self.val_batches = tokenize(self.data.validation, tokenizer, ml)
         self.test_batches = tokenize(self.data.test, tokenizer, ml) if self.data.test is not None else None
         if self.cfg.tracking.heldout:
-            heldout = load_split(self.cfg.data, self.cfg.tracking.heldout, self.data.label_names,
-                                 where="tracking.heldout")
+            heldout = load_split(
+                self.cfg.data, self.cfg.tracking.heldout, self.data.label_names, where="tracking.heldout"
+            )
             self.heldout_batches = tokenize(heldout, tokenizer, ml)
 
-    def train_losses(self, model: nn.Module, batches: Batches, index: np.ndarray, device: torch.device,
-                     autocast: Callable[[], AbstractContextManager]) -> tuple[torch.Tensor, np.ndarray]:
+    def train_losses(
+        self,
+        model: nn.Module,
+        batches: Batches,
+        index: np.ndarray,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> tuple[torch.Tensor, np.ndarray]:
         inputs = collate(batches, index, self.pad_id, device)
         with autocast():
             logits = model(**inputs).logits.float()
@@ -121,11 +145,20 @@ class ClassificationTask(Task):
         losses = nn.functional.cross_entropy(logits, labels, reduction="none")
         return losses, logits.detach().cpu().numpy()
 
-    def evaluate(self, model: nn.Module, batches: Batches, index: np.ndarray, *, batch_size: int,
-                 device: torch.device, autocast: Callable[[], AbstractContextManager]) -> EvalOutput:
+    def evaluate(
+        self,
+        model: nn.Module,
+        batches: Batches,
+        index: np.ndarray,
+        *,
+        batch_size: int,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager],
+    ) -> EvalOutput:
         with autocast():
-            logits = predict_logits(model, batches, batch_size=batch_size, pad_id=self.pad_id, device=device,
-                                    index=index)
+            logits = predict_logits(
+                model, batches, batch_size=batch_size, pad_id=self.pad_id, device=device, index=index
+            )
         return self.outputs_for(logits, batches.labels[index])
 
     @staticmethod
@@ -141,11 +174,21 @@ class ClassificationTask(Task):
 
     def recorder_kwargs(self) -> dict[str, Any]:
         h = self.heldout_batches
-        return {"labels": self.train_batches.labels, "ids": self.train_batches.ids,
-                "clean_labels": self.clean_train_labels, "is_noisy": self.is_noisy,
-                "heldout_labels": h.labels if h is not None else None, "heldout_ids": h.ids if h is not None else None}
+        return {
+            "labels": self.train_batches.labels,
+            "ids": self.train_batches.ids,
+            "clean_labels": self.clean_train_labels,
+            "is_noisy": self.is_noisy,
+            "heldout_labels": h.labels if h is not None else None,
+            "heldout_ids": h.ids if h is not None else None,
+        }
 
     def save_extra(self, directory: Path) -> None:
         if self.is_noisy is not None:
-            np.savez(directory / "noise.npz", is_noisy=self.is_noisy, clean_labels=self.clean_train_labels,
-                     noisy_labels=self.train_batches.labels, ids=self.train_batches.ids)
+            np.savez(
+                directory / "noise.npz",
+                is_noisy=self.is_noisy,
+                clean_labels=self.clean_train_labels,
+                noisy_labels=self.train_batches.labels,
+                ids=self.train_batches.ids,
+            )

@@ -21,11 +21,15 @@ class KSSConfig:
     artefact is a plain PEFT LoRA adapter; the mask only acts during training.
     """
 
-    sparsity: float = field(default=0.10, metadata={"help": "ρ: fraction of gradient entries dropped per step, in [0, 1)."})
+    sparsity: float = field(
+        default=0.10, metadata={"help": "ρ: fraction of gradient entries dropped per step, in [0, 1)."}
+    )
     gamma: float = field(default=1.0, metadata={"help": "γ > 0: LoRA update scale, h = W0 x + γ B A x."})
     mask_mode: str = field(
         default="grad",
-        metadata={"help": "grad: mask gradients; update: also freeze masked entries that step; rank: DropConnect on rank."},
+        metadata={
+            "help": "grad: mask gradients; update: also freeze masked entries that step; rank: DropConnect on rank."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Masks are a function of (seed, optimizer step, parameter name)."})
 
@@ -61,7 +65,7 @@ class KSSConfig:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
-# The seeds' five configurations (SPEC §1). `standard` is dense LoRA at γ = 0.5: the seeds' baseline.
+# The seeds' five configurations (docs/spec.md §1). `standard` is dense LoRA at γ = 0.5: the seeds' baseline.
 PRESETS: dict[str, KSSConfig] = {
     "standard": KSSConfig(sparsity=0.0, gamma=0.5),
     "kss-default": KSSConfig(sparsity=0.10, gamma=1.0),

@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 TENSOR_ORDER: tuple[str, ...] = (
-    "base_input", "base_weight", "base_grad_output", "lora_A_input", "lora_A_weight", "lora_A_grad_output",
-    "lora_B_input", "lora_B_weight", "lora_B_grad_output", "lora_update",
+    "base_input",
+    "base_weight",
+    "base_grad_output",
+    "lora_A_input",
+    "lora_A_weight",
+    "lora_A_grad_output",
+    "lora_B_input",
+    "lora_B_weight",
+    "lora_B_grad_output",
+    "lora_update",
 )
 
 
@@ -47,14 +55,18 @@ def _order(tensor: str) -> int:
     return TENSOR_ORDER.index(tensor) if tensor in TENSOR_ORDER else len(TENSOR_ORDER)
 
 
-def pivot(summary: Sequence[dict[str, Any]], value: str, formats: Sequence[str], scalings: Sequence[str]) -> list[dict[str, Any]]:
+def pivot(
+    summary: Sequence[dict[str, Any]], value: str, formats: Sequence[str], scalings: Sequence[str]
+) -> list[dict[str, Any]]:
     """One row per tensor kind, one column per ``format/scaling`` holding ``value``."""
     by_tensor: dict[str, dict[str, Any]] = {}
     for r in summary:
         by_tensor.setdefault(r["tensor"], {"tensor": r["tensor"]})[f"{r['format']}/{r['scaling']}"] = r[value]
     rows = sorted(by_tensor.values(), key=lambda r: _order(r["tensor"]))
-    return [{"tensor": r["tensor"], **{f"{f}/{s}": r.get(f"{f}/{s}", float("nan")) for f in formats for s in scalings}}
-            for r in rows]
+    return [
+        {"tensor": r["tensor"], **{f"{f}/{s}": r.get(f"{f}/{s}", float("nan")) for f in formats for s in scalings}}
+        for r in rows
+    ]
 
 
 def gamma_verdicts(gamma_rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -64,45 +76,72 @@ def gamma_verdicts(gamma_rows: Sequence[dict[str, Any]]) -> list[str]:
     for tensor, fmt in keys:
         parts = []
         for scaling in ("none", "tensor", "block-mx"):
-            rs = sorted((r for r in gamma_rows if (r["tensor"], r["format"], r["scaling"]) == (tensor, fmt, scaling)),
-                        key=lambda r: r["gamma"])
+            rs = sorted(
+                (r for r in gamma_rows if (r["tensor"], r["format"], r["scaling"]) == (tensor, fmt, scaling)),
+                key=lambda r: r["gamma"],
+            )
             if not rs:
                 continue
             lo, hi = rs[0], rs[-1]
             span = max(r["underflow_frac"] for r in rs) - min(r["underflow_frac"] for r in rs)
-            parts.append(f"{scaling}: {lo['underflow_frac']:.3f} at γ={lo['gamma']:g} → {hi['underflow_frac']:.3f} "
-                         f"at γ={hi['gamma']:g} (range {span:.3f})")
+            parts.append(
+                f"{scaling}: {lo['underflow_frac']:.3f} at γ={lo['gamma']:g} → {hi['underflow_frac']:.3f} "
+                f"at γ={hi['gamma']:g} (range {span:.3f})"
+            )
         lines.append(f"- `{tensor}`, {fmt}: " + "; ".join(parts))
     return lines
 
 
-def write_markdown(path: Path, *, title: str, context: dict[str, Any], summary: Sequence[dict[str, Any]],
-                   gamma_rows: Sequence[dict[str, Any]], formats: Sequence[str], scalings: Sequence[str]) -> None:
+def write_markdown(
+    path: Path,
+    *,
+    title: str,
+    context: dict[str, Any],
+    summary: Sequence[dict[str, Any]],
+    gamma_rows: Sequence[dict[str, Any]],
+    formats: Sequence[str],
+    scalings: Sequence[str],
+) -> None:
     """The human-readable report: underflow / saturation / error per tensor kind, then the gamma sweep."""
     text = [f"# {title}\n"]
     text += [f"- {k}: {_fmt(v)}" for k, v in context.items()]
-    text.append("\nFractions are element-weighted means over layers (underflow: of the nonzero values; "
-                "saturation: of all values). Columns: format/scaling. Per-layer numbers: `layers.csv`.\n")
-    for value, heading in (("underflow_frac", "Underflow (nonzero values that flush to zero)"),
-                           ("saturate_frac", "Saturation (values clamped at the format maximum)"),
-                           ("rel_error", "Relative error ‖q(x) − x‖ / ‖x‖")):
+    text.append(
+        "\nFractions are element-weighted means over layers (underflow: of the nonzero values; "
+        "saturation: of all values). Columns: format/scaling. Per-layer numbers: `layers.csv`.\n"
+    )
+    for value, heading in (
+        ("underflow_frac", "Underflow (nonzero values that flush to zero)"),
+        ("saturate_frac", "Saturation (values clamped at the format maximum)"),
+        ("rel_error", "Relative error ‖q(x) − x‖ / ‖x‖"),
+    ):
         text.append(f"## {heading}\n")
-        text.append(markdown_table(pivot(summary, value, formats, scalings),
-                                   ["tensor", *[f"{f}/{s}" for f in formats for s in scalings]]))
+        text.append(
+            markdown_table(
+                pivot(summary, value, formats, scalings), ["tensor", *[f"{f}/{s}" for f in formats for s in scalings]]
+            )
+        )
     text.append("## γ sweep of the LoRA update\n")
-    text.append("`delta_w` = γ·B·A of each LoRA layer, `lora_activation` = γ·B·A·x, both from the factors after "
-                "the probe steps (the run's own γ divided out). The seeds' claim: γ ≥ 2^-(b-4) is needed "
-                "(1/16 at 8 bits, 1 at 4 bits). Under amax or block scaling γ cannot change what underflows.\n")
+    text.append(
+        "`delta_w` = γ·B·A of each LoRA layer, `lora_activation` = γ·B·A·x, both from the factors after "
+        "the probe steps (the run's own γ divided out). The seeds' claim: γ ≥ 2^-(b-4) is needed "
+        "(1/16 at 8 bits, 1 at 4 bits). Under amax or block scaling γ cannot change what underflows.\n"
+    )
     text += gamma_verdicts(gamma_rows)
     text.append("")
     sweep = sorted(gamma_rows, key=lambda r: (r["tensor"], r["format"], r["scaling"], r["gamma"]))
-    text.append(markdown_table(sweep, ["tensor", "format", "scaling", "gamma", "underflow_frac", "saturate_frac",
-                                       "rel_error"]))
+    text.append(
+        markdown_table(sweep, ["tensor", "format", "scaling", "gamma", "underflow_frac", "saturate_frac", "rel_error"])
+    )
     path.write_text("\n".join(text))
 
 
-def plot(path: Path, summary: Sequence[dict[str, Any]], gamma_rows: Sequence[dict[str, Any]],
-         formats: Sequence[str], scalings: Sequence[str]) -> None:
+def plot(
+    path: Path,
+    summary: Sequence[dict[str, Any]],
+    gamma_rows: Sequence[dict[str, Any]],
+    formats: Sequence[str],
+    scalings: Sequence[str],
+) -> None:
     """Left: underflow per tensor kind. Middle: underflow of γ·B·A vs γ. Right: update lost when merged."""
     import matplotlib
 
@@ -129,11 +168,20 @@ def plot(path: Path, summary: Sequence[dict[str, Any]], gamma_rows: Sequence[dic
     colors = {f: plt.get_cmap("tab10")(i) for i, f in enumerate(formats)}
     for fmt in formats:
         for scaling, ls in styles.items():
-            rs = sorted((r for r in gamma_rows if r["tensor"] == "delta_w" and r["format"] == fmt
-                         and r["scaling"] == scaling), key=lambda r: r["gamma"])
+            rs = sorted(
+                (r for r in gamma_rows if r["tensor"] == "delta_w" and r["format"] == fmt and r["scaling"] == scaling),
+                key=lambda r: r["gamma"],
+            )
             if rs:
-                ax2.plot([r["gamma"] for r in rs], [r["underflow_frac"] for r in rs], ls, marker="o", ms=3,
-                         color=colors[fmt], label=f"{fmt} {scaling}")
+                ax2.plot(
+                    [r["gamma"] for r in rs],
+                    [r["underflow_frac"] for r in rs],
+                    ls,
+                    marker="o",
+                    ms=3,
+                    color=colors[fmt],
+                    label=f"{fmt} {scaling}",
+                )
         threshold = next((r["claimed_threshold"] for r in gamma_rows if r["format"] == fmt), None)
         if threshold is not None:
             ax2.axvline(threshold, color=colors[fmt], alpha=0.3, lw=3)
@@ -146,11 +194,20 @@ def plot(path: Path, summary: Sequence[dict[str, Any]], gamma_rows: Sequence[dic
 
     for fmt in formats:
         for scaling, ls in (("none", "-"), ("tensor", "--")):
-            rs = sorted((r for r in gamma_rows if r["tensor"] == "merged_w" and r["format"] == fmt
-                         and r["scaling"] == scaling), key=lambda r: r["gamma"])
+            rs = sorted(
+                (r for r in gamma_rows if r["tensor"] == "merged_w" and r["format"] == fmt and r["scaling"] == scaling),
+                key=lambda r: r["gamma"],
+            )
             if rs:
-                ax3.plot([r["gamma"] for r in rs], [r["underflow_frac"] for r in rs], ls, marker="o", ms=3,
-                         color=colors[fmt], label=f"{fmt} {scaling}")
+                ax3.plot(
+                    [r["gamma"] for r in rs],
+                    [r["underflow_frac"] for r in rs],
+                    ls,
+                    marker="o",
+                    ms=3,
+                    color=colors[fmt],
+                    label=f"{fmt} {scaling}",
+                )
     ax3.set_xscale("log", base=2)
     ax3.set_ylim(-0.02, 1.02)
     ax3.set_xlabel("γ")
@@ -162,16 +219,29 @@ def plot(path: Path, summary: Sequence[dict[str, Any]], gamma_rows: Sequence[dic
     plt.close(fig)
 
 
-def write_probe_outputs(out: Path, result: Any, *, context: dict[str, Any], formats: Sequence[str],
-                        scalings: Sequence[str]) -> dict[str, Path]:
+def write_probe_outputs(
+    out: Path, result: Any, *, context: dict[str, Any], formats: Sequence[str], scalings: Sequence[str]
+) -> dict[str, Path]:
     """Everything ``kss precision`` writes for one probe (a :class:`~.probe.ProbeResult`)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"layers": out / "layers.csv", "summary": out / "summary.csv", "gamma_sweep": out / "gamma_sweep.csv",
-             "markdown": out / "precision.md", "plot": out / "precision.png"}
+    paths = {
+        "layers": out / "layers.csv",
+        "summary": out / "summary.csv",
+        "gamma_sweep": out / "gamma_sweep.csv",
+        "markdown": out / "precision.md",
+        "plot": out / "precision.png",
+    }
     write_csv(paths["layers"], result.rows)
     write_csv(paths["summary"], result.summary)
     write_csv(paths["gamma_sweep"], result.gamma_rows)
-    write_markdown(paths["markdown"], title="Low-precision diagnostics", context=context, summary=result.summary,
-                   gamma_rows=result.gamma_rows, formats=formats, scalings=scalings)
+    write_markdown(
+        paths["markdown"],
+        title="Low-precision diagnostics",
+        context=context,
+        summary=result.summary,
+        gamma_rows=result.gamma_rows,
+        formats=formats,
+        scalings=scalings,
+    )
     plot(paths["plot"], result.summary, result.gamma_rows, formats, scalings)
     return paths

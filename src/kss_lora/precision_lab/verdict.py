@@ -1,7 +1,7 @@
 """Tables, plots and the plain-language reading of the precision experiment.
 
 Why a module of its own: the experiment's numbers (degradation per condition) only mean something
-next to the underflow each condition causes, and the seeds' claims (SPEC section 4) are checked here
+next to the underflow each condition causes, and the seeds' claims (docs/spec.md §4) are checked here
 against both, so the report states measured facts rather than repeating the claim.
 """
 
@@ -13,13 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kss_lora.precision.experiment import ExperimentSpec
-from kss_lora.precision.report import markdown_table, plot, write_csv
+from kss_lora.precision_lab.experiment import ExperimentSpec
+from kss_lora.precision_lab.report import markdown_table, plot, write_csv
 
-SEED_CLAIMS = {"standard": 0.682, "kss-default": 0.052}  # SPEC section 4: FP8 degradation claimed by the seeds
+SEED_CLAIMS = {"standard": 0.682, "kss-default": 0.052}  # docs/spec.md §4: FP8 degradation claimed by the seeds
 # Tensors an emulated condition actually casts (``lora_update`` = γ·B·A·x is not one: PEFT applies γ after lora_B).
-KEY_TENSORS = ("base_input", "base_weight", "base_grad_output", "lora_A_weight", "lora_B_weight", "lora_B_input",
-               "lora_A_grad_output", "lora_B_grad_output")
+KEY_TENSORS = (
+    "base_input",
+    "base_weight",
+    "base_grad_output",
+    "lora_A_weight",
+    "lora_B_weight",
+    "lora_B_input",
+    "lora_A_grad_output",
+    "lora_B_grad_output",
+)
 
 
 def condition_quant(spec: ExperimentSpec) -> dict[str, dict[str, Any] | None]:
@@ -35,15 +43,19 @@ def condition_quant(spec: ExperimentSpec) -> dict[str, dict[str, Any] | None]:
             continue
         emu = emulation_config(prec)
         label = emu.scaling if emu.scaling != "block" else f"block-{emu.block_format}"
-        out[name] = {"forward": emu.forward_format, "backward": emu.backward_format, "scaling": label,
-                     "grad_output": emu.grad_output}
+        out[name] = {
+            "forward": emu.forward_format,
+            "backward": emu.backward_format,
+            "scaling": label,
+            "grad_output": emu.grad_output,
+        }
     return out
 
 
 def probe_methods(spec: ExperimentSpec, steps: int, max_elements: int = 1 << 14) -> dict[str, Any]:
     """``kss precision``'s probe (float32, ``steps`` steps) once per method, on the first seed."""
     from kss_lora.config import PrecisionConfig
-    from kss_lora.precision.probe import probe_run
+    from kss_lora.precision_lab.probe import probe_run
     from kss_lora.runner import Run
 
     out = {}
@@ -69,9 +81,18 @@ def underflow_rows(probes: dict[str, Any], quant: dict[str, dict[str, Any] | Non
                 fmt = q["backward"] if is_grad else q["forward"]
                 r = index.get((tensor, fmt, q["scaling"]))
                 if r is not None:
-                    rows.append({"method": method, "precision": cond, "tensor": tensor, "format": fmt,
-                                 "scaling": q["scaling"], "underflow_frac": r["underflow_frac"],
-                                 "saturate_frac": r["saturate_frac"], "rel_error": r["rel_error"]})
+                    rows.append(
+                        {
+                            "method": method,
+                            "precision": cond,
+                            "tensor": tensor,
+                            "format": fmt,
+                            "scaling": q["scaling"],
+                            "underflow_frac": r["underflow_frac"],
+                            "saturate_frac": r["saturate_frac"],
+                            "rel_error": r["rel_error"],
+                        }
+                    )
     return rows
 
 
@@ -88,10 +109,13 @@ def method_contrasts(spec: ExperimentSpec, runs: Sequence[dict[str, Any]]) -> li
     for prec in spec.precisions:
         if prec == spec.baseline_precision:
             continue
-        deg = {(r["method"], r["seed"]): r["degradation"] for r in runs
-               if r["precision"] == prec and r["degradation"] is not None}
+        deg = {
+            (r["method"], r["seed"]): r["degradation"]
+            for r in runs
+            if r["precision"] == prec and r["degradation"] is not None
+        }
         for i, a in enumerate(methods):
-            for b in methods[i + 1:]:
+            for b in methods[i + 1 :]:
                 seeds = sorted({s for m, s in deg if m == a} & {s for m, s in deg if m == b})
                 diffs = [deg[(a, s)] - deg[(b, s)] for s in seeds]
                 xa, xb = [deg[(a, s)] for s in seeds], [deg[(b, s)] for s in seeds]
@@ -100,9 +124,17 @@ def method_contrasts(spec: ExperimentSpec, runs: Sequence[dict[str, Any]]) -> li
                     p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
                 mean = sum(diffs) / len(diffs) if diffs else float("nan")
                 sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else 0.0
-                out.append({"precision": prec, "contrast": f"{a} − {b}", "n_seeds": len(seeds),
-                            "diff_mean": mean, "diff_std": sd, "welch_p": p,
-                            "same_sign_all_seeds": bool(diffs) and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs))})
+                out.append(
+                    {
+                        "precision": prec,
+                        "contrast": f"{a} − {b}",
+                        "n_seeds": len(seeds),
+                        "diff_mean": mean,
+                        "diff_std": sd,
+                        "welch_p": p,
+                        "same_sign_all_seeds": bool(diffs) and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)),
+                    }
+                )
     return out
 
 
@@ -118,8 +150,9 @@ def _pm(mean: float | None, std: float | None, pct: bool = False) -> str:
     return f"{mean:.4f} ± {std or 0:.4f}"
 
 
-def _plot_degradation(path: Path, spec: ExperimentSpec, runs: Sequence[dict[str, Any]],
-                      summary: Sequence[dict[str, Any]]) -> None:
+def _plot_degradation(
+    path: Path, spec: ExperimentSpec, runs: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,8 +169,11 @@ def _plot_degradation(path: Path, spec: ExperimentSpec, runs: Sequence[dict[str,
         stds = [100 * r["degradation_std"] if not math.isnan(r["degradation_std"]) else 0 for r in rows]
         ax.bar(xs, means, width=width, yerr=stds, capsize=3, label=f"{m} (γ={rows[0]['gamma']})", alpha=0.8)
         for x, p in zip(xs, precisions):
-            pts = [100 * r["degradation"] for r in runs if r["precision"] == p and r["method"] == m
-                   and r["degradation"] is not None]
+            pts = [
+                100 * r["degradation"]
+                for r in runs
+                if r["precision"] == p and r["method"] == m and r["degradation"] is not None
+            ]
             ax.scatter([x] * len(pts), pts, color="k", s=8, zorder=3)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(precisions)))
@@ -150,9 +186,15 @@ def _plot_degradation(path: Path, spec: ExperimentSpec, runs: Sequence[dict[str,
     plt.close(fig)
 
 
-def write_experiment_report(out: Path, spec: ExperimentSpec, runs: list[dict[str, Any]],
-                            summary: list[dict[str, Any]], probes: dict[str, Any],
-                            quant: dict[str, dict[str, Any] | None], context: dict[str, Any]) -> None:
+def write_experiment_report(
+    out: Path,
+    spec: ExperimentSpec,
+    runs: list[dict[str, Any]],
+    summary: list[dict[str, Any]],
+    probes: dict[str, Any],
+    quant: dict[str, dict[str, Any] | None],
+    context: dict[str, Any],
+) -> None:
     """``experiment.md`` plus CSVs and PNGs in ``out`` (no run directories)."""
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "runs.csv", runs)
@@ -164,42 +206,68 @@ def write_experiment_report(out: Path, spec: ExperimentSpec, runs: list[dict[str
     if gamma_all:
         write_csv(out / "gamma_sweep.csv", gamma_all)
         first = next(iter(probes))
-        plot(out / "gamma_sweep.png", probes[first].summary, probes[first].gamma_rows, ("e4m3", "e5m2", "e2m1"),
-             ("none", "tensor", "block-mx", "block-nvfp4"))
+        plot(
+            out / "gamma_sweep.png",
+            probes[first].summary,
+            probes[first].gamma_rows,
+            ("e4m3", "e5m2", "e2m1"),
+            ("none", "tensor", "block-mx", "block-nvfp4"),
+        )
     if runs:
         _plot_degradation(out / "degradation.png", spec, runs, summary)
 
     base = spec.run_config(spec.baseline_precision, next(iter(spec.methods)), spec.seeds[0])
-    text = [f"# {spec.description or spec.name}\n",
-            f"Spec `{spec.name}` (base `{spec.base}`); generated by `benchmarks/run_precision_experiment.py`.\n",
-            f"- model {base.model.name}, max_length {base.model.max_length}, {base.data.max_train_examples} train / "
-            f"{base.data.max_eval_examples} validation examples, {base.train.epochs} epochs, batch "
-            f"{base.train.batch_size}, lr {base.train.lr}, rank {base.method.rank}",
-            f"- seeds {sorted({r['seed'] for r in runs})}; baseline precision `{spec.baseline_precision}`",
-            *[f"- {k}: {v}" for k, v in context.items()], "",
-            "## Precision conditions\n"]
+    text = [
+        f"# {spec.description or spec.name}\n",
+        f"Spec `{spec.name}` (base `{spec.base}`); generated by `benchmarks/run_precision_experiment.py`.\n",
+        f"- model {base.model.name}, max_length {base.model.max_length}, {base.data.max_train_examples} train / "
+        f"{base.data.max_eval_examples} validation examples, {base.train.epochs} epochs, batch "
+        f"{base.train.batch_size}, lr {base.train.lr}, rank {base.method.rank}",
+        f"- seeds {sorted({r['seed'] for r in runs})}; baseline precision `{spec.baseline_precision}`",
+        *[f"- {k}: {v}" for k, v in context.items()],
+        "",
+        "## Precision conditions\n",
+    ]
     for name, overrides in spec.precisions.items():
         q = quant.get(name)
-        what = "no emulation" if q is None else (f"forward {q['forward']}, grad-output {q['backward']}, "
-                                                 f"scaling {q['scaling']}")
+        what = (
+            "no emulation"
+            if q is None
+            else (f"forward {q['forward']}, grad-output {q['backward']}, scaling {q['scaling']}")
+        )
         text.append(f"- `{name}`: {what}; overrides `{overrides}`")
     text += ["", "## Degradation `(val_loss_lowprec − val_loss_bf16) / val_loss_bf16`, paired by seed and method\n"]
-    rows = [{"precision": s["precision"], "method": s["method"], "γ": s["gamma"], "n": s["n"],
-             "failed": s["failed"], "val_loss": _pm(s["val_loss_mean"], s["val_loss_std"]),
-             "val_acc": _pm(s["val_accuracy_mean"], s["val_accuracy_std"]),
-             "degradation": _pm(s["degradation_mean"], s["degradation_std"], pct=True)} for s in summary]
+    rows = [
+        {
+            "precision": s["precision"],
+            "method": s["method"],
+            "γ": s["gamma"],
+            "n": s["n"],
+            "failed": s["failed"],
+            "val_loss": _pm(s["val_loss_mean"], s["val_loss_std"]),
+            "val_acc": _pm(s["val_accuracy_mean"], s["val_accuracy_std"]),
+            "degradation": _pm(s["degradation_mean"], s["degradation_std"], pct=True),
+        }
+        for s in summary
+    ]
     text.append(markdown_table(rows, ["precision", "method", "γ", "n", "failed", "val_loss", "val_acc", "degradation"]))
     text.append("Per-run numbers: `runs.csv`. Plot: `degradation.png`.\n")
     contrasts = method_contrasts(spec, runs)
     if contrasts:
         write_csv(out / "contrasts.csv", contrasts)
         text.append("## Method contrasts: difference in degradation, paired by seed (percentage points)\n")
-        text.append(markdown_table([{**c, "diff": _pm(c["diff_mean"], c["diff_std"], pct=True)} for c in contrasts],
-                                   ["precision", "contrast", "n_seeds", "diff", "welch_p", "same_sign_all_seeds"]))
+        text.append(
+            markdown_table(
+                [{**c, "diff": _pm(c["diff_mean"], c["diff_std"], pct=True)} for c in contrasts],
+                ["precision", "contrast", "n_seeds", "diff", "welch_p", "same_sign_all_seeds"],
+            )
+        )
     if under:
         text.append("## Underflow each condition causes (probe: float32 steps, fractions of nonzero values)\n")
-        text.append("From `kss precision`'s probe of each method (a few float32 AdamW steps without the KSS mask, so "
-                    "`kss-default` and `lora-g1` probe alike); `nan` = not cast in that condition.\n")
+        text.append(
+            "From `kss precision`'s probe of each method (a few float32 AdamW steps without the KSS mask, so "
+            "`kss-default` and `lora-g1` probe alike); `nan` = not cast in that condition.\n"
+        )
         tensors = [t for t in KEY_TENSORS if any(u["tensor"] == t for u in under)]
         pivot = []
         for method in probes:
@@ -214,7 +282,7 @@ def write_experiment_report(out: Path, spec: ExperimentSpec, runs: list[dict[str
         text.append(markdown_table(pivot, ["method", "precision", *tensors]))
         text.append("Saturation and relative error per tensor: `underflow.csv`.\n")
     if gamma_all:
-        from kss_lora.precision.report import gamma_verdicts
+        from kss_lora.precision_lab.report import gamma_verdicts
 
         text.append("## γ sweep of ΔW = γ·B·A and of γ·B·A·x (from each method's probed factors)\n")
         for m, res in probes.items():
@@ -222,10 +290,12 @@ def write_experiment_report(out: Path, spec: ExperimentSpec, runs: list[dict[str
             text += gamma_verdicts(res.gamma_rows)
             text.append("")
         text.append("Full sweep: `gamma_sweep.csv`; plot: `gamma_sweep.png`.\n")
-    text.append("## Against the seeds' claims (SPEC §3/§4)\n")
+    text.append("## Against the seeds' claims (docs/spec.md §3/§4)\n")
     for method, claim in SEED_CLAIMS.items():
         for s in summary:
             if s["method"] == method and s["precision"].startswith("emu-fp8"):
-                text.append(f"- `{method}` at `{s['precision']}`: measured {_pm(s['degradation_mean'], s['degradation_std'], True)}"
-                            f" vs the seeds' {100 * claim:.1f}% (their FP8 number, H200 vs A100, Llama-3.1-8B)")
+                text.append(
+                    f"- `{method}` at `{s['precision']}`: measured {_pm(s['degradation_mean'], s['degradation_std'], True)}"
+                    f" vs the seeds' {100 * claim:.1f}% (their FP8 number, H200 vs A100, Llama-3.1-8B)"
+                )
     (out / "experiment.md").write_text("\n".join(text) + "\n")

@@ -7,7 +7,7 @@ back to a ``result.json``. Finished runs (``status: ok``) are skipped on a rerun
 experiment resumes. Seeds run in order (all conditions of seed 0 first), so a cut-short experiment
 still has complete, paired seeds.
 
-Precision degradation (SPEC section 2) is computed per seed and method, paired with the baseline
+Precision degradation (docs/spec.md §2) is computed per seed and method, paired with the baseline
 precision of the same seed and method: ``(val_loss_lowprec - val_loss_bf16) / val_loss_bf16``.
 """
 
@@ -24,8 +24,17 @@ from typing import Any
 from kss_lora.config import RunConfig, from_dict, load_raw, parse_yaml, resolve_config_path, set_key
 from kss_lora.errors import ConfigError
 
-_SPEC_KEYS = ("name", "description", "base", "overrides", "conditions", "seeds", "baseline_precision", "runs_dir",
-              "probe_steps")
+_SPEC_KEYS = (
+    "name",
+    "description",
+    "base",
+    "overrides",
+    "conditions",
+    "seeds",
+    "baseline_precision",
+    "runs_dir",
+    "probe_steps",
+)
 
 
 @dataclass
@@ -58,8 +67,12 @@ class ExperimentSpec:
     def run_config(self, precision: str, method: str, seed: int) -> RunConfig:
         """The validated run config of one cell (bad keys or values raise :class:`ConfigError`)."""
         data = load_raw(self.base)
-        for key, value in {**self.overrides, **self.precisions[precision], **self.methods[method],
-                           "train.seed": seed}.items():
+        for key, value in {
+            **self.overrides,
+            **self.precisions[precision],
+            **self.methods[method],
+            "train.seed": seed,
+        }.items():
             set_key(data, key, value)
         return from_dict(data)
 
@@ -75,8 +88,12 @@ class ExperimentSpec:
             if unknown:
                 raise ConfigError("--precisions", f"unknown {unknown}; allowed: {', '.join(self.precisions)}")
             chosen = [p for p in self.precisions if p in precisions or p == self.baseline_precision]
-        return [Cell(p, m, s, self.run_config(p, m, s)) for s in (seeds if seeds is not None else self.seeds)
-                for p in chosen for m in self.methods]
+        return [
+            Cell(p, m, s, self.run_config(p, m, s))
+            for s in (seeds if seeds is not None else self.seeds)
+            for p in chosen
+            for m in self.methods
+        ]
 
 
 def shipped_experiments() -> dict[str, Path]:
@@ -105,10 +122,15 @@ def load_spec(name_or_path: str) -> ExperimentSpec:
     if baseline not in conditions["precision"]:
         raise ConfigError("experiment.baseline_precision", f"{baseline!r} is not one of the precision conditions")
     spec = ExperimentSpec(
-        name=str(data.get("name") or path.stem), description=str(data.get("description", "")),
-        base=str(data.get("base", "agnews")), overrides=dict(data.get("overrides") or {}),
-        precisions=conditions["precision"], methods=conditions["method"], seeds=list(seeds),
-        baseline_precision=baseline, runs_dir=str(data.get("runs_dir") or f"runs/{path.stem}"),
+        name=str(data.get("name") or path.stem),
+        description=str(data.get("description", "")),
+        base=str(data.get("base", "agnews")),
+        overrides=dict(data.get("overrides") or {}),
+        precisions=conditions["precision"],
+        methods=conditions["method"],
+        seeds=list(seeds),
+        baseline_precision=baseline,
+        runs_dir=str(data.get("runs_dir") or f"runs/{path.stem}"),
         probe_steps=int(data.get("probe_steps", 4)),
     )
     spec.run_config(baseline, next(iter(spec.methods)), spec.seeds[0])  # fail early on a bad override
@@ -133,8 +155,9 @@ def _run_cell(args: tuple[str, RunConfig]) -> dict[str, Any]:
     return run(cfg, directory)
 
 
-def run_cells(cells: Sequence[Cell], runs_dir: Path, *, workers: int = 1,
-              log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+def run_cells(
+    cells: Sequence[Cell], runs_dir: Path, *, workers: int = 1, log: Callable[[str], None] = print
+) -> dict[str, dict[str, Any]]:
     """Run every unfinished cell (``workers`` processes), return ``{cell name: result}``."""
     results: dict[str, dict[str, Any]] = {}
     todo = []
@@ -155,8 +178,10 @@ def run_cells(cells: Sequence[Cell], runs_dir: Path, *, workers: int = 1,
         outputs = pool.imap(_run_cell, jobs)
     for cell, result in zip(todo, outputs):
         results[cell.name] = result
-        log(f"{cell.name}: {result['status']} val_loss={result.get('val_loss')} wall={result.get('wall_time_s')}s"
-            + (f" error={result.get('error')}" if result["status"] != "ok" else ""))
+        log(
+            f"{cell.name}: {result['status']} val_loss={result.get('val_loss')} wall={result.get('wall_time_s')}s"
+            + (f" error={result.get('error')}" if result["status"] != "ok" else "")
+        )
     if workers > 1:
         pool.close()
         pool.join()
@@ -169,8 +194,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def degradation_table(spec: ExperimentSpec, cells: Sequence[Cell], results: dict[str, dict[str, Any]]
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def degradation_table(
+    spec: ExperimentSpec, cells: Sequence[Cell], results: dict[str, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per-run rows (with paired degradation) and per-(precision, method) summary rows (mean ± std)."""
     by_key = {(c.precision, c.method, c.seed): results.get(c.name) for c in cells}
     runs = []
@@ -179,14 +205,22 @@ def degradation_table(spec: ExperimentSpec, cells: Sequence[Cell], results: dict
         base = by_key.get((spec.baseline_precision, c.method, c.seed))
         ok = r is not None and r.get("status") == "ok"
         base_ok = base is not None and base.get("status") == "ok"
-        runs.append({
-            "precision": c.precision, "method": c.method, "seed": c.seed, "status": r.get("status") if r else "missing",
-            "gamma": r.get("gamma") if r else None, "sparsity": r.get("sparsity") if r else None,
-            "val_loss": r.get("val_loss") if ok else None, "val_accuracy": r.get("val_accuracy") if ok else None,
-            "train_loss": r.get("train_loss") if ok else None,
-            "degradation": (r["val_loss"] - base["val_loss"]) / base["val_loss"] if ok and base_ok else None,
-            "wall_time_s": r.get("wall_time_s") if r else None, "error": r.get("error") if r else None,
-        })
+        runs.append(
+            {
+                "precision": c.precision,
+                "method": c.method,
+                "seed": c.seed,
+                "status": r.get("status") if r else "missing",
+                "gamma": r.get("gamma") if r else None,
+                "sparsity": r.get("sparsity") if r else None,
+                "val_loss": r.get("val_loss") if ok else None,
+                "val_accuracy": r.get("val_accuracy") if ok else None,
+                "train_loss": r.get("train_loss") if ok else None,
+                "degradation": (r["val_loss"] - base["val_loss"]) / base["val_loss"] if ok and base_ok else None,
+                "wall_time_s": r.get("wall_time_s") if r else None,
+                "error": r.get("error") if r else None,
+            }
+        )
     summary = []
     for p in spec.precisions:
         for m in spec.methods:
@@ -195,8 +229,19 @@ def degradation_table(spec: ExperimentSpec, cells: Sequence[Cell], results: dict
             accs = [r["val_accuracy"] for r in rs if r["val_accuracy"] is not None]
             degs = [r["degradation"] for r in rs if r["degradation"] is not None]
             (vl, vl_sd), (acc, acc_sd), (dg, dg_sd) = _mean_std(vals), _mean_std(accs), _mean_std(degs)
-            summary.append({"precision": p, "method": m, "gamma": rs[0]["gamma"] if rs else None, "n": len(vals),
-                            "failed": sum(r["status"] not in ("ok", "missing") for r in rs),
-                            "val_loss_mean": vl, "val_loss_std": vl_sd, "val_accuracy_mean": acc,
-                            "val_accuracy_std": acc_sd, "degradation_mean": dg, "degradation_std": dg_sd})
+            summary.append(
+                {
+                    "precision": p,
+                    "method": m,
+                    "gamma": rs[0]["gamma"] if rs else None,
+                    "n": len(vals),
+                    "failed": sum(r["status"] not in ("ok", "missing") for r in rs),
+                    "val_loss_mean": vl,
+                    "val_loss_std": vl_sd,
+                    "val_accuracy_mean": acc,
+                    "val_accuracy_std": acc_sd,
+                    "degradation_mean": dg,
+                    "degradation_std": dg_sd,
+                }
+            )
     return runs, summary

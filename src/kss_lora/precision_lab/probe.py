@@ -30,7 +30,7 @@ from kss_lora.precision.emulate import module_role
 from kss_lora.precision.formats import get_format, quantize
 
 FORMAT_NAMES: tuple[str, ...] = ("e4m3", "e5m2", "e2m1")
-# (label, scaling, block_format): the modes SPEC section 3 names.
+# (label, scaling, block_format): the modes docs/spec.md §3 names.
 SCALINGS: tuple[tuple[str, str, str], ...] = (
     ("none", "none", "mx"),
     ("tensor", "tensor", "mx"),
@@ -124,8 +124,18 @@ class TensorProbe:
         out = []
         for (layer, tensor, fmt_name, label), acc in self.cells.items():
             meta = self.meta[(layer, tensor)]
-            out.append({"layer": layer, "tensor": tensor, "role": meta["role"], "shape": meta["shape"],
-                        "amax": meta["amax"], "format": fmt_name, "scaling": label, **acc.row()})
+            out.append(
+                {
+                    "layer": layer,
+                    "tensor": tensor,
+                    "role": meta["role"],
+                    "shape": meta["shape"],
+                    "amax": meta["amax"],
+                    "format": fmt_name,
+                    "scaling": label,
+                    **acc.row(),
+                }
+            )
         return out
 
 
@@ -143,8 +153,12 @@ def _scaling_of(module: nn.Module | None, adapter: str) -> float:
     return float(scaling.get(adapter, 1.0)) if isinstance(scaling, dict) else 1.0
 
 
-def attach_hooks(model: nn.Module, probe: TensorProbe, active: Callable[[], bool],
-                 lora_outputs: dict[str, torch.Tensor] | None = None) -> list[Any]:
+def attach_hooks(
+    model: nn.Module,
+    probe: TensorProbe,
+    active: Callable[[], bool],
+    lora_outputs: dict[str, torch.Tensor] | None = None,
+) -> list[Any]:
     """Forward hooks on every Linear: input and weight now, the output gradient during backward.
 
     Tensor kinds: ``base_input``/``base_weight``/``base_grad_output`` for frozen (or head) layers,
@@ -161,8 +175,16 @@ def attach_hooks(model: nn.Module, probe: TensorProbe, active: Callable[[], bool
         role = module_role(name)
         gamma = _scaling_of(modules.get(_owner_name(name)), name.rsplit(".", 1)[-1]) if role == "lora_B" else 1.0
 
-        def hook(mod: nn.Module, args: tuple[Any, ...], output: torch.Tensor, *, layer: str = _short(name),
-                 prefix: str = role, role: str = role, gamma: float = gamma) -> None:
+        def hook(
+            mod: nn.Module,
+            args: tuple[Any, ...],
+            output: torch.Tensor,
+            *,
+            layer: str = _short(name),
+            prefix: str = role,
+            role: str = role,
+            gamma: float = gamma,
+        ) -> None:
             if not args or not torch.is_tensor(args[0]) or not torch.is_tensor(output):
                 return
             if role == "lora_B" and lora_outputs is not None:
@@ -189,8 +211,13 @@ def lora_pairs(model: nn.Module) -> Iterable[tuple[str, torch.Tensor, torch.Tens
         adapter = "default" if "default" in lora_a else next(iter(lora_a))
         base = getattr(module, "base_layer", None)
         w0 = base.weight.detach() if isinstance(getattr(base, "weight", None), torch.Tensor) else None
-        yield (_short(name), lora_a[adapter].weight.detach(), lora_b[adapter].weight.detach(),
-               _scaling_of(module, adapter), w0)
+        yield (
+            _short(name),
+            lora_a[adapter].weight.detach(),
+            lora_b[adapter].weight.detach(),
+            _scaling_of(module, adapter),
+            w0,
+        )
 
 
 def merge_loss(w0: torch.Tensor, delta: torch.Tensor, fmt: str, scaling: str) -> dict[str, float]:
@@ -212,13 +239,20 @@ def merge_loss(w0: torch.Tensor, delta: torch.Tensor, fmt: str, scaling: str) ->
     nonzero = delta != 0
     n = int(nonzero.sum())
     norm = float(delta.norm())
-    return {"lost_frac": float(((q1 == q0) & nonzero).sum()) / n if n else 0.0,
-            "rel_error": float((q1 - q0 - delta).norm()) / norm if norm > 0 else 0.0, "nonzero": n,
-            "count": delta.numel()}
+    return {
+        "lost_frac": float(((q1 == q0) & nonzero).sum()) / n if n else 0.0,
+        "rel_error": float((q1 - q0 - delta).norm()) / norm if norm > 0 else 0.0,
+        "nonzero": n,
+        "count": delta.numel(),
+    }
 
 
-def gamma_rows(model: nn.Module, activations: dict[str, torch.Tensor], gammas: Sequence[float],
-               formats: Sequence[str] = FORMAT_NAMES) -> list[dict[str, Any]]:
+def gamma_rows(
+    model: nn.Module,
+    activations: dict[str, torch.Tensor],
+    gammas: Sequence[float],
+    formats: Sequence[str] = FORMAT_NAMES,
+) -> list[dict[str, Any]]:
     """Gamma sweep of the LoRA update, pooled over layers, per format and scaling.
 
     ``delta_w``: gamma * B @ A of each LoRA layer (the weight update a merge would add);
@@ -251,24 +285,51 @@ def gamma_rows(model: nn.Module, activations: dict[str, torch.Tensor], gammas: S
                     pooled.setdefault((row["gamma"], row["scaling"]), _Acc()).add(row, sq_norm * row["gamma"] ** 2)
             for (gamma, scaling), acc in pooled.items():
                 r = acc.row()
-                rows.append({"tensor": kind, "format": fmt, "scaling": scaling, "gamma": gamma,
-                             "underflow_frac": r["underflow_frac"], "saturate_frac": r["saturate_frac"],
-                             "rel_error": r["rel_error"], "nonzero_frac": r["nonzero_frac"], "elements": r["elements"],
-                             "claimed_threshold": CLAIMED_THRESHOLD[fmt]})
+                rows.append(
+                    {
+                        "tensor": kind,
+                        "format": fmt,
+                        "scaling": scaling,
+                        "gamma": gamma,
+                        "underflow_frac": r["underflow_frac"],
+                        "saturate_frac": r["saturate_frac"],
+                        "rel_error": r["rel_error"],
+                        "nonzero_frac": r["nonzero_frac"],
+                        "elements": r["elements"],
+                        "claimed_threshold": CLAIMED_THRESHOLD[fmt],
+                    }
+                )
     for fmt in formats if merges else ():
         for gamma in gammas:
             for scaling in ("none", "tensor"):
                 acc = _Acc()
                 for w0, delta in merges:
                     m = merge_loss(w0, gamma * delta, fmt, scaling)
-                    acc.add({"count": m["count"], "nonzero": m["nonzero"], "underflow_frac": m["lost_frac"],
-                             "saturate_frac": 0.0, "rel_error": m["rel_error"]},
-                            float(delta.double().pow(2).sum()) * gamma**2)
+                    acc.add(
+                        {
+                            "count": m["count"],
+                            "nonzero": m["nonzero"],
+                            "underflow_frac": m["lost_frac"],
+                            "saturate_frac": 0.0,
+                            "rel_error": m["rel_error"],
+                        },
+                        float(delta.double().pow(2).sum()) * gamma**2,
+                    )
                 r = acc.row()
-                rows.append({"tensor": "merged_w", "format": fmt, "scaling": scaling, "gamma": float(gamma),
-                             "underflow_frac": r["underflow_frac"], "saturate_frac": 0.0, "rel_error": r["rel_error"],
-                             "nonzero_frac": r["nonzero_frac"], "elements": r["elements"],
-                             "claimed_threshold": CLAIMED_THRESHOLD[fmt]})
+                rows.append(
+                    {
+                        "tensor": "merged_w",
+                        "format": fmt,
+                        "scaling": scaling,
+                        "gamma": float(gamma),
+                        "underflow_frac": r["underflow_frac"],
+                        "saturate_frac": 0.0,
+                        "rel_error": r["rel_error"],
+                        "nonzero_frac": r["nonzero_frac"],
+                        "elements": r["elements"],
+                        "claimed_threshold": CLAIMED_THRESHOLD[fmt],
+                    }
+                )
     return rows
 
 
@@ -286,9 +347,18 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = np.array([r[key] for r in rs], dtype=float)
             return float((vals * weights).sum() / weights.sum()) if weights.sum() > 0 else 0.0
 
-        out.append({"tensor": tensor, "format": fmt, "scaling": scaling, "layers": len(rs),
-                    "underflow_frac": mean("underflow_frac", wz), "saturate_frac": mean("saturate_frac", w),
-                    "rel_error": mean("rel_error", w), "max_underflow_frac": max(r["underflow_frac"] for r in rs)})
+        out.append(
+            {
+                "tensor": tensor,
+                "format": fmt,
+                "scaling": scaling,
+                "layers": len(rs),
+                "underflow_frac": mean("underflow_frac", wz),
+                "saturate_frac": mean("saturate_frac", w),
+                "rel_error": mean("rel_error", w),
+                "max_underflow_frac": max(r["underflow_frac"] for r in rs),
+            }
+        )
     return out
 
 
@@ -303,8 +373,15 @@ class ProbeResult:
     lora_layers: int
 
 
-def probe_run(run: Any, steps: int, *, gammas: Sequence[float] = DEFAULT_GAMMAS, max_elements: int = 1 << 16,
-              formats: Sequence[str] = FORMAT_NAMES, seed: int = 0) -> ProbeResult:
+def probe_run(
+    run: Any,
+    steps: int,
+    *,
+    gammas: Sequence[float] = DEFAULT_GAMMAS,
+    max_elements: int = 1 << 16,
+    formats: Sequence[str] = FORMAT_NAMES,
+    seed: int = 0,
+) -> ProbeResult:
     """Train ``run`` (a prepared :class:`kss_lora.runner.Run`) for ``steps`` optimizer steps, observing.
 
     Every step's forward/backward is observed (statistics pooled over steps); the optimizer step
@@ -353,5 +430,10 @@ def probe_run(run: Any, steps: int, *, gammas: Sequence[float] = DEFAULT_GAMMAS,
         for h in handles:
             h.remove()
     rows = probe.rows()
-    return ProbeResult(rows=rows, summary=summarize(rows), gamma_rows=gamma_rows(model, lora_outputs, gammas, formats),
-                       losses=losses, lora_layers=sum(1 for _ in lora_pairs(model)))
+    return ProbeResult(
+        rows=rows,
+        summary=summarize(rows),
+        gamma_rows=gamma_rows(model, lora_outputs, gammas, formats),
+        losses=losses,
+        lora_layers=sum(1 for _ in lora_pairs(model)),
+    )

@@ -24,6 +24,8 @@ from .errors import ConfigError
 
 TASKS = ("classification", "causal-lm")
 DATA_SOURCES = ("synthetic", "file", "hf", "chaosnli")
+DATA_FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
+DATA_PATH_KEYS = ("data.train", "data.validation", "data.test", "tracking.heldout")
 SCHEDULERS = ("linear", "cosine", "constant")
 NOISE_KINDS = ("symmetric", "asymmetric", "response-swap")
 PRECISIONS = ("fp32", "bf16", "fp8", "emu-fp8", "emu-fp4")
@@ -58,16 +60,30 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = _help(f"Where examples come from, one of {DATA_SOURCES}.", "synthetic")
-    train: str | None = _help("Training file (csv/tsv/jsonl) or, for source=hf, a dataset name or saved path.")
+    train: str | None = _help(
+        "Training file (csv, tsv, jsonl, json, parquet) or, for source=hf, a dataset: a hub name or a folder (saved "
+        "with save_to_disk, or of data files), optionally with ':split' (default: the role's name, e.g. train). "
+        "Relative paths are read against the config file's folder (the working directory for shipped configs "
+        "and command-line overrides); the same for validation, test and tracking.heldout."
+    )
     validation: str | None = _help("Validation file; split off the training file when absent.")
     test: str | None = _help("Test file; test metrics are skipped when absent.")
-    format: str | None = _help("File format csv, tsv or jsonl; inferred from the suffix when absent.")
+    format: str | None = _help(
+        f"File format, one of {DATA_FORMATS}; inferred from the suffix when absent. json: a JSON array of "
+        "records (e.g. Alpaca's instruction/input/output) or JSON lines."
+    )
+    hf_config: str | None = _help(
+        "source=hf: the dataset's config name (load_dataset's second argument), e.g. sst2 for glue; "
+        "the split goes after the name: train: glue:train, validation: glue:validation."
+    )
     header: bool = _help("Whether csv/tsv files have a header row.", True)
     column_names: list[str] | None = _help("Column names for files without a header row.")
     text_column: str = _help("Column holding the text.", "text")
     text_pair_column: str | None = _help("Column holding the second text of a pair (e.g. NLI hypothesis).")
     label_column: str = _help("Column holding the label (names or integers).", "label")
-    label_names: list[str] | None = _help("Label order; inferred (sorted) from the training data when absent.")
+    label_names: list[str] | None = _help(
+        "Label order; when absent, the label values seen in the training data, sorted (integers numerically)."
+    )
     val_fraction: float = _help("Fraction of the training pool held out for validation when no file is given.", 0.1)
     max_train_examples: int | None = _help("Stratified, seeded subsample of the training pool (after split).")
     max_eval_examples: int | None = _help("Stratified, seeded subsample of validation and test sets.")
@@ -91,12 +107,21 @@ class DataConfig:
         True,
     )
 
+    def __post_init__(self) -> None:
+        # Folders that relative data paths are read against, by config key ("data.train", "tracking.heldout");
+        # load_config sets them for a config file's own paths, the rest are read against the working directory.
+        # Not a dataclass field on purpose: neither hashed into the run id nor written to config.yaml, so a
+        # config has the same run id wherever it is run from.
+        self.path_bases: dict[str, Path] = {}
+
     def validate(self) -> None:
         _choice("data.source", self.source, DATA_SOURCES)
         if self.messages_column is not None and self.instruction is not None:
             raise ConfigError("data.instruction", "give either data.instruction or data.messages_column, not both")
         if self.format is not None:
-            _choice("data.format", self.format, ("csv", "tsv", "jsonl"))
+            _choice("data.format", self.format, DATA_FORMATS)
+        if self.hf_config is not None and self.source != "hf":
+            raise ConfigError("data.hf_config", f"only used with data.source=hf, not {self.source!r}")
         if self.source in ("file", "hf", "chaosnli") and not self.train:
             raise ConfigError("data.train", f"required when data.source={self.source}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -313,6 +338,7 @@ HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
         "instruction": None,
         "system_prompt": None,
         "use_chat_template": True,
+        "hf_config": None,
     },
     "train": {"gradient_checkpointing": False},
 }
@@ -458,8 +484,21 @@ def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config (path or shipped name), apply overrides, validate."""
-    return from_dict(apply_overrides(load_raw(name_or_path), overrides or []))
+    """Load a YAML config (path or shipped name), apply overrides, validate.
+
+    Relative data paths written in a config file named by path are read against that file's folder; those of
+    shipped configs and of overrides against the working directory. The paths stay as written in the config
+    (and its run id): only ``DataConfig.path_bases`` records the folder.
+    """
+    overrides = overrides or []
+    cfg = from_dict(apply_overrides(load_raw(name_or_path), overrides))
+    if Path(name_or_path).is_file():  # resolve_config_path's test: a path, not a shipped name
+        folder = Path(name_or_path).resolve().parent
+        overridden = {item.split("=", 1)[0].strip() for item in overrides}
+        for key in DATA_PATH_KEYS:
+            if not overridden & {key, key.split(".")[0]}:  # `data.train=...` or a whole `data={...}` block
+                cfg.data.path_bases[key] = folder
+    return cfg
 
 
 def to_yaml(cfg: RunConfig) -> str:

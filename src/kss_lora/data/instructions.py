@@ -3,8 +3,10 @@
 Every example is a conversation: a list of ``{"role", "content"}`` messages whose assistant turns are the
 response tokens the loss is computed on. Three ways in, all ending in :class:`InstructionData`:
 
-- ``data.prompt_column`` / ``data.response_column`` (default ``prompt`` / ``response``) of a csv/tsv/jsonl
-  file or a ``datasets`` dataset: one user turn, one assistant turn;
+- ``data.prompt_column`` / ``data.response_column`` (default ``prompt`` / ``response``) of a file (csv, tsv,
+  jsonl, json, parquet) or a ``datasets`` dataset: one user turn, one assistant turn. With those defaults, a
+  table with no ``prompt`` column but Alpaca's ``instruction``/``input``/``output`` is read as Alpaca data:
+  prompt = instruction (then a blank line and the input, when there is one), response = output;
 - ``data.messages_column``: chat transcripts as stored (jsonl lists of messages); every assistant turn is a
   response;
 - ``data.instruction``: classification data (any ``data.source``, including ``synthetic`` and AG News files)
@@ -33,7 +35,8 @@ import pandas as pd
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .loading import Split, _cap, _read_table, load_classification_data
+from .files import read_table
+from .loading import Split, _cap, load_classification_data
 
 Message = dict[str, str]
 
@@ -162,7 +165,9 @@ def read_conversations(cfg: DataConfig, path: str, *, where: str) -> Instruction
 
 
 def _read_conversations(cfg: DataConfig, path: str | None, where: str) -> InstructionSplit:
-    df = _read_table(cfg, path, where)
+    df = read_table(cfg, path, where)
+    if cfg.messages_column is None and _is_alpaca(df, cfg):
+        df = _alpaca_to_columns(df, cfg)
     if cfg.messages_column is not None:
         _require_columns(df, [("messages_column", cfg.messages_column)], where)
         convs = [_parse_messages(v, where, row) for row, v in enumerate(df[cfg.messages_column].tolist())]
@@ -179,6 +184,30 @@ def _read_conversations(cfg: DataConfig, path: str | None, where: str) -> Instru
             raise DataError(f"{where}: {len(empty)} empty responses (first at row {empty[0]}); drop them first")
         convs = [_conversation(p, r, cfg.system_prompt) for p, r in zip(prompts, responses)]
     return InstructionSplit(convs)
+
+
+ALPACA_COLUMNS = ("instruction", "input", "output")
+
+
+def _is_alpaca(df: pd.DataFrame, cfg: DataConfig) -> bool:
+    """Alpaca-style rows (instruction, optional input, output) under the default column names."""
+    defaults = cfg.prompt_column == "prompt" and cfg.response_column == "response"
+    return defaults and "prompt" not in df.columns and {"instruction", "output"} <= set(df.columns)
+
+
+def _alpaca_to_columns(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """Alpaca's prompt: the instruction, then a blank line and the input when the input is not empty."""
+
+    def text(value: Any) -> str:
+        return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+    inputs = df["input"].tolist() if "input" in df.columns else [""] * len(df)
+    prompts = [
+        text(ins) + (f"\n\n{text(inp)}" if text(inp).strip() else "") for ins, inp in zip(df["instruction"], inputs)
+    ]
+    out = pd.DataFrame({cfg.prompt_column: prompts, cfg.response_column: [text(v) for v in df["output"]]})
+    out.attrs.update(df.attrs)
+    return out
 
 
 def _require_columns(df: pd.DataFrame, wanted: list[tuple[str, str]], where: str) -> None:
@@ -217,6 +246,11 @@ def random_split(split: InstructionSplit, fraction: float, *, seed: int) -> tupl
         raise DataError(f"data.train: need at least 2 examples to split off a validation set, got {n}")
     held = np.sort(np.random.default_rng(seed).permutation(n)[: max(1, int(round(fraction * n)))])
     kept = np.setdiff1d(np.arange(n), held)
+    if len(kept) == 0:
+        raise DataError(
+            f"data.train: data.val_fraction={fraction:g} of {n} examples leaves no training examples; "
+            "lower data.val_fraction or give data.validation"
+        )
     return split.subset(kept), split.subset(held)
 
 

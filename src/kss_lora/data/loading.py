@@ -1,20 +1,23 @@
-"""Text-classification data: files (csv/tsv/jsonl), ``datasets`` datasets or synthetic, split and mapped.
+"""Text-classification data: files, ``datasets`` datasets or synthetic, split and mapped.
 
 Everything downstream sees :class:`ClassificationData`: three :class:`Split`\\ s with integer labels and
 a shared ``label_names`` list. Splits and subsamples are seeded by ``data.split_seed`` (not the training
-seed), so all seeds of a sweep see the same examples.
+seed), so all seeds of a sweep see the same examples. Reading files and datasets is :mod:`.files`.
+
+Labels are the values seen in the training data (integers sorted numerically: labels {0, 7} are two
+classes, not eight) unless ``data.label_names`` lists them; a blank label is an error naming its row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
+from .files import read_table, resolve_path
 from .synthetic import make_synthetic
 
 
@@ -58,20 +61,20 @@ def load_classification_data(cfg: DataConfig) -> ClassificationData:
         return _synthetic(cfg)
     if cfg.source == "chaosnli":
         return _chaosnli(cfg)
-    train_df = _read_table(cfg, cfg.train, "data.train")
-    val_df = _read_table(cfg, cfg.validation, "data.validation") if cfg.validation else None
-    test_df = _read_table(cfg, cfg.test, "data.test") if cfg.test else None
+    train_df = read_table(cfg, cfg.train, "data.train")
+    val_df = read_table(cfg, cfg.validation, "data.validation") if cfg.validation else None
+    test_df = read_table(cfg, cfg.test, "data.test") if cfg.test else None
 
     for df, where in ((train_df, "data.train"), (val_df, "data.validation"), (test_df, "data.test")):
         if df is not None:
             _check_columns(df, cfg, where)
+            _check_blank_labels(df, cfg.label_column, where)
     label_names = cfg.label_names or _infer_label_names(train_df[cfg.label_column])
     if len(label_names) < 2:
         raise ConfigError("data.label_column", f"needs at least two classes, found {len(label_names)}: {label_names}")
     train = _to_split(train_df, cfg, label_names, "data.train")
     if val_df is None:
-        train_idx, val_idx = stratified_split(train.labels, cfg.val_fraction, seed=cfg.split_seed)
-        train, validation = train.subset(train_idx), train.subset(val_idx)
+        train, validation = split_off_validation(train, len(label_names), cfg)
     else:
         validation = _to_split(val_df, cfg, label_names, "data.validation")
     test = _to_split(test_df, cfg, label_names, "data.test") if test_df is not None else None
@@ -89,24 +92,45 @@ def _limit(data: ClassificationData, cfg: DataConfig) -> ClassificationData:
     return data
 
 
+def split_off_validation(pool: Split, num_classes: int, cfg: DataConfig) -> tuple[Split, Split]:
+    """Stratified (train, validation) split of the training pool; a pool too small to split is an error
+    naming data.train and what is needed, never an empty validation set."""
+    n, needed = len(pool), 2 * num_classes
+    if n < needed:
+        raise DataError(
+            f"data.train: {n} examples for {num_classes} classes; splitting off a validation set needs at least "
+            f"{needed} (two per class), or give data.validation"
+        )
+    train_idx, val_idx = stratified_split(pool.labels, cfg.val_fraction, seed=cfg.split_seed)
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        empty = "validation" if len(val_idx) == 0 else "training"
+        raise DataError(
+            f"data.train: data.val_fraction={cfg.val_fraction:g} of {n} examples leaves the {empty} split empty "
+            f"(each class gives round(val_fraction x its count)); change data.val_fraction or give data.validation"
+        )
+    return pool.subset(train_idx), pool.subset(val_idx)
+
+
 def load_split(cfg: DataConfig, path: str, label_names: list[str], *, where: str) -> Split:
     """One whole file read with the same settings as the training data (e.g. held-out items to track)."""
     if cfg.source == "chaosnli":
-        return _chaosnli_split(path, where)
-    df = _read_table(cfg, path, where)
+        return _chaosnli_split(cfg, path, where)
+    df = read_table(cfg, path, where)
     _check_columns(df, cfg, where)
+    _check_blank_labels(df, cfg.label_column, where)
     return _to_split(df, cfg, label_names, where)
 
 
 CHAOSNLI_LABELS = ["entailment", "neutral", "contradiction"]
 
 
-def _chaosnli_split(path: str, where: str) -> Split:
+def _chaosnli_split(cfg: DataConfig, value: str, where: str) -> Split:
     """ChaosNLI items with the 100-vote majority label (order e, n, c); ids are row numbers in the file."""
     from ..dynamics.entropy import load_chaosnli
 
-    if not Path(path).is_file():
-        raise DataError(f"{where}: file not found: {path}")
+    path, relative = resolve_path(cfg, value, where)
+    if not path.is_file():
+        raise DataError(f"{where}: no such file {value!r}{relative}")
     df = load_chaosnli(path)
     if df.attrs.get("task") not in (None, "nli"):
         raise DataError(f"{where}: only SNLI/MNLI ChaosNLI files are supported for training, got {path}")
@@ -115,13 +139,12 @@ def _chaosnli_split(path: str, where: str) -> Split:
 
 def _chaosnli(cfg: DataConfig) -> ClassificationData:
     """Train on one ChaosNLI subset's majority labels (Steele's protocol adapted to the data we have)."""
-    pool = _chaosnli_split(cfg.train, "data.train")  # type: ignore[arg-type]
+    pool = _chaosnli_split(cfg, cfg.train, "data.train")  # type: ignore[arg-type]
     if cfg.validation:
-        train, validation = pool, _chaosnli_split(cfg.validation, "data.validation")
+        train, validation = pool, _chaosnli_split(cfg, cfg.validation, "data.validation")
     else:
-        train_idx, val_idx = stratified_split(pool.labels, cfg.val_fraction, seed=cfg.split_seed)
-        train, validation = pool.subset(train_idx), pool.subset(val_idx)
-    test = _chaosnli_split(cfg.test, "data.test") if cfg.test else None
+        train, validation = split_off_validation(pool, len(CHAOSNLI_LABELS), cfg)
+    test = _chaosnli_split(cfg, cfg.test, "data.test") if cfg.test else None
     return _limit(ClassificationData(train, validation, test, list(CHAOSNLI_LABELS)), cfg)
 
 
@@ -139,62 +162,35 @@ def _synthetic(cfg: DataConfig) -> ClassificationData:
     return ClassificationData(train, validation, test, names)
 
 
-def _read_table(cfg: DataConfig, path_str: str | None, where: str) -> pd.DataFrame:
-    if cfg.source == "hf":
-        return _read_hf(path_str, where)
-    path = Path(path_str)  # type: ignore[arg-type]
-    if not path.is_file():
-        raise DataError(f"{where}: file not found: {path}")
-    fmt = cfg.format or {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix)
-    if fmt is None:
-        raise ConfigError("data.format", f"cannot infer from suffix {path.suffix!r}; allowed: csv, tsv, jsonl")
-    header = 0 if cfg.header else None
-    try:
-        if fmt == "jsonl":
-            df = pd.read_json(path, lines=True)
-        else:
-            # QUOTE_NONE for tsv: text fields contain stray quotes that would swallow lines.
-            df = pd.read_csv(
-                path,
-                sep="\t" if fmt == "tsv" else ",",
-                header=header,
-                names=cfg.column_names,
-                quoting=3 if fmt == "tsv" else 0,
-                dtype=str,
-                keep_default_na=False,
-            )
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{where}: cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
-    if len(df) == 0:
-        raise DataError(f"{where}: {path} has no rows")
-    return df
-
-
-def _read_hf(name: str | None, where: str) -> pd.DataFrame:
-    """A ``datasets`` dataset: ``path/to/saved`` (load_from_disk) or ``name[:split]`` (load_dataset)."""
-    import datasets
-
-    try:
-        if name and Path(name.split(":")[0]).is_dir():
-            ds = datasets.load_from_disk(name.split(":")[0])
-            split = name.split(":")[1] if ":" in name else None
-        else:
-            base, _, split = (name or "").partition(":")
-            ds = datasets.load_dataset(base)
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds[split or "train"]
-    except Exception as exc:  # datasets raises many types; the user needs one line
-        raise DataError(f"{where}: cannot load dataset {name!r}: {str(exc).splitlines()[0]}") from None
-    return ds.to_pandas()
-
-
 def _infer_label_names(column: pd.Series) -> list[str]:
-    values = column.tolist()
-    try:
-        ints = sorted({int(v) for v in values})
-        return [str(i) for i in range(max(ints) + 1)] if ints and min(ints) >= 0 else [str(i) for i in ints]
-    except (TypeError, ValueError):
-        return sorted({str(v) for v in values})
+    """The label values seen, sorted; integers numerically and only those seen ({0, 7}: two classes)."""
+    values = {_label_text(v) for v in column.tolist()}
+    if all(_is_int(v) for v in values):
+        return sorted(values, key=int)
+    return sorted(values)
+
+
+def _label_text(value: object) -> str:
+    return str(value).strip()
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("+-").isdigit()
+
+
+def _is_blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip()
+
+
+def _check_blank_labels(df: pd.DataFrame, column: str, where: str) -> None:
+    """A blank label would become a class named "" (csv) or "nan" (json): refuse it, naming its row."""
+    blank = [i for i, v in enumerate(df[column].tolist()) if _is_blank(v)]
+    if blank:
+        more = f"; {len(blank)} blank labels in all" if len(blank) > 1 else ""
+        raise DataError(
+            f"{where}: blank label (column {column!r}) in row {blank[0] + 1} of {df.attrs.get('source', 'the data')} "
+            f"(data rows counted from 1, a header row not counted){more}"
+        )
 
 
 def _check_columns(df: pd.DataFrame, cfg: DataConfig, where: str) -> None:
@@ -207,7 +203,7 @@ def _check_columns(df: pd.DataFrame, cfg: DataConfig, where: str) -> None:
 
 def _to_split(df: pd.DataFrame, cfg: DataConfig, label_names: list[str], where: str) -> Split:
     index = {name: i for i, name in enumerate(label_names)}
-    raw = df[cfg.label_column].astype(str).str.strip().tolist()
+    raw = [_label_text(v) for v in df[cfg.label_column].tolist()]
     unknown = sorted({v for v in raw if v not in index})
     if unknown:
         raise DataError(f"{where}: labels {unknown[:5]} are not in data.label_names {label_names}")

@@ -13,6 +13,7 @@ import yaml
 from kss_lora.cli import main
 from kss_lora.config import from_dict, load_config
 from kss_lora.data import load_classification_data
+from kss_lora.data.files import resolved_data_paths
 from kss_lora.data.instructions import load_instruction_data, random_split
 from kss_lora.errors import ConfigError, DataError
 
@@ -171,7 +172,7 @@ def test_unreachable_dataset_name_offline_is_one_line(tmp_path, monkeypatch, cap
         load_classification_data(hf_cfg(train="glue", hf_config="sst2"))
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"data.train: cannot load dataset 'glue' (config 'sst2'), split 'train': no folder 'glue'")
+    assert message.startswith("data.train: cannot load dataset 'glue' (config 'sst2'), split 'train': no folder 'glue'")
     assert f"(relative to {tmp_path}, the working directory)" in message and "Hub" in message
     with pytest.raises(ConfigError, match="data.hf_config: only used with data.source=hf, not 'file'"):
         data_cfg(train="x.csv", hf_config="sst2")
@@ -208,6 +209,12 @@ def test_relative_paths_are_read_against_the_config_files_folder(tmp_path, monke
     monkeypatch.chdir(config.parent)
     assert load_config("cfg.yaml").run_id() == cfg.run_id() == from_dict(yaml.safe_load(config.read_text())).run_id()
     assert "path_bases" not in cfg.to_dict()["data"]
+    # For a run record: the files read, as absolute paths.
+    train = str((config.parent / "data" / "train.csv").resolve())
+    assert resolved_data_paths(cfg.data, "held.csv") == {
+        "data.train": train,
+        "tracking.heldout": str((config.parent / "held.csv").resolve()),
+    }
 
 
 def test_missing_file_says_what_the_path_was_relative_to(tmp_path, monkeypatch, capsys):

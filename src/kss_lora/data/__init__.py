@@ -1,5 +1,6 @@
-"""Data loading: files, ``datasets`` datasets and a built-in synthetic set."""
+"""Data loading: files, ``datasets`` datasets and a built-in synthetic set (formats: docs/data.md)."""
 
+from .files import resolved_data_paths
 from .loading import (
     ClassificationData,
     Split,
@@ -16,6 +17,7 @@ __all__ = [
     "load_classification_data",
     "load_split",
     "make_synthetic",
+    "resolved_data_paths",
     "stratified_sample",
     "stratified_split",
 ]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from kss_lora.cli import main
-from kss_lora.config import from_dict, load_config
+from kss_lora.config import from_dict, load_config, shipped_configs
 from kss_lora.data import load_classification_data
 from kss_lora.data.files import resolved_data_paths
 from kss_lora.data.instructions import load_instruction_data, random_split
@@ -245,6 +245,9 @@ def test_shipped_config_paths_are_relative_to_the_working_directory(tmp_path, mo
         load_classification_data(load_config("agnews").data)
     relative = f"(relative to {tmp_path}, the working directory)"
     assert str(err.value) == f"data.train: no such file '../shared/data/agnews/dev.tsv' {relative}"
+    # Also when the shipped file is named by its path (the repository's configs/ links to the package's).
+    by_path = load_config(str(shipped_configs()["agnews"]))
+    assert by_path.data.path_bases == {} and by_path.run_id() == load_config("agnews").run_id()
 
 
 # ----------------------------------------------------------------------------- labels

@@ -492,8 +492,12 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunCon
     """
     overrides = overrides or []
     cfg = from_dict(apply_overrides(load_raw(name_or_path), overrides))
-    if Path(name_or_path).is_file():  # resolve_config_path's test: a path, not a shipped name
-        folder = Path(name_or_path).resolve().parent
+    shipped_root = Path(str(resources.files("kss_lora") / "configs")).resolve()
+    path = Path(name_or_path).resolve()
+    # A path, not a shipped name (resolve_config_path's test), and not a shipped file named by its path
+    # (configs/agnews.yaml): shipped paths are written for the working directory.
+    if Path(name_or_path).is_file() and not path.is_relative_to(shipped_root):
+        folder = path.parent
         overridden = {item.split("=", 1)[0].strip() for item in overrides}
         for key in DATA_PATH_KEYS:
             if not overridden & {key, key.split(".")[0]}:  # `data.train=...` or a whole `data={...}` block

@@ -237,6 +237,9 @@ def test_missing_file_says_what_the_path_was_relative_to(tmp_path, monkeypatch, 
     cfg = load_config(str(config), ["data.train=mine.csv"])
     assert len(load_classification_data(cfg.data).train) == 18
     assert "data.train" not in cfg.data.path_bases and cfg.data.path_bases["data.test"] == folder
+    with pytest.raises(DataError) as err:
+        load_classification_data(load_config(str(config), ["data.train=."]).data)
+    assert str(err.value) == f"data.train: '.' (relative to {tmp_path}, the working directory) is a folder, not a file"
 
 
 def test_shipped_config_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):

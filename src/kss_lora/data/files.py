@@ -76,9 +76,10 @@ def read_table(cfg: DataConfig, value: str | None, where: str) -> pd.DataFrame:
 
 def _read_file(cfg: DataConfig, value: str, where: str) -> pd.DataFrame:
     path, relative = resolve_path(cfg, value, where)
+    if path.is_dir():
+        raise DataError(f"{where}: {value!r}{relative} is a folder, not a file")
     if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "no such file"
-        raise DataError(f"{where}: {what} {value!r}{relative}")
+        raise DataError(f"{where}: no such file {value!r}{relative}")
     fmt = cfg.format or SUFFIX_FORMATS.get(path.suffix.lower())
     if fmt is None:
         allowed = ", ".join(f"{s} ({f})" for s, f in SUFFIX_FORMATS.items())

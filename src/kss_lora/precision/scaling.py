@@ -1,7 +1,7 @@
 """Scaled fake quantization: raw cast, per-tensor amax scaling, and MX / NVFP4 block scaling.
 
-Why scaling matters for this project: the seeds claim a "Gamma theorem" (the LoRA scale gamma must be
-large enough or updates underflow at low precision). That is only true of *raw* casting. With amax
+Why scaling matters for this project: the published claims state a "Gamma theorem" (the LoRA scale gamma
+must be large enough or updates underflow at low precision). That is only true of *raw* casting. With amax
 scaling the tensor is divided by a scale derived from its own maximum before the cast, so multiplying
 the tensor by gamma multiplies the scale by gamma and the cast sees the same values. Block scaling
 (MX, NVFP4) does the same per block of the last dimension, which also rescues tensors whose blocks

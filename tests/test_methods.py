@@ -85,6 +85,8 @@ def test_register_method_rejects_taken_names_and_bad_specs():
         register_method(MethodSpec("kss-default", "a preset's name", uses_lora=True))
     with pytest.raises(ValueError, match="needs uses_lora"):
         MethodSpec("odd", "mask on LoRA without LoRA", uses_lora=False, masks="lora")
+    with pytest.raises(ValueError, match="go together"):
+        MethodSpec("odd", "rsLoRA scaling without rsLoRA", uses_lora=True, alpha_convention="sqrt-rank")
     assert "odd" not in METHOD_SPECS
 
 

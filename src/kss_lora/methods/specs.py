@@ -59,6 +59,8 @@ class MethodSpec:
             raise ValueError(f"{self.name}: a method without a mask has no sparsity")
         if not self.uses_lora and (self.use_rslora or self.use_dora or self.default_dropout):
             raise ValueError(f"{self.name}: PEFT arguments need uses_lora")
+        if self.use_rslora != (self.alpha_convention == "sqrt-rank"):  # PEFT scales by α/√r exactly under rsLoRA
+            raise ValueError(f"{self.name}: use_rslora and alpha_convention='sqrt-rank' go together")
 
     @property
     def masked(self) -> bool:

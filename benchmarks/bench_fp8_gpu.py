@@ -1,6 +1,6 @@
 """Real FP8 (torchao) vs BF16 on a GPU: training step time, peak memory and validation loss.
 
-Why: the seeds' FP8 claims (docs/spec.md §4) were made on H200s. On CPU we can only emulate FP8; this
+Why: the published FP8 claims (docs/spec.md §4) were made on H200s. On CPU we can only emulate FP8; this
 script measures the real thing where the hardware has FP8 tensor cores (compute capability >= 8.9:
 Ada, Hopper, Blackwell). For each precision it (1) times ``--steps`` training steps (forward, backward,
 AdamW) after ``--warmup`` steps on a fixed set of batches, optionally under ``torch.compile`` (torchao's

@@ -10,25 +10,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from . import __version__
+from .commands import COMMANDS, command, quiet_libraries
 from .errors import KSSError
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, help: str):  # noqa: A002 - argparse's own word
-    """Register a subcommand: the decorated function adds arguments; ``handler`` runs it."""
-
-    def register(add_args: Callable[[argparse.ArgumentParser], None]):
-        def bind(handler: Callable[[argparse.Namespace], int]):
-            COMMANDS[name] = (help, add_args, handler)
-            return handler
-
-        return bind
-
-    return register
+# Kept for scripts that import it from here (benchmarks/); the registry and this helper live in .commands.
+_quiet_libraries = quiet_libraries
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -93,52 +82,34 @@ def _configs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
+    register_feature_commands()
     parser = argparse.ArgumentParser(prog="kss", description="KSS-LoRA fine-tuning and measurement lab")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add_args, handler) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_args(p)
-        p.set_defaults(handler=handler)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_args(p)
+        p.set_defaults(handler=cmd.handler)
     return parser
 
 
-def _load_plugins() -> None:
-    """Subcommands defined next to their features register themselves on import."""
-    import importlib
+def register_feature_commands() -> None:
+    """Import each feature's command module; its ``@command`` decorators register its subcommands.
 
-    for module in (
-        "kss_lora.lab.cli",
-        "kss_lora.dynamics.cli",
-        "kss_lora.detect.cli",
-        "kss_lora.precision_lab.cli",
-        "kss_lora.eval.cli",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module and not module.startswith(str(exc.name)):
-                raise
+    Named one by one (no discovery): this list is what ``kss`` offers, and the import graph test reads it.
+    """
+    from .detect import cli as detect_cli
+    from .dynamics import cli as dynamics_cli
+    from .eval import cli as eval_cli
+    from .lab import cli as lab_cli
+    from .precision_lab import cli as precision_cli
 
-
-def _quiet_libraries() -> None:
-    """Library chatter (new-head notices, deprecations) buries our one-line output; keep errors only."""
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    del lab_cli, dynamics_cli, detect_cli, precision_cli, eval_cli  # imported for their registrations
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
+    quiet_libraries()
     parser = build_parser()
     # key=value overrides may come after options (`kss run cfg --run-dir d lr=1`): argparse stops
     # collecting the positional list at the first option, so pick the stragglers up here.
@@ -163,7 +134,4 @@ def entry() -> Any:
 
 
 if __name__ == "__main__":
-    # Run through the imported module, not __main__: plugins register their subcommands on kss_lora.cli.
-    from kss_lora.cli import entry as _entry
-
-    _entry()
+    entry()

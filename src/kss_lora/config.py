@@ -150,8 +150,9 @@ class MethodConfig:
     target_modules: list[str] | None = _help("Module names to adapt; a per-architecture default when absent.")
 
     def validate(self) -> None:
-        # Method names and preset values are validated by the method registry (single source of truth).
-        from .methods import validate_method
+        # Method names and preset values are validated against the method table (single source of truth);
+        # that module is torch-free, so loading a config does not load a model library.
+        from .methods.resolve import validate_method
 
         validate_method(self)
 
@@ -245,7 +246,7 @@ class PrecisionConfig:
         if self.emulation and not self.mode.startswith("emu-"):
             raise ConfigError("precision.emulation", f"only used with emu-fp8/emu-fp4, not {self.mode!r}")
         if self.mode.startswith("emu-"):
-            from .precision.runtime import emulation_config
+            from .precision.config import emulation_config  # torch-free, like this module
 
             emulation_config(self)
 

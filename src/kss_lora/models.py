@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,6 @@ from torch import nn
 
 from .errors import ConfigError
 
-BUILTIN_MODELS = ("minilm", "smollm2-135m", "tiny-bert", "tiny-llama")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -69,11 +70,40 @@ def smollm2_path() -> str:
     return str(target)
 
 
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model the package knows by name: where its weights and tokenizer come from, offline.
+
+    ``weights_path`` is None for the tiny random models, which are built from :func:`_tiny_config` (they
+    borrow MiniLM's tokenizer so that real text tokenizes).
+    """
+
+    name: str
+    tokenizer_path: Callable[[], str]
+    weights_path: Callable[[], str] | None = None
+
+    @property
+    def random(self) -> bool:
+        return self.weights_path is None
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    m.name: m
+    for m in (
+        BuiltinModel("minilm", tokenizer_path=minilm_path, weights_path=minilm_path),
+        BuiltinModel("smollm2-135m", tokenizer_path=smollm2_path, weights_path=smollm2_path),
+        BuiltinModel("tiny-bert", tokenizer_path=minilm_path),
+        BuiltinModel("tiny-llama", tokenizer_path=minilm_path),
+    )
+}
+"""The one model-name map: every reader of ``model.name`` (loading, tokenizers, shapes) goes through it."""
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    source = {"minilm": minilm_path, "tiny-bert": minilm_path, "tiny-llama": minilm_path}.get(name)
-    path = source() if source else (smollm2_path() if name == "smollm2-135m" else name)
+    builtin = BUILTIN_MODELS.get(name)
+    path = builtin.tokenizer_path() if builtin else name
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # decoders: pad with EOS; attention masks keep padding out of the loss
         tokenizer.pad_token = tokenizer.eos_token
@@ -103,6 +133,24 @@ def _tiny_config(name: str, vocab_size: int) -> Any:
     )
 
 
+def weights_path(name: str) -> str:
+    """The checkpoint to load for ``name``: a built-in's local copy, else the name itself (HF id or path)."""
+    builtin = BUILTIN_MODELS.get(name)
+    if builtin is not None and builtin.weights_path is not None:
+        return builtin.weights_path()
+    return name
+
+
+def model_config(name: str, *, vocab_size: int = 30522, trust_remote_code: bool = False) -> Any:
+    """The transformers config of ``name`` without loading weights (tiny models: built here)."""
+    builtin = BUILTIN_MODELS.get(name)
+    if builtin is not None and builtin.random:
+        return _tiny_config(name, vocab_size=vocab_size)
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(weights_path(name), trust_remote_code=trust_remote_code)
+
+
 def load_model(
     name: str,
     *,
@@ -121,13 +169,14 @@ def load_model(
         auto, kwargs = AutoModelForSequenceClassification, {"num_labels": num_labels}
     else:
         auto = AutoModelForCausalLM
-    if name in ("tiny-bert", "tiny-llama"):
+    builtin = BUILTIN_MODELS.get(name)
+    if builtin is not None and builtin.random:
         config = _tiny_config(name, vocab_size=len(tokenizer) if tokenizer is not None else 30522)
         for key, value in kwargs.items():
             setattr(config, key, value)
         model = auto.from_config(config)
     else:
-        path = {"minilm": minilm_path, "smollm2-135m": smollm2_path}.get(name, lambda: name)()
+        path = weights_path(name)
         try:
             model = auto.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=torch.float32, **kwargs)
         except OSError as exc:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cli import command
+from ..commands import command
 from ..errors import KSSError
 
 

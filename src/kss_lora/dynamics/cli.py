@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..cli import command
+from ..commands import command
 from ..errors import ConfigError
 from .metrics import LN2
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import command
+from ..commands import command
 from ..errors import ConfigError, DataError
 
 DEFAULT_CSV = "../shared/data/truthfulqa/TruthfulQA.csv"

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import command
+from ..commands import command
 from ..errors import KSSError
 
 

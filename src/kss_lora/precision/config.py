@@ -1,7 +1,8 @@
 """Configuration of low-precision emulation: which formats, which scaling, which tensors.
 
 Kept separate from the quantizer so a config loader can validate a YAML/JSON section without
-touching torch, and so every setting carries a ``help`` string a CLI or docs generator can print.
+touching torch (this module imports only the torch-free :mod:`.catalog`), and so every setting carries a
+``help`` string a CLI or docs generator can print.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from kss_lora.errors import ConfigError
-from kss_lora.precision.formats import check_rounding, get_format
-from kss_lora.precision.scaling import BLOCK_FORMATS, SCALING_MODES, QuantSpec
+from kss_lora.precision.catalog import BLOCK_FORMATS, SCALING_MODES, QuantSpec, check_rounding, get_format
 
 _PREFIX = "precision"
 COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
@@ -139,3 +139,16 @@ class EmulationConfig:
     def backward_spec(self) -> QuantSpec:
         """Quantizer for output gradients."""
         return self._spec(self.backward_format)
+
+
+# Format defaults per emulated mode; precision.emulation overrides any field of EmulationConfig.
+EMULATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "emu-fp8": {"forward_format": "e4m3", "backward_format": "e5m2"},
+    "emu-fp4": {"forward_format": "e2m1", "backward_format": "e5m2"},
+}
+
+
+def emulation_config(precision: Any) -> EmulationConfig:
+    """The EmulationConfig for a ``PrecisionConfig`` block (validated; bad fields are ConfigErrors)."""
+    options = {**EMULATION_DEFAULTS[precision.mode], **(precision.emulation or {})}
+    return EmulationConfig.from_dict(options)

@@ -1,6 +1,6 @@
 """Measure what a low-precision cast does to a tensor: underflow, saturation, error, and the role of gamma.
 
-Why: the seeds' "Gamma theorem" says the LoRA scale gamma must exceed ``2**-(b-4)`` at b bits or the
+Why: the published claims' "Gamma theorem" says the LoRA scale gamma must exceed ``2**-(b-4)`` at b bits or the
 update underflows. Whether gamma matters depends on the scaling mode, and docs/spec.md §3 asks us to
 measure it rather than assume it. :func:`gamma_sweep` multiplies a tensor by each gamma and reports
 the statistics under each scaling mode, so the claim can be checked on real LoRA updates.

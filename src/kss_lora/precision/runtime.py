@@ -18,19 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import EmulationConfig
+# The mode defaults and emulation_config live with EmulationConfig (torch-free); re-exported for callers here.
+from .config import EMULATION_DEFAULTS, emulation_config
 
-# Format defaults per emulated mode; precision.emulation overrides any field of EmulationConfig.
-EMULATION_DEFAULTS: dict[str, dict[str, Any]] = {
-    "emu-fp8": {"forward_format": "e4m3", "backward_format": "e5m2"},
-    "emu-fp4": {"forward_format": "e2m1", "backward_format": "e5m2"},
-}
-
-
-def emulation_config(precision: Any) -> EmulationConfig:
-    """The EmulationConfig for a ``PrecisionConfig`` block (validated; bad fields are ConfigErrors)."""
-    options = {**EMULATION_DEFAULTS[precision.mode], **(precision.emulation or {})}
-    return EmulationConfig.from_dict(options)
+__all__ = ["EMULATION_DEFAULTS", "PrecisionRuntime", "emulation_config"]
 
 
 class PrecisionRuntime:

@@ -1,7 +1,7 @@
 """Scaled fake quantization: raw cast, per-tensor amax scaling, and MX / NVFP4 block scaling.
 
-Why scaling matters for this project: the seeds claim a "Gamma theorem" (the LoRA scale gamma must be
-large enough or updates underflow at low precision). That is only true of *raw* casting. With amax
+Why scaling matters for this project: the published claims state a "Gamma theorem" (the LoRA scale gamma
+must be large enough or updates underflow at low precision). That is only true of *raw* casting. With amax
 scaling the tensor is divided by a scale derived from its own maximum before the cast, so multiplying
 the tensor by gamma multiplies the scale by gamma and the cast sees the same values. Block scaling
 (MX, NVFP4) does the same per block of the last dimension, which also rescues tensors whose blocks
@@ -13,67 +13,33 @@ MX uses a power-of-two (E8M0) scale, NVFP4 an E4M3-quantized scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from kss_lora.errors import ConfigError
-from kss_lora.precision.formats import (
+# The modes by name and QuantSpec live in the torch-free catalog (the config layer validates with them).
+from kss_lora.precision.catalog import (
+    BLOCK_FORMATS,
+    DEFAULT_BLOCK_SIZE,
     FORMATS,
+    SCALING_MODES,
     FloatFormat,
-    check_rounding,
-    exp2_int,
+    QuantSpec,
     get_format,
-    quantize,
-    work_dtype,
 )
+from kss_lora.precision.formats import exp2_int, quantize, work_dtype
 
-SCALING_MODES: tuple[str, ...] = ("none", "tensor", "block")
-BLOCK_FORMATS: tuple[str, ...] = ("mx", "nvfp4")
-DEFAULT_BLOCK_SIZE: dict[str, int] = {"mx": 32, "nvfp4": 16}
+__all__ = [
+    "BLOCK_FORMATS",
+    "DEFAULT_BLOCK_SIZE",
+    "SCALING_MODES",
+    "QuantSpec",
+    "apply_spec",
+    "fake_quant",
+    "scale_tensor",
+]
+
 # E8M0 can encode 2**-127 .. 2**127; 2**-127 is a float32 subnormal, so the emulation stops at 2**-126.
 _E8M0_MIN_EXP, _E8M0_MAX_EXP = -126, 127
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """Everything that defines one fake quantizer, bundled so hooks and autograd can carry it around.
-
-    ``two_level`` only affects NVFP4: like NVIDIA's recipe, a float32 per-tensor scale first maps the
-    tensor so that block scales use the E4M3 range (``amax_tensor / (fmt.max * 448)``); without it
-    block scales of tiny tensors (e.g. gradients around 1e-6) underflow E4M3 and whole blocks vanish.
-    """
-
-    fmt: FloatFormat
-    scaling: str = "none"
-    block_format: str = "mx"
-    block_size: int | None = None
-    rounding: str = "nearest"
-    saturate: bool = True
-    two_level: bool = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.fmt, FloatFormat):
-            object.__setattr__(self, "fmt", get_format(self.fmt))
-        if self.scaling not in SCALING_MODES:
-            raise ConfigError(
-                "precision.scaling", f"unknown scaling {self.scaling!r}; allowed: {', '.join(SCALING_MODES)}"
-            )
-        if self.block_format not in BLOCK_FORMATS:
-            raise ConfigError(
-                "precision.block_format",
-                f"unknown block format {self.block_format!r}; allowed: {', '.join(BLOCK_FORMATS)}",
-            )
-        bs = self.block_size
-        if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
-            raise ConfigError("precision.block_size", f"must be a positive integer or null, got {bs!r}")
-        check_rounding(self.rounding)
-
-    @property
-    def effective_block_size(self) -> int:
-        """The block size in use: the explicit one, else 32 for MX and 16 for NVFP4."""
-        return self.block_size if self.block_size is not None else DEFAULT_BLOCK_SIZE[self.block_format]
 
 
 def _finite_abs(x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from kss_lora.cli import command
+from kss_lora.commands import command
 from kss_lora.errors import ConfigError
 from kss_lora.precision_lab.probe import DEFAULT_GAMMAS, FORMAT_NAMES, SCALINGS
 

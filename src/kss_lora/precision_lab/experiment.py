@@ -148,10 +148,10 @@ def finished(directory: Path) -> dict[str, Any] | None:
 
 def _run_cell(args: tuple[str, RunConfig]) -> dict[str, Any]:
     directory, cfg = args
-    from kss_lora.cli import _quiet_libraries
+    from kss_lora.commands import quiet_libraries
     from kss_lora.runner import run
 
-    _quiet_libraries()
+    quiet_libraries()
     return run(cfg, directory)
 
 

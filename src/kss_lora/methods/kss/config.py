@@ -1,4 +1,7 @@
-"""KSS-LoRA settings: sparsity ρ, update scale γ, mask mode, seed; and the seeds' named presets."""
+"""KSS-LoRA settings: sparsity ρ, update scale γ, mask mode, seed; and the published claims' named presets.
+
+Torch-free (the config layer validates method blocks with it).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,14 @@ from ...errors import ConfigError
 
 MASK_MODES = ("grad", "update", "rank")
 KSS_CONFIG_NAME = "kss_config.json"
+
+
+def check_mask_mode(mode: str, field: str = "mask_mode", allowed: tuple[str, ...] = MASK_MODES) -> None:
+    """The one check of a mask mode: known at all, and usable by the method (``allowed``, a subset)."""
+    if mode not in MASK_MODES:
+        raise ConfigError(field, f"unknown value {mode!r}; allowed: {', '.join(MASK_MODES)}")
+    if mode not in allowed:  # only rank is ever left out: it drops LoRA rank components
+        raise ConfigError(field, f"{mode} mode needs LoRA rank components; use {' or '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -38,8 +49,7 @@ class KSSConfig:
             raise ConfigError("sparsity", f"must be in [0, 1), got {self.sparsity}")
         if not self.gamma > 0.0:
             raise ConfigError("gamma", f"must be > 0, got {self.gamma}")
-        if self.mask_mode not in MASK_MODES:
-            raise ConfigError("mask_mode", f"unknown value {self.mask_mode!r}; allowed: {', '.join(MASK_MODES)}")
+        check_mask_mode(self.mask_mode)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: object) -> KSSConfig:
@@ -65,7 +75,8 @@ class KSSConfig:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
-# The seeds' five configurations (docs/spec.md §1). `standard` is dense LoRA at γ = 0.5: the seeds' baseline.
+# The published claims' five configurations (docs/spec.md §1). `standard` is dense LoRA at γ = 0.5: the
+# published claims' baseline.
 PRESETS: dict[str, KSSConfig] = {
     "standard": KSSConfig(sparsity=0.0, gamma=0.5),
     "kss-default": KSSConfig(sparsity=0.10, gamma=1.0),

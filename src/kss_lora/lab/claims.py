@@ -446,7 +446,7 @@ def claim_mean_reduction(runs: pd.DataFrame) -> ClaimVerdict:
         return ClaimVerdict(cid, text, published, "–", NOT_MEASURED)
     c = _cmp(kss, base, metric, cid, direction="less", scale="ratio", claimed=1 - 0.783)
     c = replace(c, verdict=judge(c))
-    measured = f"gap ratio {_ratio_text(c)} (all KSS preset runs pooled, 0% noise), p {fmt_p(c.p_value)}"
+    measured = f"gap ratio {_ratio_text(c)} (all KSS preset runs pooled, 0% noise), one-sided p {fmt_p(c.p_value)}"
     return ClaimVerdict(cid, text, published, measured, c.verdict, "", [c])
 
 

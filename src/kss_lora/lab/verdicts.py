@@ -458,7 +458,16 @@ class ClaimVerdict:
     def rows(self) -> list[dict[str, Any]]:
         if not self.comparisons:
             return [replace(not_measured(self.id), verdict=self.verdict, claim_verdict=self.verdict).row()]
-        return [replace(c, claim=self.id, claim_verdict=self.verdict).row() for c in self.comparisons]
+        # A comparison judged alone is a family of one: its adjusted p is its p.
+        return [
+            replace(
+                c,
+                claim=self.id,
+                claim_verdict=self.verdict,
+                p_adjusted=c.p_adjusted if math.isfinite(c.p_adjusted) else c.p_value,
+            ).row()
+            for c in self.comparisons
+        ]
 
     def as_dict(self) -> dict[str, str]:
         return {

@@ -54,6 +54,16 @@ def recompute(claims_csv: Path, runs_csv: Path) -> int:
                 assert _close(r["effect"], math.log(means[0] / means[1]) - math.log(means[2] / means[3]))
             checked += 1
             continue
+        if test.startswith("paired t"):
+            key = test.split("over ")[1].split(",")[0]
+            wide = ok.pivot_table(index=key, columns="condition", values=metric)
+            d = (wide[r["treatment"]] - wide[r["control"]]).dropna().to_numpy(float)
+            assert int(r["n_treatment"]) == len(d) and _close(r["effect"], d.mean())
+            assert _close(r["p_value"], sps.ttest_1samp(d, 0.0, alternative=direction).pvalue)
+            ci = sps.ttest_1samp(d, 0.0).confidence_interval(CI_LEVEL)
+            assert _close(r["ci_low"], ci.low) and _close(r["ci_high"], ci.high)
+            checked += 1
+            continue
         t = _arm(ok, r["treatment"], metric)
         assert int(r["n_treatment"]) == len(t)
         if test.startswith("one-sample"):

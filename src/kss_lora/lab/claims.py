@@ -169,7 +169,7 @@ def _cmp(t: pd.DataFrame, c: pd.DataFrame, metric: str, claim: str, **kw: Any) -
 
 def _ratio_text(c: Comparison) -> str:
     if not math.isfinite(c.ratio_low):
-        return f"{fmt_num(c.ratio, 3)} (interval undefined: the baseline's mean is not clearly above 0)"
+        return f"{fmt_num(c.ratio, 3)} (interval undefined: the baseline gap is not clearly above 0)"
     return f"{fmt_num(c.ratio, 3)} {fmt_ci(c.ratio_low, c.ratio_high, 3, signed=False)}"
 
 
@@ -267,7 +267,10 @@ def _presets_claim(runs: pd.DataFrame, metric: str, cid: str, text: str, publish
     parts = judge_family(parts)
     verdict = combine([c.verdict for c in parts], expected=len(KSS_PRESETS))
     measured = "ratio to baseline: " + "; ".join(f"{p} {_ratio_text(c)}" for (p, _), c in zip(arms, parts))
-    note = "" if len(parts) == len(KSS_PRESETS) else f"only {len(parts)} of 4 presets measured"
+    note = ""
+    if len(parts) < len(KSS_PRESETS):
+        found = ", ".join(f"{p}: {c.verdict}" for (p, _), c in zip(arms, parts))
+        note = f"only {len(parts)} of 4 presets measured ({found}): no verdict on every preset"
     return ClaimVerdict(cid, text, published, measured, verdict, note, parts)
 
 
@@ -353,9 +356,7 @@ def claim_noise_gap(runs: pd.DataFrame) -> ClaimVerdict:
     undefined = [f"{100 * n:.0f}%" for (n, _, _), c in zip(arms, parts) if not math.isfinite(c.ratio_low)]
     note = "κ_rel on gap_clean = val_loss − train_loss_clean"
     if undefined:
-        note += (
-            f"; κ_rel undefined at {', '.join(undefined)} (the baseline gap's interval reaches 0): see the differences"
-        )
+        note += f"; κ_rel undefined at {', '.join(undefined)} (the baseline gap is not clearly above 0): read the differences in claims.csv"
     return ClaimVerdict(cid, text, published, measured, combine([c.verdict for c in parts]), note, parts)
 
 
@@ -388,16 +389,17 @@ def claim_antifragile(runs: pd.DataFrame) -> ClaimVerdict:
         _vals(k0, metric).mean() / _vals(b0, metric).mean(),
         _vals(kn, metric).mean() / _vals(bn, metric).mean(),
     )
-    measured = (
-        f"κ_rel(gap_clean) {kappa0:.3f} at 0% → {kappan:.3f} at {100 * levels[-1]:.0f}%; "
+    measured = f"κ_rel(gap_clean) {kappa0:.3f} at 0% → {kappan:.3f} at {100 * levels[-1]:.0f}%; " + (
         f"log change {fmt_num(c.effect, 3, signed=True)} {fmt_ci(c.ci_low, c.ci_high, 3)}"
+        if math.isfinite(c.ci_low)
+        else "the change is undefined"
     )
     note = (
-        "the noisy-label gap shrinks under noise for every method, so this uses gap_clean. "
+        "The noisy-label gap shrinks under noise for every method, so this uses gap_clean. "
         f"Baseline gap vs noisy labels: {_vals(b0, 'gap').mean():.3f} at 0% → {_vals(bn, 'gap').mean():.3f}"
     )
     if not math.isfinite(c.ci_low):
-        note = "κ_rel undefined (a baseline gap's interval reaches 0 or a mean is ≤ 0): judged inconclusive. " + note
+        note = "κ_rel undefined (a gap's 90% interval is not clearly above 0): judged inconclusive. " + note
     return ClaimVerdict(cid, text, published, measured, c.verdict, note, [c])
 
 

@@ -183,7 +183,7 @@ def build_sections(
             "title": "All conditions",
             "text": (
                 "Every arm against the baseline arm of its stratum, mean ± std over runs. κ_rel = gap ÷ baseline gap "
-                "(undefined where the baseline gap's 95% interval reaches 0: read the difference instead); quality "
+                "(undefined where the baseline gap's 95% interval is not clearly above 0: read the difference instead); quality "
                 "cost = relative val-loss change; CI = Welch's 95% t interval of the gap difference; Welch p two-sided, "
                 "Holm p adjusted over the stratum's arms; Mann-Whitney U beside it; 'ranges overlap' = whether the two "
                 "groups' gap ranges intersect. Under noise these use gap_clean. " + RATIO_CONVENTION + " " + UNITS
@@ -332,7 +332,7 @@ def _gap_ratio(r: Any, col: str = "gap") -> str:
         return MISSING
     lo = r.get(f"baseline_{col}_ci_lo")
     if not (isinstance(lo, float) and math.isfinite(lo) and lo > 0):
-        return "undefined (baseline gap's interval reaches 0)"
+        return "undefined (baseline gap not clearly above 0)"
     base = r.get(f"baseline_{col}_mean")
     return fmt_num(r[f"{col}_mean"] / base, 2) if isinstance(base, float) and base else MISSING
 

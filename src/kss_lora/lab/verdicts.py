@@ -289,6 +289,46 @@ def compare_to_value(
     )
 
 
+def compare_paired(
+    treatment: Any,
+    control: Any,
+    *,
+    claim: str,
+    metric: str,
+    treatment_label: str,
+    control_label: str,
+    direction: str,
+    pair: str,
+    role: str = "claim",
+) -> Comparison:
+    """Two arms measured on the same units (questions, seeds): one-sample t on the paired differences.
+
+    ``treatment`` and ``control`` are aligned arrays (unit i in both); pairs with a missing value are dropped.
+    Wilcoxon's signed-rank p is reported beside it (in ``p_mwu``, the rank test's column).
+    """
+    t, c = np.asarray(treatment, dtype=float), np.asarray(control, dtype=float)
+    keep = np.isfinite(t) & np.isfinite(c)
+    d = t[keep] - c[keep]
+    s = one_sample_arrays(d, alternative=direction) if len(d) else None
+    rank_p = float(sps.wilcoxon(d).pvalue) if len(d) and np.any(d != 0) else math.nan
+    return Comparison(
+        claim=claim,
+        metric=metric,
+        treatment=treatment_label,
+        control=control_label,
+        n_treatment=len(d),
+        n_control=len(d),
+        effect=float(s["effect"]) if s else math.nan,
+        ci_low=float(s["ci_low"]) if s else math.nan,
+        ci_high=float(s["ci_high"]) if s else math.nan,
+        test=f"paired t over {pair}, one-sided ({direction})",
+        p_value=float(s["p"]) if s else math.nan,
+        direction=direction,
+        p_mwu=rank_p,
+        role=role,
+    )
+
+
 def log_ratio_change(
     treatment_num: Any,
     treatment_den: Any,
@@ -410,18 +450,18 @@ def judge_family(comparisons: Sequence[Comparison]) -> list[Comparison]:
 def combine(verdicts: Sequence[str], *, expected: int | None = None) -> str:
     """A claim over several parts ("every preset …"): every part must be measured and hold.
 
-    One part that does not hold refutes "every"; otherwise a missing part (fewer measured than ``expected``, or
-    too few runs) leaves the claim unjudged rather than deciding it from the parts that were run.
+    A missing part (fewer measured than ``expected``) leaves the claim inconclusive, whatever the measured parts
+    say; otherwise one part that does not hold refutes "every", and a part with too few runs leaves it unjudged.
     """
     if not verdicts or all(v == NOT_MEASURED for v in verdicts):
         return NOT_MEASURED
+    measured = [v for v in verdicts if v != NOT_MEASURED]
+    if (expected is not None and len(measured) < expected) or len(measured) < len(verdicts):
+        return INCONCLUSIVE  # "every preset …" cannot be judged, either way, from some of them
     if any(v == DOES_NOT_HOLD for v in verdicts):
         return DOES_NOT_HOLD
-    measured = [v for v in verdicts if v != NOT_MEASURED]
     if any(v == TOO_FEW_RUNS for v in measured):
         return TOO_FEW_RUNS
-    if (expected is not None and len(measured) < expected) or len(measured) < len(verdicts):
-        return NOT_MEASURED if not measured else INCONCLUSIVE
     if all(v == HOLDS for v in measured):
         return HOLDS
     if all(v in (HOLDS, NOT_SPECIFIC) for v in measured):

@@ -1,16 +1,16 @@
 """Write the precision diagnostics: CSV tables, a Markdown summary and a PNG plot.
 
-Kept apart from :mod:`.probe` so the measurement can be used (and tested) without matplotlib, and so
-the experiment driver can reuse :func:`write_csv` / :func:`markdown_table`.
+Kept apart from :mod:`.probe` so the measurement can be used (and tested) without matplotlib. Tables and numbers
+go through the package's one writer and formatter (:mod:`kss_lora.tables`).
 """
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from kss_lora import tables
 
 TENSOR_ORDER: tuple[str, ...] = (
     "base_input",
@@ -28,27 +28,15 @@ TENSOR_ORDER: tuple[str, ...] = (
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of dicts to CSV; columns in first-seen order over all rows."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    tables.write_csv(path, rows)
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    return str(value)
+    return tables.fmt_general(value)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+    return tables.markdown_table(rows, columns) + "\n"
 
 
 def _order(tensor: str) -> int:

@@ -7,7 +7,7 @@ Lab folders: ``kss report <folder>/runs.csv`` into a scratch directory, then the
 hand-written preamble (everything above the generated title, kept as it is) followed by the new summary; the
 report's claims.csv, conditions.csv and figures are copied beside it. ``loss_curves.png`` needs the run
 directories' per-epoch metrics, which are not committed, so it stays as drawn from the original runs.
-Precision and TruthfulQA write their claims.csv (and a verdicts section) from their own committed tables.
+Precision, TruthfulQA and noise detection write their claims.csv (and a verdicts section) from their own committed tables.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def lab_folder(name: str, baseline: str) -> None:
 
 
 def main(names: list[str]) -> int:
-    for name in names or [*LAB, "precision", "truthfulqa"]:
+    for name in names or [*LAB, "precision", "truthfulqa", "noise_detection"]:
         if name in LAB:
             lab_folder(name, LAB[name])
         elif name == "precision":
@@ -59,6 +59,11 @@ def main(names: list[str]) -> int:
 
             write_truthfulqa_claims(HERE / "truthfulqa")
             print("truthfulqa: runs.csv (per question), claims.csv, verdicts.md")
+        elif name == "noise_detection":
+            from kss_lora.detect.evaluate import write_detection_claims
+
+            write_detection_claims(HERE / "noise_detection")
+            print("noise_detection: runs.csv (detection.csv + condition), claims.csv, verdicts.md")
         else:
             print(f"error: unknown results folder {name!r}", file=sys.stderr)
             return 2

@@ -95,7 +95,7 @@ def bootstrap_fn_ci(
 
 
 def ranges_overlap(a: Any, b: Any) -> bool | None:
-    """Whether [min a, max a] and [min b, max b] intersect (the seeds' "zero overlap" claim is ``False``)."""
+    """Whether [min a, max a] and [min b, max b] intersect (the published "zero overlap" claim is ``False``)."""
     a, b = _clean(a), _clean(b)
     if len(a) == 0 or len(b) == 0:
         return None

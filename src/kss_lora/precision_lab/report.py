@@ -111,7 +111,7 @@ def write_markdown(
     text.append("## γ sweep of the LoRA update\n")
     text.append(
         "`delta_w` = γ·B·A of each LoRA layer, `lora_activation` = γ·B·A·x, both from the factors after "
-        "the probe steps (the run's own γ divided out). The seeds' claim: γ ≥ 2^-(b-4) is needed "
+        "the probe steps (the run's own γ divided out). The published claim: γ ≥ 2^-(b-4) is needed "
         "(1/16 at 8 bits, 1 at 4 bits). Under amax or block scaling γ cannot change what underflows.\n"
     )
     text += gamma_verdicts(gamma_rows)
@@ -175,7 +175,7 @@ def plot(
             ax2.axvline(threshold, color=colors[fmt], alpha=0.3, lw=3)
     ax2.set_xscale("log", base=2)
     ax2.set_ylim(-0.02, 1.02)
-    ax2.set_xlabel("γ (shaded lines: the seeds' claimed minimum 2^-(b-4))")
+    ax2.set_xlabel("γ (shaded lines: the published minimum 2^-(b-4))")
     ax2.set_ylabel("underflow fraction of γ·B·A")
     ax2.set_title("γ sweep: raw cast (solid) vs tensor (dashed) / MX block (dotted) scaling")
     ax2.legend(fontsize=7, ncol=2)

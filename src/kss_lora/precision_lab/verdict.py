@@ -101,7 +101,7 @@ def method_contrasts(spec: ExperimentSpec, runs: Sequence[dict[str, Any]]) -> li
     """Per precision and method pair: degradation difference, paired by seed (mean ± std), Welch p-value.
 
     Why: ``standard`` and a dense LoRA at γ = 1 differ only in γ, so their difference at one precision is
-    the γ effect the seeds' "Gamma theorem" is about; KSS vs dense LoRA at the same γ is the mask effect.
+    the γ effect the published "Gamma theorem" is about; KSS vs dense LoRA at the same γ is the mask effect.
     """
     from kss_lora.lab.verdicts import welch_arrays
 

@@ -38,6 +38,11 @@ def fmt_general(x: Any) -> str:
     return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
+def fmt_label(value: Any) -> str:
+    """A value inside a name or label (a sweep's grid value: ``0.1``, ``1e-05``, ``kss``): shortest float form."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def fmt_p(p: Any) -> str:
     """A p-value: 4 decimals, ``<0.0001`` below that."""
     if not _finite(p):

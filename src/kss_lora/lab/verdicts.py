@@ -399,6 +399,17 @@ def _too_few(c: Comparison) -> bool:
     return c.n_treatment < MIN_RUNS or (c.scale != "mean" and c.n_control < MIN_RUNS)
 
 
+def holds_rule(p: Any, lo: Any, hi: Any, *, direction: str, target: float) -> Any:
+    """``holds``: p < α in the claimed direction and the interval reaching ``target`` (vectorised)."""
+    reaches = np.asarray(lo) <= target if direction == "less" else np.asarray(hi) >= target
+    return (np.asarray(p) < ALPHA) & reaches
+
+
+def excluded_rule(lo: Any, hi: Any, *, direction: str, target: float) -> Any:
+    """``does not hold``: the interval lies wholly on the far side of ``target`` (vectorised)."""
+    return np.asarray(lo) > target if direction == "less" else np.asarray(hi) < target
+
+
 def judge(c: Comparison) -> str:
     """The verdict of one comparison from its (adjusted, if in a family) p-value and its interval."""
     if c.n_treatment == 0:
@@ -406,7 +417,6 @@ def judge(c: Comparison) -> str:
     if _too_few(c):
         return TOO_FEW_RUNS
     p = c.p_adjusted if math.isfinite(c.p_adjusted) else c.p_value
-    less = c.direction == "less"
     if c.scale == "ratio" and c.claimed is not None:
         lo, hi, null = c.ratio_low, c.ratio_high, 1.0
     else:
@@ -414,11 +424,9 @@ def judge(c: Comparison) -> str:
     if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(p)):
         return INCONCLUSIVE
     target = c.claimed if c.claimed is not None else null
-    reaches = lo <= target if less else hi >= target
-    if p < ALPHA and reaches:
+    if holds_rule(p, lo, hi, direction=c.direction, target=target):
         return HOLDS
-    excluded = lo > target if less else hi < target
-    return DOES_NOT_HOLD if excluded else INCONCLUSIVE
+    return DOES_NOT_HOLD if excluded_rule(lo, hi, direction=c.direction, target=target) else INCONCLUSIVE
 
 
 def judge_bound(c: Comparison, *, bound: float) -> str:

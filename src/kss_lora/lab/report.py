@@ -526,10 +526,10 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;ma
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.holds{background:#d9f2d9}td.fails{background:#f8d7d7}td.inconclusive{background:#fff3cd}
-td.not-measured{color:#777}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+td.not-measured{color:#777}td.not-specific{background:#e8e0f5}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 """
 VERDICT_CLASS = dict(
-    zip(VERDICTS, ("holds", "fails", "inconclusive", "not-measured", "inconclusive", "not-measured"), strict=True)
+    zip(VERDICTS, ("holds", "fails", "inconclusive", "not-measured", "not-specific", "not-measured"), strict=True)
 )
 
 

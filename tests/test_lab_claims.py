@@ -154,3 +154,46 @@ def test_evaluate_claims_lists_every_claim():
     assert ids[:2] == ["five-config-gap", "quality-cost"]
     assert {"truthfulqa", "hardware", "entropy-aulc", "ract", "fp8", "noise-gap", "antifragile"} <= set(ids)
     assert all(r.verdict == NOT_MEASURED for r in results if r.id in ("truthfulqa", "ract"))
+
+
+def test_matched_gamma_rule_makes_gamma_effects_not_specific():
+    """The negative gap at γ = 0.1 and the val-loss gain of γ = 1 appear in dense LoRA too: not the mask's."""
+    from kss_lora.lab.claims import NOT_SPECIFIC, claim_quality_cost
+
+    with_control = make_runs(
+        {
+            (None, "kss", 0.1, 0.3, 0.0): [-0.01, -0.008, -0.012, -0.009, -0.011],
+            (None, "lora", 0.1, 0.0, 0.0): [-0.011, -0.009, -0.013, -0.010, -0.012],
+        }
+    )
+    r = claim_negative_gap(with_control)
+    assert r.verdict == NOT_SPECIFIC and [c.role for c in r.comparisons][1:] == [
+        "matched-γ control: dense gap < 0",
+        "matched-γ control: KSS vs dense",
+    ]
+    runs = make_runs(
+        {
+            ("standard", "kss", 0.5, 0.0, 0.0): BASE,
+            ("kss-default", "kss", 1.0, 0.1, 0.0): [0.1] * 5,
+            (None, "lora", 1.0, 0.0, 0.0): [0.1] * 5,
+        }
+    )
+    lower = {"standard": 1.0, "kss-default": 0.96, "dense 1.0": 0.96}
+    runs["val_loss"] = [lower[a] + 0.002 * (s % 3) for a, s in zip(runs["arm"], runs["seed"])]
+    q = claim_quality_cost(runs)
+    assert q.verdict == NOT_SPECIFIC, q
+    without = runs[runs["method"] != "lora"]
+    q = claim_quality_cost(without)
+    assert q.verdict == HOLDS and "not run" in q.note  # the control is named as missing
+
+
+def test_family_claims_need_every_preset_and_three_runs():
+    one = make_runs({("standard", "kss", 0.5, 0.0, 0.0): BASE, ("kss-default", "kss", 1.0, 0.1, 0.0): BASE})
+    from kss_lora.lab.claims import claim_presets_gap
+
+    r = claim_presets_gap(one)
+    assert r.verdict == INCONCLUSIVE and "only 1 of 4 presets measured" in r.note
+    two = make_runs(
+        {("standard", "kss", 0.5, 0.0, 0.0): BASE[:2], ("kss-default", "kss", 1.0, 0.1, 0.0): [0.01, 0.012]}
+    )
+    assert claim_five_config_gap(two).verdict == "too few runs"  # never holds from n = 2

@@ -326,3 +326,91 @@ def sample_items(items: list[MCItem], limit: int | None, seed: int) -> list[MCIt
         return items
     pick = np.sort(np.random.default_rng(seed).permutation(len(items))[:limit])
     return [items[i] for i in pick]
+
+
+# ----------------------------------------------------------------------------- reporting: base vs adapter
+
+PUBLISHED_TRUTHFULQA = "38.2% → 43.2% MC1 with kss-highgamma (Llama-3.1-8B)"
+
+
+def paired_claims(base: pd.DataFrame, adapter: pd.DataFrame, *, adapter_label: str, runs: int = 1) -> Any:
+    """The published TruthfulQA claim judged from two per-question score tables (same questions, by ``row``).
+
+    Each metric is a paired comparison over questions (the verdict engine's paired t, Wilcoxon beside it): what
+    *this* adapter does on *these* questions. The claim itself is about the method, whose spread over training
+    runs one adapter cannot show: with fewer than 3 trained adapters its verdict is ``too few runs``.
+    """
+    from ..lab.verdicts import MIN_RUNS, TOO_FEW_RUNS, ClaimVerdict, combine, compare_paired, judge_family
+
+    both = base.merge(adapter, on="row", suffixes=("_base", "_adapter"))
+    if len(both) != len(base) or len(both) != len(adapter):
+        raise DataError("truthfulqa: the base and adapter tables must score the same questions (column 'row')")
+    parts = judge_family(
+        [
+            compare_paired(
+                both[f"{m}_adapter"],
+                both[f"{m}_base"],
+                claim="truthfulqa",
+                metric=m,
+                treatment_label=adapter_label,
+                control_label="base",
+                direction="greater",
+                pair="question",
+                role="one adapter, paired over questions",
+            )
+            for m in ("mc1", "mc2")
+        ]
+    )
+    verdict = TOO_FEW_RUNS if runs < MIN_RUNS else combine([c.verdict for c in parts])
+    measured = "; ".join(
+        f"{c.metric.upper()} {100 * both[f'{c.metric}_base'].mean():.1f}% → {100 * both[f'{c.metric}_adapter'].mean():.1f}% "
+        f"(paired diff {100 * c.effect:+.1f} points [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}], Holm p {c.p_adjusted:.3f}"
+        f": {c.verdict} for this adapter)"
+        for c in parts
+    )
+    note = (
+        f"{runs} trained adapter(s): the question-level test says what this adapter does on these {len(both)} "
+        f"questions, not what the method does; no dense-LoRA adapter at the same γ was scored"
+    )
+    return ClaimVerdict(
+        "truthfulqa",
+        "TruthfulQA accuracy rises with kss-highgamma",
+        PUBLISHED_TRUTHFULQA,
+        measured,
+        verdict,
+        note,
+        parts,
+    )
+
+
+def write_truthfulqa_claims(folder: str | Path, *, base: str = "smollm2_base_holdout250.csv",
+                            adapter: str = "smollm2_kss-highgamma_holdout250.csv",
+                            adapter_label: str = "kss-highgamma") -> list[Path]:  # fmt: skip
+    """runs.csv (one row per condition and question), claims.csv and verdicts.md in ``folder``."""
+    from ..lab.verdicts import CLAIM_COLUMNS, EXTRA_COLUMNS
+    from ..tables import markdown_table, write_csv
+
+    folder = Path(folder)
+    try:
+        tables = {"base": pd.read_csv(folder / base), adapter_label: pd.read_csv(folder / adapter)}
+    except OSError as exc:
+        raise DataError(f"truthfulqa: cannot read a per-question table in {folder} ({exc})") from None
+    runs = pd.concat(
+        [t.assign(condition=name, status="ok", question=t["row"]) for name, t in tables.items()], ignore_index=True
+    )
+    cols = ["condition", "status", "question", "category", "mc1", "mc2", "mc3"]
+    runs[cols].to_csv(folder / "runs.csv", index=False)
+    claim = paired_claims(tables["base"], tables[adapter_label], adapter_label=adapter_label)
+    claims_csv = write_csv(folder / "claims.csv", claim.rows(), [*CLAIM_COLUMNS, *EXTRA_COLUMNS])
+    text = [
+        "# TruthfulQA: the published claim, judged by the verdict engine",
+        "",
+        "Generated from the per-question tables in this folder. Paired t over questions (one-sided: the adapter "
+        "scores higher), Holm over MC1 and MC2, 90% intervals; Wilcoxon signed-rank p in claims.csv's p_mwu. "
+        "runs.csv holds one row per condition and question; claims.csv every comparison.",
+        "",
+        markdown_table([claim.as_dict()]),
+        "",
+    ]
+    (folder / "verdicts.md").write_text("\n".join(text))
+    return [folder / "runs.csv", claims_csv, folder / "verdicts.md"]

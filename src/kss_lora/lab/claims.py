@@ -1,114 +1,102 @@
-"""The seeds' claims (docs/spec.md §4) checked against a runs directory: seed number, our number with CI, verdict.
+"""The published claims (the KSS-LoRA documents' numbers) checked against a runs table with the verdict engine.
 
-Why verdicts are about *relative* effects: the seeds' absolute losses come from Llama-3.1-8B on unknown
-data; a MiniLM run on AG News will never show a gap of 0.5329, and that says nothing about the method. What
-can transfer is the size of an effect relative to its baseline (κ_rel = gap_method / gap_baseline, a ratio
-of val losses, the change of κ_rel with noise). Each claim is judged on that scale with a bootstrap 95% CI
-over seeds:
+Why verdicts are about *relative* effects: the published absolute losses come from Llama-3.1-8B on unknown data;
+a MiniLM run on AG News will never show a gap of 0.5329, and that says nothing about the method. What can
+transfer is the size of an effect relative to its baseline (κ_rel = gap_method / gap_baseline, a ratio of val
+losses, the change of κ_rel with noise). Each claim is one family of comparisons judged by :mod:`.verdicts`
+(Welch's t, Fieller intervals for ratios, Holm within the family, n ≥ 3 per arm) and, where it is a claim about
+KSS, against dense LoRA at the same γ too. Under label noise verdicts use the clean-label gap (``gap_clean``).
 
-- **holds**: the effect is significant in the claimed direction and the CI reaches the seed's magnitude;
-- **does not hold**: the CI excludes the seed's magnitude (the effect is significantly weaker than claimed,
-  absent, or reversed);
-- **inconclusive**: neither (too few seeds for the spread);
-- **not measured here**: the runs directory has no runs that speak to it.
-
-Under label noise every verdict uses the clean-label forms (``gap_clean``), per docs/spec.md §2.
+Arms are named by the ``condition`` column of the runs table (several joined by " + " when a claim pools them),
+so every comparison can be recomputed from the runs.csv written beside the report.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .stats import bootstrap_fn_ci, compare, welch_p
+from ..tables import fmt_ci, fmt_num, fmt_p
+from .verdicts import (
+    ALPHA,
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    MIN_RUNS,
+    NOT_MEASURED,
+    NOT_SPECIFIC,
+    TOO_FEW_RUNS,
+    ClaimVerdict,
+    Comparison,
+    combine,
+    compare,
+    compare_to_value,
+    judge,
+    judge_bound,
+    judge_family,
+    log_ratio_change,
+    matched_gamma,
+)
 
-HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured here"
+FAILS = DOES_NOT_HOLD  # the name older callers import
+ClaimResult = ClaimVerdict  # the name the lab's public API has exported since the first reports
 KSS_PRESETS = ("kss-default", "kss-highgamma", "kss-sparse", "kss-verysparse")
 REFERENCE_PRECISIONS = ("fp32", "bf16")
-# The seeds' config table (val loss, gap) and noise table (baseline gap, KSS gap), docs/spec.md §4.
-SEED_CONFIG = {
+# The published config table (val loss, gap) and noise table (baseline gap, KSS gap).
+PUBLISHED_CONFIG = {
     "standard": (1.9861, 0.5329),
     "kss-default": (1.5051, 0.0160),
     "kss-highgamma": (1.4921, 0.0178),
     "kss-sparse": (1.5298, 0.0196),
     "kss-verysparse": (1.5921, 0.0178),
 }
-SEED_NOISE = {0.0: (0.429, 0.092), 0.1: (0.411, 0.087), 0.2: (0.368, 0.053), 0.3: (0.357, 0.054), 0.5: (0.309, 0.016)}
+PUBLISHED_NOISE = {
+    0.0: (0.429, 0.092),
+    0.1: (0.411, 0.087),
+    0.2: (0.368, 0.053),
+    0.3: (0.357, 0.054),
+    0.5: (0.309, 0.016),
+}
+RATIO_CONVENTION = "Ratios are arm ÷ baseline (below 1: smaller than the baseline)."
 
 
-@dataclass
-class ClaimResult:
-    """One row of the claims table."""
-
-    id: str
-    claim: str
-    seed: str  # the seed's number(s) and setting
-    measured: str  # our number(s) with CI, or a dash
-    verdict: str
-    note: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {
-            "claim": self.claim,
-            "seed": self.seed,
-            "measured here": self.measured,
-            "verdict": self.verdict,
-            "note": self.note,
-        }
+# ----------------------------------------------------------------------------- interval-only verdicts
 
 
-# ----------------------------------------------------------------------------- verdict logic
+def judge_ratio(ci: tuple[float, float], claimed: float, *, p_value: float | None = None) -> str:
+    """A claimed reduction as a ratio treatment/baseline (< 1 is a reduction) from its interval (and p, if known).
 
-
-def judge_ratio(ci: tuple[float, float], claimed: float) -> str:
-    """Verdict for a claimed reduction expressed as a ratio treatment/baseline (< 1 is a reduction).
-
-    ``ci`` is the bootstrap CI of the measured ratio, ``claimed`` the seed's ratio (e.g. 0.016 / 0.5329).
+    holds: significant (p < α when given, else the interval below 1) and the interval reaches ``claimed``;
+    does not hold: the interval's lower end is above ``claimed``; else inconclusive.
     """
     lo, hi = ci
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return INCONCLUSIVE
     if lo > claimed:
-        return FAILS  # significantly weaker than claimed (or no reduction, or an increase)
-    if hi < 1.0:
-        return HOLDS  # a significant reduction, and one as large as claimed is within the CI
-    return INCONCLUSIVE
+        return DOES_NOT_HOLD
+    significant = p_value < ALPHA if p_value is not None else hi < 1.0
+    return HOLDS if significant and lo <= claimed else INCONCLUSIVE
 
 
 def judge_at_most(ci: tuple[float, float], bound: float) -> str:
-    """Verdict for "the quantity is at most ``bound``" (e.g. a quality cost of at most 0.4%)."""
+    """ "The quantity is at most ``bound``" from its interval."""
     lo, hi = ci
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return INCONCLUSIVE
-    if hi <= bound:
-        return HOLDS
-    if lo > bound:
-        return FAILS
-    return INCONCLUSIVE
+    return HOLDS if hi <= bound else DOES_NOT_HOLD if lo > bound else INCONCLUSIVE
 
 
 def judge_below(ci: tuple[float, float], value: float = 0.0) -> str:
-    """Verdict for "the quantity is below ``value``" (e.g. a negative gap)."""
+    """ "The quantity is below ``value``" from its interval."""
     lo, hi = ci
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return INCONCLUSIVE
-    return HOLDS if hi < value else FAILS if lo > value else INCONCLUSIVE
-
-
-def combine(verdicts: list[str]) -> str:
-    """All parts hold → holds; any part fails → does not hold; else inconclusive."""
-    if not verdicts:
-        return NOT_MEASURED
-    if any(v == FAILS for v in verdicts):
-        return FAILS
-    if all(v == HOLDS for v in verdicts):
-        return HOLDS
-    return INCONCLUSIVE
+    return HOLDS if hi < value else DOES_NOT_HOLD if lo > value else INCONCLUSIVE
 
 
 # ----------------------------------------------------------------------------- selecting runs
@@ -145,84 +133,148 @@ def _vals(df: pd.DataFrame, col: str) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def ratio_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """mean(a) / mean(b) and its bootstrap CI."""
-    point = float(a.mean() / b.mean()) if b.mean() != 0 else float("nan")
-    lo, hi = bootstrap_fn_ci([a, b], lambda m: m[0] / m[1])
-    return point, lo, hi
-
-
-def _fmt_ratio(point: float, lo: float, hi: float) -> str:
-    return f"{point:.3f} [{lo:.3f}, {hi:.3f}]"
+def label(df: pd.DataFrame) -> str:
+    """The arm's name in claims.csv: its ``condition`` value(s) in the runs table."""
+    column = "condition" if "condition" in df else "arm"
+    if column not in df or df.empty:
+        return ""
+    return " + ".join(str(c) for c in dict.fromkeys(df[column]))
 
 
 def _is_dense(r: pd.DataFrame) -> Any:
     return r["method"].isin(["lora", "kss"]) & (r["sparsity"].fillna(0.0) == 0.0)
 
 
+def dense_at(runs: pd.DataFrame, like: pd.DataFrame, *, noise: float | None = 0.0) -> pd.DataFrame:
+    """Dense LoRA at the same γ and rank as the arm ``like`` (the matched-γ control), excluding ``like`` itself."""
+    gamma, rank = float(like["gamma"].iloc[0]), like["rank"].iloc[0]
+    return select(
+        runs,
+        noise=noise,
+        where=lambda r: _is_dense(r) & np.isclose(r["gamma"].astype(float), gamma) & (r["rank"] == rank),
+    )
+
+
+def _cmp(t: pd.DataFrame, c: pd.DataFrame, metric: str, claim: str, **kw: Any) -> Comparison:
+    return compare(
+        _vals(t, metric),
+        _vals(c, metric),
+        claim=claim,
+        metric=metric,
+        treatment_label=label(t),
+        control_label=label(c),
+        **kw,
+    )
+
+
+def _ratio_text(c: Comparison) -> str:
+    if not math.isfinite(c.ratio_low):
+        return f"{fmt_num(c.ratio, 3)} (interval undefined: the baseline gap is not clearly above 0)"
+    return f"{fmt_num(c.ratio, 3)} {fmt_ci(c.ratio_low, c.ratio_high, 3, signed=False)}"
+
+
+def _diff_text(c: Comparison) -> str:
+    return f"{fmt_num(c.effect, 4, signed=True)} {fmt_ci(c.ci_low, c.ci_high, 4)}, p {fmt_p(c.p_adjusted if math.isfinite(c.p_adjusted) else c.p_value)}"
+
+
+def _with_control(
+    runs: pd.DataFrame, main: Comparison, kss: pd.DataFrame, base: pd.DataFrame, metric: str, claim: str
+) -> tuple[str, list[Comparison], str]:
+    """The matched-γ rule for one KSS-vs-baseline comparison: (verdict, control comparisons, note)."""
+    verdict = main.verdict
+    dense = dense_at(runs, kss)
+    dense = dense[~dense.index.isin(kss.index) & ~dense.index.isin(base.index)]
+    if dense.empty:
+        return verdict, [], f"matched-γ control (dense LoRA at γ = {float(kss['gamma'].iloc[0]):g}) not run"
+    shown = replace(
+        _cmp(dense, base, metric, claim, direction=main.direction, scale=main.scale, claimed=main.claimed),
+        role="matched-γ control: dense vs baseline",
+    )
+    shown = replace(shown, verdict=judge(shown))
+    beyond = replace(_cmp(kss, dense, metric, claim, direction=main.direction), role="matched-γ control: KSS vs dense")
+    beyond = replace(beyond, verdict=judge(beyond))
+    final = matched_gamma(verdict, control_shows_effect=shown.verdict, kss_beyond_control=beyond.verdict)
+    note = f"dense LoRA at the same γ vs the baseline: {shown.verdict}; KSS vs that dense arm {_diff_text(beyond)}" + (
+        " — the effect is γ's, not the mask's" if final == NOT_SPECIFIC else ""
+    )
+    return final, [shown, beyond], note
+
+
 # ----------------------------------------------------------------------------- the claims
 
 
-def claim_five_config_gap(runs: pd.DataFrame) -> ClaimResult:
+def claim_five_config_gap(runs: pd.DataFrame) -> ClaimVerdict:
+    cid, metric = "five-config-gap", "gap"
     base, kss = select(runs, preset="standard"), select(runs, preset="kss-default")
     text = "KSS default cuts the overfitting gap 33× vs dense LoRA (`standard`)"
-    seed = "0.5329 → 0.0160 (κ_rel 0.030); Llama-3.1-8B, 5 runs"
-    if len(base) < 2 or len(kss) < 2:
-        return ClaimResult(
-            "five-config-gap",
-            text,
-            seed,
-            "–",
-            NOT_MEASURED,
-            "needs ≥ 2 runs each of standard and kss-default at 0% noise",
+    published = "0.5329 → 0.0160 (κ_rel 0.030); Llama-3.1-8B, 5 runs"
+    if base.empty or kss.empty:
+        return ClaimVerdict(
+            cid, text, published, "–", NOT_MEASURED, "needs runs of standard and kss-default at 0% noise"
         )
-    b, k = _vals(base, "gap"), _vals(kss, "gap")
-    point, lo, hi = ratio_ci(k, b)
-    verdict = judge_ratio((lo, hi), SEED_CONFIG["kss-default"][1] / SEED_CONFIG["standard"][1])
-    measured = f"{b.mean():.4f} → {k.mean():.4f} (κ_rel {_fmt_ratio(point, lo, hi)}); p_Welch {welch_p(k, b):.3g}"
-    note = "γ differs (0.5 vs 1.0): see the matched-γ control" if verdict != NOT_MEASURED else ""
-    if verdict == FAILS and hi < 1.0:
+    claimed = PUBLISHED_CONFIG["kss-default"][1] / PUBLISHED_CONFIG["standard"][1]
+    main = _cmp(kss, base, metric, cid, direction="less", scale="ratio", claimed=claimed)
+    main = replace(main, verdict=judge(main))
+    measured = f"{_vals(base, metric).mean():.4f} → {_vals(kss, metric).mean():.4f} (κ_rel {_ratio_text(main)})"
+    if main.verdict == TOO_FEW_RUNS:
+        return ClaimVerdict(cid, text, published, measured, TOO_FEW_RUNS, "needs ≥ 3 runs per arm", [main])
+    verdict, controls, note = _with_control(runs, main, kss, base, metric, cid)
+    if main.verdict == DOES_NOT_HOLD and math.isfinite(main.ratio_high) and main.ratio_high < 1.0:
         note = "the gap does shrink significantly, but far less than 33×; " + note
-    return ClaimResult("five-config-gap", text, seed, measured, verdict, note)
+    return ClaimVerdict(cid, text, published, measured, verdict, note, [main, *controls])
 
 
-def claim_quality_cost(runs: pd.DataFrame) -> ClaimResult:
+def claim_quality_cost(runs: pd.DataFrame) -> ClaimVerdict:
+    cid, metric = "quality-cost", "val_loss"
     base, kss = select(runs, preset="standard"), select(runs, preset="kss-default")
     text = "…at a 0.4% quality cost (val loss at most 0.4% above the baseline's)"
-    seed = "+0.4% (yet the seed's own table says 1.9861 → 1.5051, i.e. −24%)"
-    if len(base) < 2 or len(kss) < 2:
-        return ClaimResult("quality-cost", text, seed, "–", NOT_MEASURED)
-    b, k = _vals(base, "val_loss"), _vals(kss, "val_loss")
-    point, lo, hi = ratio_ci(k, b)
-    verdict = judge_at_most((lo - 1, hi - 1), 0.004)
-    measured = f"{100 * (point - 1):+.1f}% [{100 * (lo - 1):+.1f}%, {100 * (hi - 1):+.1f}%]"
-    gamma_b, gamma_k = float(base["gamma"].iloc[0]), float(kss["gamma"].iloc[0])
-    note = (
-        f"vs `standard` at γ = {gamma_b:g}; kss-default runs at γ = {gamma_k:g}, so compare dense LoRA at the same γ"
-        if gamma_b != gamma_k
-        else ""
-    )
-    return ClaimResult("quality-cost", text, seed, measured, verdict, note)
+    published = "+0.4% (yet the published table says 1.9861 → 1.5051, i.e. −24%)"
+    if base.empty or kss.empty:
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED)
+    main = _cmp(kss, base, metric, cid, direction="less", scale="ratio", claimed=1.004)
+    main = replace(main, verdict=judge_bound(main, bound=1.004), test="Welch t; Fieller interval ≤ 1.004")
+    measured = f"val-loss ratio {_ratio_text(main)}"
+    if main.verdict == TOO_FEW_RUNS:
+        return ClaimVerdict(cid, text, published, measured, TOO_FEW_RUNS, "", [main])
+    verdict, controls, note = _with_control(runs, main, kss, base, metric, cid)
+    if controls:  # the control arm judged by the same bound, not by the one-sided test
+        shown = replace(controls[0], verdict=judge_bound(controls[0], bound=1.004))
+        controls[0] = shown
+        verdict = matched_gamma(
+            main.verdict, control_shows_effect=shown.verdict, kss_beyond_control=controls[1].verdict
+        )
+    return ClaimVerdict(cid, text, published, measured, verdict, note, [main, *controls])
 
 
-def _presets_claim(runs: pd.DataFrame, metric: str, cid: str, text: str, seed: str, seed_index: int) -> ClaimResult:
+def _presets_claim(runs: pd.DataFrame, metric: str, cid: str, text: str, published: str, index: int) -> ClaimVerdict:
     base = select(runs, preset="standard")
-    parts, verdicts = [], []
-    for preset in KSS_PRESETS:
-        kss = select(runs, preset=preset)
-        if len(base) < 2 or len(kss) < 2:
-            continue
-        point, lo, hi = ratio_ci(_vals(kss, metric), _vals(base, metric))
-        claimed = SEED_CONFIG[preset][seed_index] / SEED_CONFIG["standard"][seed_index]
-        verdicts.append(judge_ratio((lo, hi), claimed))
-        parts.append(f"{preset} {_fmt_ratio(point, lo, hi)}")
-    if not verdicts:
-        return ClaimResult(cid, text, seed, "–", NOT_MEASURED)
-    note = "" if len(verdicts) == len(KSS_PRESETS) else f"only {len(verdicts)} of 4 presets measured"
-    return ClaimResult(cid, text, seed, "ratio to baseline: " + "; ".join(parts), combine(verdicts), note)
+    arms = [(p, select(runs, preset=p)) for p in KSS_PRESETS]
+    arms = [(p, a) for p, a in arms if len(a)]
+    if base.empty or not arms:
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED)
+    parts = [
+        _cmp(
+            a,
+            base,
+            metric,
+            cid,
+            direction="less",
+            scale="ratio",
+            claimed=PUBLISHED_CONFIG[p][index] / PUBLISHED_CONFIG["standard"][index],
+        )
+        for p, a in arms
+    ]
+    parts = judge_family(parts)
+    verdict = combine([c.verdict for c in parts], expected=len(KSS_PRESETS))
+    measured = "ratio to baseline: " + "; ".join(f"{p} {_ratio_text(c)}" for (p, _), c in zip(arms, parts))
+    note = ""
+    if len(parts) < len(KSS_PRESETS):
+        found = ", ".join(f"{p}: {c.verdict}" for (p, _), c in zip(arms, parts))
+        note = f"only {len(parts)} of 4 presets measured ({found}): no verdict on every preset"
+    return ClaimVerdict(cid, text, published, measured, verdict, note, parts)
 
 
-def claim_presets_gap(runs: pd.DataFrame) -> ClaimResult:
+def claim_presets_gap(runs: pd.DataFrame) -> ClaimVerdict:
     return _presets_claim(
         runs,
         "gap",
@@ -233,7 +285,7 @@ def claim_presets_gap(runs: pd.DataFrame) -> ClaimResult:
     )
 
 
-def claim_presets_val(runs: pd.DataFrame) -> ClaimResult:
+def claim_presets_val(runs: pd.DataFrame) -> ClaimVerdict:
     return _presets_claim(
         runs,
         "val_loss",
@@ -244,44 +296,35 @@ def claim_presets_val(runs: pd.DataFrame) -> ClaimResult:
     )
 
 
-def claim_matched_gamma(runs: pd.DataFrame) -> ClaimResult:
-    """Not a seed claim: the control that tells a masking effect from a γ (learning-rate) effect."""
+def claim_matched_gamma(runs: pd.DataFrame) -> ClaimVerdict:
+    """Not a published claim: the control that tells a masking effect from a γ (learning-rate) effect."""
+    cid, metric = "matched-gamma", "gap"
     text = "(control) KSS beats dense LoRA at the *same* γ, so the gap reduction is the mask, not a γ/lr change"
-    seed = "not reported by the seeds (their baseline runs at γ = 0.5, KSS at γ = 1.0 / 1.5)"
-    parts, verdicts, smaller, not_smaller = [], [], [], []
+    published = "not reported (the published baseline runs at γ = 0.5, KSS at γ = 1.0 / 1.5)"
+    arms = []
     for preset in KSS_PRESETS:
         kss = select(runs, preset=preset)
-        if len(kss) < 2:
+        if kss.empty:
             continue
-        gamma = float(kss["gamma"].iloc[0])
-        rank = kss["rank"].iloc[0]
-        dense = select(
-            runs,
-            where=lambda r, g=gamma, k=rank: _is_dense(r) & np.isclose(r["gamma"].astype(float), g) & (r["rank"] == k),
-        )
-        if len(dense) < 2:
-            continue
-        point, lo, hi = ratio_ci(_vals(kss, "gap"), _vals(dense, "gap"))
-        # Significantly smaller → holds; no reduction at all (ratio ≥ 1) → does not hold; else too noisy.
-        verdicts.append(HOLDS if hi < 1.0 else FAILS if point >= 1.0 else INCONCLUSIVE)
-        (smaller if hi < 1.0 else not_smaller).append(f"{preset} ({point:.2f})")
-        parts.append(f"{preset} vs dense γ={gamma:g}: gap ratio {_fmt_ratio(point, lo, hi)}")
-    if not verdicts:
-        return ClaimResult(
-            "matched-gamma",
-            text,
-            seed,
-            "–",
-            NOT_MEASURED,
-            "no dense LoRA runs at γ = 1.0 / 1.5: run the matched_lr sweep into this runs directory",
-        )
-    verdict = combine(verdicts)
+        dense = dense_at(runs, kss)
+        if len(dense):
+            arms.append((preset, kss, dense))
+    if not arms:
+        note = "no dense LoRA runs at γ = 1.0 / 1.5: run the matched_lr sweep into this runs directory"
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED, note)
+    parts = judge_family([_cmp(k, d, metric, cid, direction="less", scale="ratio") for _, k, d in arms])
+    smaller = [f"{p} ({c.ratio:.2f})" for (p, _, _), c in zip(arms, parts) if c.verdict == HOLDS]
+    not_smaller = [f"{p} ({c.ratio:.2f})" for (p, _, _), c in zip(arms, parts) if c.verdict != HOLDS]
+    measured = "; ".join(
+        f"{p} vs dense γ={float(k['gamma'].iloc[0]):g}: gap ratio {_ratio_text(c)}, Holm p {fmt_p(c.p_adjusted)}"
+        for (p, k, _), c in zip(arms, parts)
+    )
     notes = []
     if smaller:
         notes.append(f"significantly smaller gap than dense LoRA at the same γ: {', '.join(smaller)}")
     if not_smaller:
         notes.append(f"not significantly smaller: {', '.join(not_smaller)}")
-    return ClaimResult("matched-gamma", text, seed, "; ".join(parts), verdict, "; ".join(notes))
+    return ClaimVerdict(cid, text, published, measured, combine([c.verdict for c in parts]), "; ".join(notes), parts)
 
 
 def noise_levels(runs: pd.DataFrame) -> list[float]:
@@ -289,60 +332,81 @@ def noise_levels(runs: pd.DataFrame) -> list[float]:
     return sorted({float(x) for x in r["noise_rate"].dropna()}) if len(r) else []
 
 
-def claim_noise_gap(runs: pd.DataFrame) -> ClaimResult:
+def claim_noise_gap(runs: pd.DataFrame) -> ClaimVerdict:
+    cid, metric = "noise-gap", "gap_clean"
     text = "KSS's gap stays far below the baseline's at every label-noise rate (judged on gap_clean)"
-    seed = "; ".join(f"{100 * n:.0f}%: {b}→{k}" for n, (b, k) in SEED_NOISE.items()) + " (H200, 5 seeds)"
+    published = "; ".join(f"{100 * n:.0f}%: {b}→{k}" for n, (b, k) in PUBLISHED_NOISE.items()) + " (H200, 5 runs)"
     levels = noise_levels(runs) if any(n > 0 for n in noise_levels(runs)) else []
-    parts, verdicts = [], []
-    for n in levels:
-        base, kss = select(runs, preset="standard", noise=n), select(runs, preset="kss-default", noise=n)
-        if len(base) < 2 or len(kss) < 2:
-            continue
-        b, k = _vals(base, "gap_clean"), _vals(kss, "gap_clean")
-        point, lo, hi = ratio_ci(k, b)
-        seed_pair = SEED_NOISE.get(round(n, 2))
-        claimed = seed_pair[1] / seed_pair[0] if seed_pair else 0.2
-        verdicts.append(judge_ratio((lo, hi), claimed))
-        parts.append(f"{100 * n:.0f}%: {b.mean():.3f}→{k.mean():.3f} (κ_rel {_fmt_ratio(point, lo, hi)})")
-    if len(verdicts) < 2:
-        return ClaimResult(
-            "noise-gap", text, seed, "–", NOT_MEASURED, "needs standard and kss-default runs with noise.rate > 0"
+    arms = [(n, select(runs, preset="standard", noise=n), select(runs, preset="kss-default", noise=n)) for n in levels]
+    arms = [(n, b, k) for n, b, k in arms if len(b) and len(k)]
+    if len(arms) < 2:
+        note = "needs standard and kss-default runs with noise.rate > 0"
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED, note)
+    parts = []
+    for n, b, k in arms:
+        pair = PUBLISHED_NOISE.get(round(n, 2))
+        parts.append(
+            _cmp(k, b, metric, cid, direction="less", scale="ratio", claimed=pair[1] / pair[0] if pair else 0.2)
         )
-    return ClaimResult(
-        "noise-gap", text, seed, "; ".join(parts), combine(verdicts), "κ_rel on gap_clean = val_loss − train_loss_clean"
+    parts = judge_family(parts)
+    measured = "; ".join(
+        f"{100 * n:.0f}%: {_vals(b, metric).mean():.3f}→{_vals(k, metric).mean():.3f} (κ_rel {_ratio_text(c)})"
+        for (n, b, k), c in zip(arms, parts)
     )
+    undefined = [f"{100 * n:.0f}%" for (n, _, _), c in zip(arms, parts) if not math.isfinite(c.ratio_low)]
+    note = "κ_rel on gap_clean = val_loss − train_loss_clean"
+    if undefined:
+        note += f"; κ_rel undefined at {', '.join(undefined)} (the baseline gap is not clearly above 0): read the differences in claims.csv"
+    return ClaimVerdict(cid, text, published, measured, combine([c.verdict for c in parts]), note, parts)
 
 
-def claim_antifragile(runs: pd.DataFrame) -> ClaimResult:
+def claim_antifragile(runs: pd.DataFrame) -> ClaimVerdict:
+    cid, metric = "antifragile", "gap_clean"
     text = "'Antifragile': KSS's relative advantage grows with noise (κ_rel at the highest noise < at 0%)"
-    seed = "reduction 78.6% at 0% → 94.7% at 50% (κ_rel 0.214 → 0.052)"
+    published = "reduction 78.6% at 0% → 94.7% at 50% (κ_rel 0.214 → 0.052)"
     levels = noise_levels(runs)
-    groups = (
-        [select(runs, preset=p, noise=n) for n in (levels[:1] + levels[-1:]) for p in ("standard", "kss-default")]
-        if len(levels) >= 2 and levels[0] == 0.0
-        else []
+    if len(levels) < 2 or levels[0] != 0.0:
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED, "needs 0% and a higher noise rate")
+    b0, k0, bn, kn = (
+        select(runs, preset=p, noise=n) for n in (levels[0], levels[-1]) for p in ("standard", "kss-default")
     )
-    if not groups or any(len(g) < 2 for g in groups):
-        return ClaimResult("antifragile", text, seed, "–", NOT_MEASURED, "needs 0% and a higher noise rate")
-    b0, k0, bn, kn = (_vals(g, "gap_clean") for g in groups)
-    lo, hi = bootstrap_fn_ci([b0, k0, bn, kn], lambda m: m[3] / m[2] - m[1] / m[0])
-    point = kn.mean() / bn.mean() - k0.mean() / b0.mean()
-    claimed = SEED_NOISE[0.5][1] / SEED_NOISE[0.5][0] - SEED_NOISE[0.0][1] / SEED_NOISE[0.0][0]
-    verdict = HOLDS if hi < 0 and lo <= claimed else FAILS if lo > claimed else INCONCLUSIVE
-    measured = (
-        f"κ_rel(gap_clean) {k0.mean() / b0.mean():.3f} at 0% → {kn.mean() / bn.mean():.3f} at "
-        f"{100 * levels[-1]:.0f}%; change {point:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    if any(g.empty for g in (b0, k0, bn, kn)):
+        return ClaimVerdict(
+            cid, text, published, "–", NOT_MEASURED, "needs standard and kss-default at 0% and under noise"
+        )
+    claimed = math.log((0.016 / 0.309) / (0.092 / 0.429))
+    c = log_ratio_change(
+        *(_vals(g, metric) for g in (kn, bn, k0, b0)),
+        claim=cid,
+        metric=metric,
+        treatment_label=f"{label(kn)} / {label(bn)}",
+        control_label=f"{label(k0)} / {label(b0)}",
+        direction="less",
+        claimed=claimed,
+    )
+    c = replace(c, verdict=judge(c))
+    kappa0, kappan = (
+        _vals(k0, metric).mean() / _vals(b0, metric).mean(),
+        _vals(kn, metric).mean() / _vals(bn, metric).mean(),
+    )
+    measured = f"κ_rel(gap_clean) {kappa0:.3f} at 0% → {kappan:.3f} at {100 * levels[-1]:.0f}%; " + (
+        f"log change {fmt_num(c.effect, 3, signed=True)} {fmt_ci(c.ci_low, c.ci_high, 3)}"
+        if math.isfinite(c.ci_low)
+        else "the change is undefined"
     )
     note = (
-        "the noisy-label gap shrinks under noise for every method (docs/spec.md §2); this uses gap_clean. "
-        f"Baseline gap vs noisy labels: {_vals(groups[0], 'gap').mean():.3f} at 0% → {_vals(groups[2], 'gap').mean():.3f}"
+        "The noisy-label gap shrinks under noise for every method, so this uses gap_clean. "
+        f"Baseline gap vs noisy labels: {_vals(b0, 'gap').mean():.3f} at 0% → {_vals(bn, 'gap').mean():.3f}"
     )
-    return ClaimResult("antifragile", text, seed, measured, verdict, note)
+    if not math.isfinite(c.ci_low):
+        note = "κ_rel undefined (a gap's 90% interval is not clearly above 0): judged inconclusive. " + note
+    return ClaimVerdict(cid, text, published, measured, c.verdict, note, [c])
 
 
-def claim_negative_gap(runs: pd.DataFrame) -> ClaimResult:
+def claim_negative_gap(runs: pd.DataFrame) -> ClaimVerdict:
+    cid, metric = "negative-gap", "gap"
     text = "A negative gap (val below train) at ρ = 0.3, γ = 0.1"
-    seed = "κ = −0.009, 5 seeds"
+    published = "κ = −0.009, 5 runs"
     r = select(
         runs,
         where=lambda d: (
@@ -351,120 +415,121 @@ def claim_negative_gap(runs: pd.DataFrame) -> ClaimResult:
             & np.isclose(d["gamma"].fillna(-1).astype(float), 0.1)
         ),
     )
-    if len(r) < 2:
-        return ClaimResult("negative-gap", text, seed, "–", NOT_MEASURED, "no runs at ρ = 0.3, γ = 0.1")
-    g = _vals(r, "gap")
-    lo, hi = bootstrap_fn_ci([g], lambda m: m[0])
+    if r.empty:
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED, "no runs at ρ = 0.3, γ = 0.1")
+    main = compare_to_value(_vals(r, metric), claim=cid, metric=metric, label=label(r), direction="less")
+    main = replace(main, verdict=judge(main))
+    measured = f"{fmt_num(main.effect, 4, signed=True)} {fmt_ci(main.ci_low, main.ci_high, 4)}"
     # The control: dense LoRA at γ = 0.1. A small γ is a small update, so a negative gap can be a model that has
     # not fitted the training set yet rather than anything the mask does.
     dense = select(runs, where=lambda d: _is_dense(d) & np.isclose(d["gamma"].fillna(-1).astype(float), 0.1))
-    note = ""
-    if len(dense) >= 2:
-        d = _vals(dense, "gap")
-        c = compare(g, d)
-        note = (
-            f"dense LoRA at γ = 0.1: gap {d.mean():+.4f}; KSS − dense {c['diff']:+.4f} "
-            f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]; val loss KSS {_vals(r, 'val_loss').mean():.4f} vs dense "
-            f"{_vals(dense, 'val_loss').mean():.4f}"
-        )
-    return ClaimResult(
-        "negative-gap", text, seed, f"{g.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]", judge_below((lo, hi)), note
+    if dense.empty:
+        return ClaimVerdict(cid, text, published, measured, main.verdict, "", [main])
+    shown = compare_to_value(_vals(dense, metric), claim=cid, metric=metric, label=label(dense), direction="less")
+    shown = replace(shown, role="matched-γ control: dense gap < 0", verdict=judge(replace(shown)))
+    beyond = replace(_cmp(r, dense, metric, cid, direction="less"), role="matched-γ control: KSS vs dense")
+    beyond = replace(beyond, verdict=judge(beyond))
+    verdict = matched_gamma(main.verdict, control_shows_effect=shown.verdict, kss_beyond_control=beyond.verdict)
+    note = (
+        f"dense LoRA at γ = 0.1: gap {_vals(dense, metric).mean():+.4f}; KSS − dense {beyond.effect:+.4f} "
+        f"{fmt_ci(beyond.ci_low, beyond.ci_high, 4)}; val loss KSS {_vals(r, 'val_loss').mean():.4f} vs dense "
+        f"{_vals(dense, 'val_loss').mean():.4f}"
     )
+    return ClaimVerdict(cid, text, published, measured, verdict, note, [main, shown, beyond])
 
 
-def claim_mean_reduction(runs: pd.DataFrame) -> ClaimResult:
+def claim_mean_reduction(runs: pd.DataFrame) -> ClaimVerdict:
+    cid, metric = "mean-reduction", "gap"
     text = "KSS reduces the gap by 78.3% on average (p < 0.0001)"
-    seed = "78.3% ± 4.2% mean reduction, p < 0.0001"
+    published = "78.3% ± 4.2% mean reduction, p < 0.0001"
     base = select(runs, preset="standard")
     kss = select(runs, where=lambda d: d["preset"].isin(KSS_PRESETS))
-    if len(base) < 2 or len(kss) < 2:
-        return ClaimResult("mean-reduction", text, seed, "–", NOT_MEASURED)
-    b, k = _vals(base, "gap"), _vals(kss, "gap")
-    point, lo, hi = ratio_ci(k, b)
-    p = welch_p(k, b)
-    verdict = judge_ratio((lo, hi), 1 - 0.783)
-    if verdict == HOLDS and not p < 1e-4:
-        verdict = INCONCLUSIVE
-    measured = f"{100 * (1 - point):.1f}% [{100 * (1 - hi):.1f}%, {100 * (1 - lo):.1f}%], p_Welch {p:.2g} (all KSS preset runs, 0% noise)"
-    return ClaimResult("mean-reduction", text, seed, measured, verdict)
+    if base.empty or kss.empty:
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED)
+    c = _cmp(kss, base, metric, cid, direction="less", scale="ratio", claimed=1 - 0.783)
+    c = replace(c, verdict=judge(c))
+    measured = f"gap ratio {_ratio_text(c)} (all KSS preset runs pooled, 0% noise), one-sided p {fmt_p(c.p_value)}"
+    return ClaimVerdict(cid, text, published, measured, c.verdict, "", [c])
 
 
-def claim_all_separate(runs: pd.DataFrame) -> ClaimResult:
+def claim_all_separate(runs: pd.DataFrame) -> ClaimVerdict:
+    cid, metric = "all-separate", "gap_clean"
     text = "Every KSS run's gap is below every baseline run's (zero overlap)"
-    seed = "46 KSS runs all < 0.054; 12 baseline runs all > 0.48"
+    published = "46 KSS runs all < 0.054; 12 baseline runs all > 0.48"
     r = select(runs, noise=None)
-    parts, overlaps, n_k, n_b = [], [], 0, 0
+    parts, rows, verdicts = [], [], []
     for n in noise_levels(runs):
         at = r[np.isclose(r["noise_rate"].fillna(0).astype(float), n)]
-        b = _vals(at[at["preset"] == "standard"], "gap_clean")
-        k = _vals(at[at["preset"].isin(KSS_PRESETS)], "gap_clean")
-        if len(b) and len(k):
-            n_k, n_b = n_k + len(k), n_b + len(b)
-            overlaps.append(k.max() >= b.min())
-            parts.append(f"{100 * n:.0f}%: KSS max {k.max():.3f} vs baseline min {b.min():.3f}")
-    if not overlaps:
-        return ClaimResult("all-separate", text, seed, "–", NOT_MEASURED)
-    measured = f"{n_k} KSS vs {n_b} baseline runs; " + "; ".join(parts)
-    return ClaimResult(
-        "all-separate", text, seed, measured, FAILS if any(overlaps) else HOLDS, "per noise rate, on gap_clean"
-    )
-
-
-def claim_fp8(runs: pd.DataFrame) -> ClaimResult:
-    text = "At FP8, standard LoRA loses 68% quality and KSS 5.2% (val-loss degradation vs BF16/FP32)"
-    seed = "standard 1.9861 → 3.3412 (+68.2%), KSS 1.5051 → 1.5831 (+5.2%)"
-    low = ("fp8", "emu-fp8")
-    parts, verdicts = [], []
-    degr = {}
-    for preset in ("standard", "kss-default"):
-        ref, fp8 = select(runs, preset=preset), select(runs, preset=preset, precision=low)
-        if len(ref) < 2 or len(fp8) < 2:
+        base, kss = at[at["preset"] == "standard"], at[at["preset"].isin(KSS_PRESETS)]
+        b, k = _vals(base, metric), _vals(kss, metric)
+        if not (len(b) and len(k)):
             continue
-        point, lo, hi = ratio_ci(_vals(fp8, "val_loss"), _vals(ref, "val_loss"))
-        degr[preset] = (point - 1, lo - 1, hi - 1)
-        parts.append(f"{preset} {100 * (point - 1):+.1f}% [{100 * (lo - 1):+.1f}%, {100 * (hi - 1):+.1f}%]")
-    if len(degr) < 2:
-        return ClaimResult(
-            "fp8", text, seed, "; ".join(parts) or "–", NOT_MEASURED, "needs fp8/emu-fp8 and reference runs of both"
+        verdict = (
+            TOO_FEW_RUNS if len(b) < MIN_RUNS or len(k) < MIN_RUNS else DOES_NOT_HOLD if k.max() >= b.min() else HOLDS
         )
-    std, kss = degr["standard"], degr["kss-default"]
-    if std[2] < 0.682 / 2:
-        verdicts.append(FAILS)  # standard LoRA does not lose anything like 68%
-    elif std[1] > kss[2]:
-        verdicts.append(HOLDS)
-    else:
-        verdicts.append(INCONCLUSIVE)
-    return ClaimResult("fp8", text, seed, "; ".join(parts), combine(verdicts))
+        verdicts.append(verdict)
+        nan = math.nan
+        rows.append(
+            Comparison(
+                cid,
+                metric,
+                label(kss),
+                label(base),
+                len(k),
+                len(b),
+                float(k.mean() - b.mean()),
+                nan,
+                nan,
+                "ranges overlap (KSS max vs baseline min)",
+                nan,
+                "less",
+                verdict=verdict,
+            )
+        )
+        parts.append(f"{100 * n:.0f}%: {len(k)} KSS max {k.max():.3f} vs {len(b)} baseline min {b.min():.3f}")
+    if not verdicts:
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED)
+    return ClaimVerdict(cid, text, published, "; ".join(parts), combine(verdicts), "per noise rate, on gap_clean", rows)
+
+
+def claim_fp8(runs: pd.DataFrame) -> ClaimVerdict:
+    cid, metric = "fp8", "val_loss"
+    text = "At FP8, standard LoRA loses 68% quality and KSS 5.2% (val-loss degradation vs BF16/FP32)"
+    published = "standard 1.9861 → 3.3412 (+68.2%), KSS 1.5051 → 1.5831 (+5.2%)"
+    low = ("fp8", "emu-fp8")
+    arms = {p: (select(runs, preset=p), select(runs, preset=p, precision=low)) for p in ("standard", "kss-default")}
+    if any(ref.empty or fp8.empty for ref, fp8 in arms.values()):
+        return ClaimVerdict(cid, text, published, "–", NOT_MEASURED, "needs fp8/emu-fp8 and reference runs of both")
+    (s_ref, s_fp8), (k_ref, k_fp8) = arms["standard"], arms["kss-default"]
+    loses = _cmp(s_fp8, s_ref, metric, cid, direction="greater", scale="ratio", claimed=1.682)
+    less = log_ratio_change(
+        *(_vals(g, metric) for g in (k_fp8, k_ref, s_fp8, s_ref)),
+        claim=cid,
+        metric=metric,
+        treatment_label=f"{label(k_fp8)} / {label(k_ref)}",
+        control_label=f"{label(s_fp8)} / {label(s_ref)}",
+        direction="less",
+        claimed=math.log(1.052 / 1.682),
+    )
+    parts = judge_family([loses, less])
+    measured = (
+        f"standard fp8 / reference {_ratio_text(parts[0])}; KSS − standard log degradation {_diff_text(parts[1])}"
+    )
+    return ClaimVerdict(cid, text, published, measured, combine([c.verdict for c in parts]), "", parts)
 
 
 NOT_HERE = (
-    (
-        "truthfulqa",
-        "TruthfulQA accuracy rises with kss-highgamma",
-        "38.2% → 43.2%, Llama-3.1-8B",
-        "a generation benchmark, not part of a classification sweep",
-    ),
-    (
-        "hardware",
-        "H200 runs the 5-config benchmark 2.7× faster than A100",
-        "11.6 min vs 31.1 min",
-        "needs runs of the same sweep on two GPU types",
-    ),
-    (
-        "entropy-aulc",
-        "Annotation entropy predicts per-example AULC",
-        "Spearman ρ 0.06–0.43, positive in all 25 conditions",
-        "per-example dynamics: the dynamics part of the project measures it",
-    ),
-    (
-        "ract",
-        "RACT detects noisy labels",
-        "F1 91.1% at 91.46% accuracy, AG News",
-        "label-noise detection: the detection part of the project measures it",
-    ),
-)
+    ("truthfulqa", "TruthfulQA accuracy rises with kss-highgamma", "38.2% → 43.2%, Llama-3.1-8B",
+     "a generation benchmark, not part of a classification sweep"),
+    ("hardware", "H200 runs the 5-config benchmark 2.7× faster than A100", "11.6 min vs 31.1 min",
+     "needs runs of the same sweep on two GPU types"),
+    ("entropy-aulc", "Annotation entropy predicts per-example AULC", "Spearman ρ 0.06–0.43, positive in all 25 conditions",
+     "per-example dynamics: the dynamics part of the project measures it"),
+    ("ract", "RACT detects noisy labels", "F1 91.1% at 91.46% accuracy, AG News",
+     "label-noise detection: the detection part of the project measures it"),
+)  # fmt: skip
 
-CLAIMS: tuple[Callable[[pd.DataFrame], ClaimResult], ...] = (
+CLAIMS: tuple[Callable[[pd.DataFrame], ClaimVerdict], ...] = (
     claim_five_config_gap,
     claim_quality_cost,
     claim_presets_gap,
@@ -479,9 +544,14 @@ CLAIMS: tuple[Callable[[pd.DataFrame], ClaimResult], ...] = (
 )
 
 
-def evaluate_claims(runs: pd.DataFrame, *, include_unmeasurable: bool = True) -> list[ClaimResult]:
-    """Every claim the runs directory can speak to, plus (optionally) those it cannot, in docs/spec.md §4 order."""
+def evaluate_claims(runs: pd.DataFrame, *, include_unmeasurable: bool = True) -> list[ClaimVerdict]:
+    """Every published claim the runs can speak to, plus (optionally) those they cannot."""
     out = [fn(runs) for fn in CLAIMS]
     if include_unmeasurable:
-        out += [ClaimResult(cid, text, seed, "–", NOT_MEASURED, note) for cid, text, seed, note in NOT_HERE]
+        out += [ClaimVerdict(cid, text, pub, "–", NOT_MEASURED, note) for cid, text, pub, note in NOT_HERE]
     return out
+
+
+def claim_rows(claims: list[ClaimVerdict]) -> list[dict[str, Any]]:
+    """The claims.csv rows of judged claims (one per comparison)."""
+    return [row for c in claims for row in c.rows()]

@@ -123,7 +123,7 @@ def _aggregate(args: argparse.Namespace) -> int:
 
 
 def _add_report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs_dir")
+    p.add_argument("runs_dir", help="a runs directory, or a runs.csv written by an earlier report")
     p.add_argument(
         "--sweep",
         action="append",
@@ -132,6 +132,12 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="report", help="output directory (default: report/)")
     p.add_argument("--baseline", help="baseline arm (default: the sweep's baseline, else 'standard')")
     p.add_argument("--title", help="page title")
+    p.add_argument(
+        "--claims",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="judge the published KSS-LoRA claims after your results and write claims.csv (default: --claims)",
+    )
 
 
 @command("report", "write an HTML report (plus PNG figures and a Markdown summary) of a runs directory")(
@@ -140,7 +146,9 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    paths = write_report(args.runs_dir, args.output, baseline=args.baseline, title=args.title, sweep=args.sweep)
+    paths = write_report(
+        args.runs_dir, args.output, baseline=args.baseline, title=args.title, sweep=args.sweep, claims=args.claims
+    )
     for kind, path in paths.items():
         print(f"{kind:9s} {path}")
     return 0

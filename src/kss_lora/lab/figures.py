@@ -48,7 +48,7 @@ def loss_curves(curves: pd.DataFrame, conditions: list[str], path: Path) -> Path
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].set_ylabel("loss")
+    axes.flat[0].set_ylabel("loss (nats)")
     handles = [
         plt.Line2D([], [], ls="-", color="tab:blue"),
         plt.Line2D([], [], ls="--", color="tab:red"),
@@ -101,7 +101,7 @@ def run_tiles(runs: pd.DataFrame, conditions: list[str], path: Path, metric: str
                 ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds], fontsize=8)
     ax.set_yticks(range(len(conditions)), conditions, fontsize=8)
-    fig.colorbar(im, ax=ax, label=metric.replace("_", " "))
+    fig.colorbar(im, ax=ax, label=metric.replace("_", " ") + " (nats)")
     what = "gap_clean\n(val − train loss on the true labels; = gap at 0% noise)" if metric == "gap_clean" else metric
     ax.set_title(f"Every run, coloured by {what}", fontsize=9)
     fig.tight_layout()
@@ -148,7 +148,7 @@ def gap_vs(table: pd.DataFrame, runs: pd.DataFrame, column: str, xlabel: str, pa
             )
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("val loss − train loss")
+    ax.set_ylabel("val loss − train loss (nats)")
     title = f"Gap vs {xlabel}" + (
         "\nsolid: vs the true labels (gap_clean); dashed: vs the noisy labels trained on"
         if has_noise

@@ -1,8 +1,13 @@
-"""``kss report``: one self-contained HTML page (figures inlined), the PNGs, and a Markdown summary.
+"""``kss report``: one self-contained HTML page (figures inlined), the PNGs, a Markdown summary and claims.csv.
 
-Sections, in the order a sceptical reader needs them: what was run, the claims table (seed number, our
-number with CI, verdict), the config table laid out like the seeds', the matched-γ caveat and control,
-the noise table, all conditions with their statistics, the figures, and failed runs.
+Sections, in the order a user needs them: what was run (with a banner when an arm has fewer than 3 runs), their
+own results per arm (accuracy and loss on validation and test, the gap, with 95% intervals), every arm against
+the baseline, then, unless ``claims=False``, the published claims judged by the verdict engine (claims.csv beside
+the page holds every comparison, recomputable from runs.csv), the config table laid out like the published one,
+the matched-γ control, the noise table; then figures and failed runs.
+
+A report can be built from a runs directory or from a runs.csv written by an earlier report (``kss report
+results/five_config/runs.csv``): everything but the per-epoch loss curves is recomputed from it.
 """
 
 from __future__ import annotations
@@ -14,13 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from .. import rundir
+from ..errors import DataError
+from ..tables import MISSING, fmt_ci, fmt_mean_std, fmt_num, fmt_p, write_csv
 from . import figures
-from .claims import NOT_MEASURED, SEED_CONFIG, SEED_NOISE, evaluate_claims
+from .claims import PUBLISHED_CONFIG, PUBLISHED_NOISE, RATIO_CONVENTION, claim_rows, dense_at, evaluate_claims
 from .registry import default_baseline, load_curves, load_runs, points_not_run
-from .stats import aggregate, fmt_mean_std, fmt_num, fmt_p, markdown_table, summary_rows
+from .stats import aggregate, markdown_table, mean_ci, summary_rows
+from .verdicts import (
+    CI_LEVEL,
+    CLAIM_COLUMNS,
+    EXTRA_COLUMNS,
+    HOLDS,
+    MIN_RUNS,
+    NOT_MEASURED,
+    VERDICTS,
+    compare,
+    judge_family,
+)
 
 CAVEAT = (
     "The five-config table compares `standard` (dense LoRA, γ = 0.5) with KSS presets at γ = 1.0 / 1.5. "
@@ -28,6 +45,29 @@ CAVEAT = (
     "the γ (learning-rate) effect, not the gradient mask. Only the matched-γ control (dense LoRA at the same γ) "
     "separates the two."
 )
+UNITS = "Losses and gaps are mean cross-entropy in nats; accuracies are fractions."
+# Columns a runs.csv needs for a report (the rest are shown when present).
+RUNS_CSV_COLUMNS = ("condition", "arm", "status", "seed", "val_loss", "train_loss", "gap")
+
+
+def load_runs_csv(path: str | Path) -> pd.DataFrame:
+    """A runs.csv written by a report, as the table :func:`registry.load_runs` gives (without run directories)."""
+    try:
+        runs = pd.read_csv(path, keep_default_na=True)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read as a runs table ({exc.__class__.__name__})") from None
+    missing = [c for c in RUNS_CSV_COLUMNS if c not in runs]
+    if missing:
+        raise DataError(
+            f"{path}: a runs.csv needs the columns {', '.join(RUNS_CSV_COLUMNS)}; missing {', '.join(missing)}"
+        )
+    for col, default in (("stratum", ""), ("error", ""), ("preset", None), ("noise_rate", 0.0), ("precision", "fp32")):
+        if col not in runs:
+            runs[col] = default
+    runs["stratum"] = runs["stratum"].fillna("").astype(str)
+    runs["preset"] = runs["preset"].where(runs["preset"].notna(), None)
+    runs["path"] = None
+    return runs
 
 
 def write_report(
@@ -37,17 +77,33 @@ def write_report(
     baseline: str | None = None,
     title: str | None = None,
     sweep: str | list[str] | None = None,
+    claims: bool = True,
 ) -> dict[str, Path]:
-    """Write ``index.html``, ``summary.md``, ``conditions.csv``, ``runs.csv`` and PNG figures into ``output``."""
-    runs_dir, out = Path(runs_dir), Path(output)
+    """Write ``index.html``, ``summary.md``, ``conditions.csv``, ``runs.csv``, ``claims.csv`` and PNGs into ``output``.
+
+    ``runs_dir`` is a runs directory or a runs.csv file. ``claims=False`` leaves the published claims out (and
+    writes no claims.csv): a report on the user's own sweep only.
+    """
+    source, out = Path(runs_dir), Path(output)
+    if not source.exists():
+        raise DataError(f"{source}: no such runs directory or runs.csv")
+    from_csv = source.is_file()
+    if from_csv:
+        if sweep:
+            raise DataError("--sweep: only for a runs directory (a runs.csv holds the runs it holds)")
+        runs = load_runs_csv(source)
+        baseline = baseline or ("standard" if "standard" in set(runs["arm"]) else None)
+        curves, not_run = pd.DataFrame(), 0
+    else:
+        runs = load_runs(source, sweep=sweep)
+        baseline = baseline or default_baseline(source, runs, sweep=sweep)
+        curves, not_run = load_curves(runs), len(points_not_run(source, sweep))
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(runs_dir, sweep=sweep)
-    baseline = baseline or default_baseline(runs_dir, runs, sweep=sweep)
     table = aggregate(runs, baseline=baseline)
     ok = runs[runs["status"] == "ok"]
     conditions = list(dict.fromkeys(table["condition"])) if len(table) else []
     figs: dict[str, Path | None] = {
-        "loss_curves": figures.loss_curves(load_curves(runs), conditions, out / "loss_curves.png"),
+        "loss_curves": figures.loss_curves(curves, conditions, out / "loss_curves.png"),
         "run_tiles": figures.run_tiles(
             runs, list(dict.fromkeys([*conditions, *runs["condition"]])), out / "run_tiles.png"
         ),
@@ -55,16 +111,24 @@ def write_report(
         "gap_vs_rank": figures.gap_vs(table, ok, "rank", "LoRA rank", out / "gap_vs_rank.png"),
         "gap_vs_sparsity": figures.gap_vs(table, ok, "sparsity", "sparsity ρ", out / "gap_vs_sparsity.png"),
     }
-    sections = build_sections(runs, table, baseline, not_run=len(points_not_run(runs_dir, sweep)))
+    if from_csv and figs["loss_curves"] is None and (out / "loss_curves.png").is_file():
+        figs["loss_curves"] = out / "loss_curves.png"  # drawn from the run directories earlier; runs.csv has no curves
+    judged = evaluate_claims(runs) if claims else []
+    sections = build_sections(runs, table, baseline, not_run=not_run, claims=judged if claims else None)
     named = [sweep] if isinstance(sweep, str) else list(sweep or [])
-    title = title or f"KSS-LoRA lab report: {' + '.join(named) or runs_dir.name}"
+    title = title or f"KSS-LoRA lab report: {' + '.join(named) or (source.parent.name if from_csv else source.name)}"
     md = render_markdown(title, sections, figs)
     page = render_html(title, sections, figs)
     paths = {"html": out / "index.html", "markdown": out / "summary.md", "csv": out / "conditions.csv"}
     rundir.atomic_write_text(paths["html"], page)
     rundir.atomic_write_text(paths["markdown"], md)
     table.to_csv(paths["csv"], index=False)
-    runs.drop(columns=["path"]).to_csv(out / "runs.csv", index=False)
+    runs_csv = out / "runs.csv"
+    if not (from_csv and runs_csv.resolve() == source.resolve()):
+        runs.drop(columns=["path"]).to_csv(runs_csv, index=False)
+    paths["runs"] = runs_csv
+    if claims:
+        paths["claims"] = write_csv(out / "claims.csv", claim_rows(judged), [*CLAIM_COLUMNS, *EXTRA_COLUMNS])
     paths.update({k: v for k, v in figs.items() if v is not None})
     return paths
 
@@ -73,36 +137,104 @@ def write_report(
 
 
 def build_sections(
-    runs: pd.DataFrame, table: pd.DataFrame, baseline: str | None, not_run: int = 0
+    runs: pd.DataFrame,
+    table: pd.DataFrame,
+    baseline: str | None,
+    not_run: int = 0,
+    claims: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The report as data: a list of {title, text, rows} sections, rendered to Markdown and HTML alike."""
+    """The report as data: a list of {title, text, rows} sections, rendered to Markdown and HTML alike.
+
+    ``claims``: the judged published claims, or None to leave that part out.
+    """
     ok = runs[runs["status"] == "ok"]
     counts = runs["status"].value_counts().to_dict()
     text = setting_text(runs, counts, baseline)
     if not_run:
-        text += f" **{not_run} further points of the sweep were not run** (the sweep was cut short); seeds per condition are in the n column."
+        text += f" **{not_run} further points of the sweep were not run** (the sweep was cut short); runs per condition are in the n column."
     sections = [{"title": "What was run", "text": text, "rows": []}]
-    claims = evaluate_claims(runs)
+    small = few_runs(table)
+    if small:
+        sections.append(
+            {
+                "title": "Too few runs",
+                "text": (
+                    f"**Fewer than {MIN_RUNS} finished runs in: {', '.join(small)}.** Their means are shown, but no "
+                    f"comparison with them gets a verdict (`too few runs`); run at least {MIN_RUNS} seeds per arm."
+                ),
+                "rows": [],
+            }
+        )
+    noisy = bool((ok["noise_rate"].fillna(0) > 0).any()) if len(ok) else False
     sections.append(
         {
-            "title": "Claims",
+            "title": "Your results",
             "text": (
-                "Each seed claim (docs/spec.md §4) this runs directory can speak to, judged on the effect *relative to the "
-                "baseline* (absolute losses from Llama-3.1-8B do not transfer to another model): **holds** = "
-                "significant in the claimed direction and the 95% bootstrap CI reaches the seed's magnitude; **does "
-                "not hold** = the CI excludes the seed's magnitude; **inconclusive** = neither. Ratios are "
-                "method / baseline (κ_rel for gaps), with 95% CI over seeds. Under noise, verdicts use gap_clean."
+                "Per arm: mean over runs with its 95% t interval. gap = val loss − train loss (train loss in eval mode "
+                "on the labels trained on)"
+                + ("; gap_clean uses the true labels, and is the one to read under label noise. " if noisy else ". ")
+                + UNITS
+            ),
+            "rows": arm_rows(table, ok, noisy=noisy),
+        }
+    )
+    sections.append(
+        {
+            "title": "All conditions",
+            "text": (
+                "Every arm against the baseline arm of its stratum, mean ± std over runs. κ_rel = gap ÷ baseline gap "
+                "(undefined where the baseline gap's 95% interval is not clearly above 0: read the difference instead); quality "
+                "cost = relative val-loss change; CI = Welch's 95% t interval of the gap difference; Welch p two-sided, "
+                "Holm p adjusted over the stratum's arms; Mann-Whitney U beside it; 'ranges overlap' = whether the two "
+                "groups' gap ranges intersect. Under noise these use gap_clean. " + RATIO_CONVENTION + " " + UNITS
+            ),
+            "rows": summary_rows(table),
+        }
+    )
+    if claims is not None:
+        sections += claims_sections(ok, table, baseline, claims)
+    failed = runs[runs["status"] != "ok"]
+    if len(failed):
+        sections.append(
+            {
+                "title": "Failed and unfinished runs",
+                "text": "",
+                "rows": [
+                    {"run": str(r.get("name", r.get("run_id", ""))), "status": r["status"], "error": _text(r["error"])}
+                    for _, r in failed.iterrows()
+                ],
+            }
+        )
+    return sections
+
+
+def claims_sections(ok: pd.DataFrame, table: pd.DataFrame, baseline: str | None, claims: list[Any]) -> list[dict]:
+    """The published-claims part of the page: verdicts, the config table, the matched-γ control, the noise table."""
+    level = f"{100 * CI_LEVEL:.0f}%"
+    sections: list[dict[str, Any]] = [
+        {
+            "title": "Published claims",
+            "text": (
+                "Each published KSS-LoRA claim these runs can speak to (the published numbers are Llama-3.1-8B's), "
+                "judged on the effect *relative to the baseline*. Welch's t-test, one-sided in the claimed direction, "
+                "Holm-adjusted within a claim that covers several arms; intervals are the "
+                f"{level} t interval (its ends are the one-sided 95% bounds), Fieller's for ratios. **holds** = n ≥ 3 "
+                "per arm, adjusted p < 0.05 in the claimed direction and the interval reaching the claimed magnitude; "
+                "**does not hold** = the interval excludes it; **inconclusive** = neither; **too few runs** = an arm "
+                "has fewer than 3; **not specific to KSS** = dense LoRA at the same γ shows the effect too; **not "
+                "measured** = no runs speak to it. " + RATIO_CONVENTION + " Every comparison is in claims.csv, "
+                "recomputable from runs.csv. Under noise, verdicts use gap_clean."
             ),
             "rows": [c.as_dict() for c in claims],
         }
-    )
+    ]
     zero = table[(table["noise_rate"].fillna(0) == 0)] if len(table) else table
     if len(zero):
         sections.append(
             {
                 "title": "Config table (0% noise)",
-                "text": "Laid out like the seeds' five-config table; "
-                "seed numbers are Llama-3.1-8B's. ×: baseline gap ÷ this gap.",
+                "text": "Laid out like the published five-config table (its numbers are Llama-3.1-8B's). "
+                "gap ratio = this arm's gap ÷ the baseline's. " + UNITS,
                 "rows": config_rows(zero),
             }
         )
@@ -116,74 +248,99 @@ def build_sections(
                 "text": (
                     "Symmetric label noise on the training set (validation clean). `gap` is against the labels trained on "
                     "(noisy) and shrinks under noise for every method; `gap_clean` (val − train loss on the true labels) is "
-                    "what verdicts use. KSS vs baseline = relative change of the gap."
+                    "what verdicts use. " + RATIO_CONVENTION
                 ),
                 "rows": noise_rows(table, baseline),
-            }
-        )
-    sections.append(
-        {
-            "title": "All conditions",
-            "text": (
-                "Mean ± std over seeds. κ_rel = gap / baseline gap (same stratum); quality cost = relative val-loss change; "
-                "CI = bootstrap 95% CI of the gap difference vs the baseline; Welch and Mann-Whitney U p-values on the gap; "
-                "'ranges overlap' = whether the two groups' gap ranges intersect. Under noise these use gap_clean, and κ_rel "
-                "is n/a where the baseline gap is not positive."
-            ),
-            "rows": summary_rows(table),
-        }
-    )
-    failed = runs[runs["status"] != "ok"]
-    if len(failed):
-        sections.append(
-            {
-                "title": "Failed and unfinished runs",
-                "text": "",
-                "rows": [
-                    {"run": r["name"], "status": r["status"], "error": str(r["error"] or "")}
-                    for _, r in failed.iterrows()
-                ],
             }
         )
     return sections
 
 
+def few_runs(table: pd.DataFrame) -> list[str]:
+    """Conditions with fewer than :data:`MIN_RUNS` finished runs, as ``name (n=2)``."""
+    if table.empty:
+        return []
+    return [f"{r['condition']} (n={r['n']})" for _, r in table.iterrows() if r["n"] < MIN_RUNS]
+
+
+def _with_ci(values: Any, digits: int = 4) -> str:
+    mean, lo, hi = mean_ci(values)
+    if not math.isfinite(mean):
+        return MISSING
+    return fmt_num(mean, digits) + (f" {fmt_ci(lo, hi, digits, signed=False)}" if math.isfinite(lo) else "")
+
+
+def arm_rows(table: pd.DataFrame, ok: pd.DataFrame, *, noisy: bool) -> list[dict[str, str]]:
+    """The user's own numbers, one row per condition: accuracy and loss on validation and test, the gap(s)."""
+    rows = []
+    for _, r in table.iterrows():
+        g = ok[ok["condition"] == r["condition"]]
+
+        def col(name: str, g: pd.DataFrame = g) -> Any:
+            return g[name] if name in g else []
+
+        row = {
+            "condition": str(r["condition"]),
+            "n": str(r["n"]),
+            "val acc": _with_ci(col("val_accuracy"), 3),
+            "test acc": _with_ci(col("test_accuracy"), 3),
+            "val loss (nats)": _with_ci(col("val_loss")),
+            "test loss (nats)": _with_ci(col("test_loss")),
+            "train loss (nats)": _with_ci(col("train_loss")),
+            "gap (nats)": _with_ci(col("gap")),
+        }
+        if noisy:
+            row["gap_clean (nats)"] = _with_ci(col("gap_clean"))
+        rows.append(row)
+    return rows
+
+
+def _text(x: Any) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
+
+
 def setting_text(runs: pd.DataFrame, counts: dict[str, int], baseline: str | None) -> str:
+    """What was run, from the runs table's own columns (so a runs.csv gives the same sentence)."""
     ok = runs[runs["status"] == "ok"]
     parts = [
         f"{len(runs)} runs: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed, "
         f"{counts.get('unfinished', 0)} unfinished. Baseline arm: `{baseline}`."
     ]
     if len(ok):
-        first = Path(ok["path"].iloc[0])
-        try:
-            cfg = yaml.safe_load((first / rundir.CONFIG_NAME).read_text())
-            m, d, t, prec = cfg["model"], cfg["data"], cfg["train"], cfg.get("precision", "fp32")
-            prec = prec.get("mode", prec) if isinstance(prec, dict) else prec
-            parts.append(
-                f"Model `{m['name']}` (max_length {m['max_length']}); data `{d.get('train') or d['source']}` with "
-                f"{int(ok['n_train'].iloc[0])} training and {int(ok['n_val'].iloc[0])} validation examples; "
-                f"{t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']}, LoRA rank {cfg['method']['rank']}, "
-                f"precision {prec}; seeds {sorted({int(s) for s in ok['seed'].dropna()})}."
-            )
-        except (OSError, KeyError, TypeError, yaml.YAMLError):
-            pass
-        wall = ok["wall_time_s"].dropna()
+
+        def one(col: str) -> str:
+            values = sorted({str(v) for v in ok[col].dropna()}) if col in ok else []
+            return ", ".join(values) if values else MISSING
+
+        def num(col: str) -> str:
+            return one(col).replace(".0,", ",").removesuffix(".0") if col in ok else MISSING
+
+        parts.append(
+            f"Model `{one('model')}`; {num('n_train')} training and {num('n_val')} validation examples; "
+            f"{num('epochs')} epochs, lr {one('lr')}, LoRA rank {num('rank')}, precision {one('precision')}; "
+            f"seeds {sorted({int(s) for s in ok['seed'].dropna()})}."
+        )
+        wall = ok["wall_time_s"].dropna() if "wall_time_s" in ok else []
         if len(wall):
             parts.append(f"Mean wall time per run {wall.mean():.0f} s.")
     return " ".join(parts)
 
 
+def _gap_ratio(r: Any, col: str = "gap") -> str:
+    """arm ÷ baseline of a gap, or why there is none."""
+    if r["is_baseline"]:
+        return MISSING
+    lo = r.get(f"baseline_{col}_ci_lo")
+    if not (isinstance(lo, float) and math.isfinite(lo) and lo > 0):
+        return "undefined (baseline gap not clearly above 0)"
+    base = r.get(f"baseline_{col}_mean")
+    return fmt_num(r[f"{col}_mean"] / base, 2) if isinstance(base, float) and base else MISSING
+
+
 def config_rows(zero: pd.DataFrame) -> list[dict[str, str]]:
     rows = []
     for _, r in zero.iterrows():
-        seed = SEED_CONFIG.get(str(r["preset"])) if r.get("preset") else None
-        base_gap = (
-            r["gap_mean"] / r["kappa_rel"]
-            if r.get("kappa_rel") and math.isfinite(r.get("kappa_rel", float("nan")))
-            else float("nan")
-        )
-        times = base_gap / r["gap_mean"] if not r["is_baseline"] and r["gap_mean"] else float("nan")
+        published = PUBLISHED_CONFIG.get(str(r["preset"])) if r.get("preset") else None
         rows.append(
             {
                 "config": str(r["condition"]),
@@ -191,54 +348,80 @@ def config_rows(zero: pd.DataFrame) -> list[dict[str, str]]:
                 "ρ": fmt_num(r["sparsity"], 2),
                 "val loss": fmt_mean_std(r["val_loss_mean"], r["val_loss_std"]),
                 "gap": fmt_mean_std(r["gap_mean"], r["gap_std"]),
-                "vs baseline": "–" if r["is_baseline"] else (f"{times:.1f}×" if math.isfinite(times) else "–"),
+                "gap ratio": _gap_ratio(r),
                 "val acc": fmt_mean_std(r["val_accuracy_mean"], r["val_accuracy_std"], 3),
-                "gap diff 95% CI": "–"
-                if r["is_baseline"] or "gap_ci_lo" not in r or pd.isna(r["gap_ci_lo"])
-                else f"[{r['gap_ci_lo']:+.4f}, {r['gap_ci_hi']:+.4f}]",
-                "Welch p": "–" if r["is_baseline"] else fmt_p(r.get("gap_welch_p")),
-                "seed val / gap": f"{seed[0]} / {seed[1]}" if seed else "–",
+                "gap diff 95% CI": MISSING
+                if r["is_baseline"] or "gap_ci_lo" not in r
+                else fmt_ci(r["gap_ci_lo"], r["gap_ci_hi"], 4),
+                "Holm p": MISSING if r["is_baseline"] else fmt_p(r.get("gap_welch_p_holm")),
+                "published val / gap": f"{published[0]} / {published[1]}" if published else MISSING,
             }
         )
     return rows
 
 
 def matched_rows(ok: pd.DataFrame) -> list[dict[str, str]]:
-    """Each KSS arm next to dense LoRA at the same γ (and rank), at 0% noise."""
-    from .stats import compare
-
+    """Each KSS arm next to dense LoRA at the same γ (and rank), at 0% noise; one Holm family, one-sided (KSS < dense)."""
     zero = ok[ok["noise_rate"].fillna(0) == 0]
-    dense = zero[zero["method"].isin(["lora", "kss"]) & (zero["sparsity"].fillna(0) == 0)]
-    rows = []
+    pairs = []
     for arm, g in zero[zero["sparsity"].fillna(0) > 0].groupby("arm", sort=False):
-        gamma, rank = float(g["gamma"].iloc[0]), g["rank"].iloc[0]
-        d = dense[(dense["gamma"].astype(float).round(6) == round(gamma, 6)) & (dense["rank"] == rank)]
-        if d.empty:
+        pairs.append((arm, g, dense_at(ok, g)))
+    measured = [(a, g, d) for a, g, d in pairs if len(d)]
+    judged = judge_family(
+        [
+            compare(
+                g["gap"],
+                d["gap"],
+                claim="matched-γ",
+                metric="gap",
+                treatment_label=str(a),
+                control_label=", ".join(sorted(d["condition"].unique())),
+                direction="less",
+                scale="ratio",
+            )
+            for a, g, d in measured
+        ]
+    )
+    by_arm = {a: c for (a, _, _), c in zip(measured, judged)}
+    rows = []
+    for arm, g, d in pairs:
+        gamma = float(g["gamma"].iloc[0])
+        c = by_arm.get(arm)
+        if c is None:
             rows.append(
                 {
                     "KSS arm": arm,
                     "γ": f"{gamma:g}",
                     "dense arm (same γ)": "not run",
                     "KSS gap": fmt_mean_std(g["gap"].mean(), g["gap"].std()),
-                    "dense gap": "–",
-                    "diff 95% CI": "–",
-                    "Welch p": "–",
+                    "dense gap": MISSING,
+                    "gap ratio": MISSING,
+                    "diff 90% CI": MISSING,
+                    "Holm p (one-sided)": MISSING,
+                    "val loss KSS / dense": MISSING,
                     "verdict": NOT_MEASURED,
                 }
             )
             continue
-        c = compare(g["gap"], d["gap"])
-        verdict = "KSS smaller" if c["ci_hi"] < 0 else "KSS larger" if c["ci_lo"] > 0 else "no significant difference"
+        verdict = (
+            "KSS smaller"
+            if c.verdict == HOLDS
+            else "too few runs"
+            if c.verdict == "too few runs"
+            else "KSS larger"
+            if c.ci_low > 0
+            else "no significant difference"
+        )
         rows.append(
             {
                 "KSS arm": arm,
                 "γ": f"{gamma:g}",
-                "dense arm (same γ)": ", ".join(sorted(d["arm"].unique())),
+                "dense arm (same γ)": c.control,
                 "KSS gap": fmt_mean_std(g["gap"].mean(), g["gap"].std()),
                 "dense gap": fmt_mean_std(d["gap"].mean(), d["gap"].std()),
-                "gap ratio": f"{g['gap'].mean() / d['gap'].mean():.2f}" if d["gap"].mean() else "–",
-                "diff 95% CI": f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]",
-                "Welch p": fmt_p(c["welch_p"]),
+                "gap ratio": fmt_num(c.ratio, 2),
+                "diff 90% CI": fmt_ci(c.ci_low, c.ci_high, 4),
+                "Holm p (one-sided)": fmt_p(c.p_adjusted),
                 "val loss KSS / dense": f"{g['val_loss'].mean():.4f} / {d['val_loss'].mean():.4f}",
                 "verdict": verdict,
             }
@@ -248,7 +431,7 @@ def matched_rows(ok: pd.DataFrame) -> list[dict[str, str]]:
 
 def matched_text(claims: list[Any], rows: list[dict[str, str]]) -> str:
     c = next((c for c in claims if c.id == "matched-gamma"), None)
-    compared = [r for r in rows if r["verdict"] != NOT_MEASURED]
+    compared = [r for r in rows if r["verdict"] not in (NOT_MEASURED, "not measured here")]
     if (c is None or c.verdict == NOT_MEASURED) and compared:
         # KSS arms that are not presets (e.g. a sparsity sweep): the table below is the control.
         smaller = [r["KSS arm"] for r in compared if r["verdict"] == "KSS smaller"]
@@ -256,24 +439,21 @@ def matched_text(claims: list[Any], rows: list[dict[str, str]]) -> str:
             f"Dense LoRA at the same γ was run, so the table below separates the mask from γ: "
             f"{len(smaller)} of {len(compared)} KSS arms have a significantly smaller gap than dense LoRA"
             + (f" ({', '.join(smaller)})." if smaller else ".")
-            + " The preset claim above needs the KSS presets themselves."
+            + " (Welch, one-sided, Holm over the table's arms.) The preset claim above needs the KSS presets themselves."
         )
     if c is None or c.verdict == NOT_MEASURED:
         return (
             "**The matched-γ control was not run here**, so this report cannot tell a masking effect from a "
             "γ effect: run the `matched_lr` sweep into the same runs directory."
         )
-    if c.verdict == "holds":
+    if c.verdict == HOLDS:
         return f"**At matched γ, every KSS preset has a significantly smaller gap than dense LoRA** ({c.note})."
-    if c.verdict == "does not hold":
+    if c.verdict in ("does not hold", "inconclusive"):
         return (
             f"**KSS does not beat dense LoRA at matched γ for every preset** ({c.note}): where it does not, "
             "the five-config difference is the γ (learning-rate) effect."
         )
-    return (
-        f"**At matched γ the masking effect is mixed** ({c.note}); any difference from `standard` beyond "
-        "these ratios is the γ (learning-rate) effect."
-    )
+    return f"**At matched γ: {c.verdict}** ({c.note})."
 
 
 def noise_rows(table: pd.DataFrame, baseline: str | None) -> list[dict[str, str]]:
@@ -294,34 +474,25 @@ def noise_rows(table: pd.DataFrame, baseline: str | None) -> list[dict[str, str]
             if t.empty:
                 continue
             r = t.iloc[0]
-            seed = SEED_NOISE.get(round(float(rate), 2))
+            published = PUBLISHED_NOISE.get(round(float(rate), 2))
             rows.append(
                 {
                     "noise": f"{100 * rate:.0f}%",
                     "arm": arm,
                     "baseline gap": fmt_mean_std(b["gap_mean"], b["gap_std"]),
                     "arm gap": fmt_mean_std(r["gap_mean"], r["gap_std"]),
-                    "vs baseline": _rel(r["gap_mean"], b["gap_mean"]),
+                    "gap ratio": _gap_ratio(r),
                     "baseline gap_clean": fmt_mean_std(b["gap_clean_mean"], b["gap_clean_std"]),
                     "arm gap_clean": fmt_mean_std(r["gap_clean_mean"], r["gap_clean_std"]),
-                    "vs baseline (clean)": _rel(r["gap_clean_mean"], b["gap_clean_mean"]),
-                    "gap_clean diff 95% CI": "–"
-                    if pd.isna(r.get("gap_clean_ci_lo"))
-                    else f"[{r['gap_clean_ci_lo']:+.4f}, {r['gap_clean_ci_hi']:+.4f}]",
+                    "gap_clean ratio": _gap_ratio(r, "gap_clean"),
+                    "gap_clean diff 95% CI": fmt_ci(r.get("gap_clean_ci_lo"), r.get("gap_clean_ci_hi"), 4),
                     "val acc base / arm": f"{b['val_accuracy_mean']:.3f} / {r['val_accuracy_mean']:.3f}",
-                    "seed gaps": f"{seed[0]} → {seed[1]} ({100 * (seed[1] / seed[0] - 1):+.1f}%)" if seed else "–",
+                    "published gaps": f"{published[0]} → {published[1]} (ratio {published[1] / published[0]:.2f})"
+                    if published
+                    else MISSING,
                 }
             )
     return rows
-
-
-def _rel(x: float, base: float) -> str:
-    """Relative change, as in the seeds' table; meaningless when the baseline gap is not positive."""
-    if not (math.isfinite(x) and math.isfinite(base)):
-        return "–"
-    if base <= 0:
-        return "n/a (baseline ≤ 0)"
-    return f"{100 * (x / base - 1):+.1f}%"
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -355,14 +526,11 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;ma
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.holds{background:#d9f2d9}td.fails{background:#f8d7d7}td.inconclusive{background:#fff3cd}
-td.not-measured{color:#777}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+td.not-measured{color:#777}td.not-specific{background:#e8e0f5}figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 """
-VERDICT_CLASS = {
-    "holds": "holds",
-    "does not hold": "fails",
-    "inconclusive": "inconclusive",
-    NOT_MEASURED: "not-measured",
-}
+VERDICT_CLASS = dict(
+    zip(VERDICTS, ("holds", "fails", "inconclusive", "not-measured", "not-specific", "not-measured"), strict=True)
+)
 
 
 def _md_inline(text: str) -> str:

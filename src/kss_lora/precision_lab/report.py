@@ -1,16 +1,16 @@
 """Write the precision diagnostics: CSV tables, a Markdown summary and a PNG plot.
 
-Kept apart from :mod:`.probe` so the measurement can be used (and tested) without matplotlib, and so
-the experiment driver can reuse :func:`write_csv` / :func:`markdown_table`.
+Kept apart from :mod:`.probe` so the measurement can be used (and tested) without matplotlib. Tables and numbers
+go through the package's one writer and formatter (:mod:`kss_lora.tables`).
 """
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from kss_lora import tables
 
 TENSOR_ORDER: tuple[str, ...] = (
     "base_input",
@@ -28,27 +28,15 @@ TENSOR_ORDER: tuple[str, ...] = (
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of dicts to CSV; columns in first-seen order over all rows."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    tables.write_csv(path, rows)
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    return str(value)
+    return tables.fmt_general(value)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+    return tables.markdown_table(rows, columns) + "\n"
 
 
 def _order(tensor: str) -> int:
@@ -123,7 +111,7 @@ def write_markdown(
     text.append("## γ sweep of the LoRA update\n")
     text.append(
         "`delta_w` = γ·B·A of each LoRA layer, `lora_activation` = γ·B·A·x, both from the factors after "
-        "the probe steps (the run's own γ divided out). The seeds' claim: γ ≥ 2^-(b-4) is needed "
+        "the probe steps (the run's own γ divided out). The published claim: γ ≥ 2^-(b-4) is needed "
         "(1/16 at 8 bits, 1 at 4 bits). Under amax or block scaling γ cannot change what underflows.\n"
     )
     text += gamma_verdicts(gamma_rows)
@@ -187,7 +175,7 @@ def plot(
             ax2.axvline(threshold, color=colors[fmt], alpha=0.3, lw=3)
     ax2.set_xscale("log", base=2)
     ax2.set_ylim(-0.02, 1.02)
-    ax2.set_xlabel("γ (shaded lines: the seeds' claimed minimum 2^-(b-4))")
+    ax2.set_xlabel("γ (shaded lines: the published minimum 2^-(b-4))")
     ax2.set_ylabel("underflow fraction of γ·B·A")
     ax2.set_title("γ sweep: raw cast (solid) vs tensor (dashed) / MX block (dotted) scaling")
     ax2.legend(fontsize=7, ncol=2)

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "tables",
         (
             "commands",
+            "tables",  # the one number formatter and table writer
             "methods.specs",
             "methods.resolve",
             "methods.kss.config",

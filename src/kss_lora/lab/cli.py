@@ -65,7 +65,10 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{summary.failed} failed, {summary.lost} lost (redone next time) in {summary.wall_s:.0f} s; "
         f"runs in {spec.runs_dir}"
     )
-    return 0 if summary.failed == 0 and summary.lost == 0 else 1
+    earlier = summary.still_failed - summary.failed
+    if earlier:
+        print(f"{earlier} runs failed in an earlier invocation (rerun them with --retry-failed)", file=sys.stderr)
+    return 0 if summary.ok else 1
 
 
 def _add_ls_args(p: argparse.ArgumentParser) -> None:
@@ -75,18 +78,21 @@ def _add_ls_args(p: argparse.ArgumentParser) -> None:
         action="append",
         help="only this sweep's runs, labelled as it labels them (runs dirs can be shared); repeatable",
     )
-    p.add_argument("--status", choices=("ok", "failed", "unfinished"), help="only runs with this status")
+    p.add_argument(
+        "--status", choices=("ok", "failed", "unfinished", "corrupt"), help="only runs with this status"
+    )
     p.add_argument("--csv", help="also write the full table of runs as CSV here")
 
 
 @command("ls", "list the runs in a runs directory")(_add_ls_args)
 def _ls(args: argparse.Namespace) -> int:
-    from .registry import format_runs, load_runs
+    from .registry import format_runs, load_runs, points_not_run
 
     runs = load_runs(args.runs_dir, sweep=args.sweep)
     if args.status:
         runs = runs[runs["status"] == args.status]
-    print(format_runs(runs))
+    not_started = len(points_not_run(args.runs_dir, args.sweep))
+    print(format_runs(runs, not_started=not_started))
     if args.csv:
         runs.to_csv(args.csv, index=False)
     return 0

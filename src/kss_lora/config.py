@@ -302,9 +302,7 @@ class RunConfig:
             block = getattr(self, f.name)
             values, defaults = dataclasses.asdict(block), dataclasses.asdict(type(block)())
             always = FIRST_ID_FIELDS.get(f.name, ())
-            hashed[f.name] = {
-                k: v for k, v in values.items() if k in always or k not in defaults or v != defaults[k]
-            }
+            hashed[f.name] = {k: v for k, v in values.items() if k in always or k not in defaults or v != defaults[k]}
         blob = json.dumps(hashed, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -128,7 +128,9 @@ class RunResult:
     def summary(self, task: str | None = None) -> dict[str, Any]:
         """The CLI's one-line JSON summary of a run (perplexity for causal-LM runs, accuracy otherwise)."""
         keys = ["status", "method", "preset", "seed", "train_loss", "val_loss", "gap"]
-        keys += ["val_perplexity", "test_loss"] if (task or self.task) == "causal-lm" else ["val_accuracy", "test_accuracy"]
+        keys += (
+            ["val_perplexity", "test_loss"] if (task or self.task) == "causal-lm" else ["val_accuracy", "test_accuracy"]
+        )
         record = self.to_dict()
         return {k: record.get(k) for k in keys}
 
@@ -154,9 +156,7 @@ def epoch_keys() -> tuple[str, ...]:
     return _tagged("epoch")
 
 
-_FLOAT_FIELDS = frozenset(
-    f.name for f in dataclasses.fields(RunResult) if f.type in ("float | None", "float")
-)
+_FLOAT_FIELDS = frozenset(f.name for f in dataclasses.fields(RunResult) if f.type in ("float | None", "float"))
 
 
 def _number(value: Any) -> Any:

@@ -186,6 +186,17 @@ class RunDirectory:
         """An extra file of the run (e.g. ``splits.json``)."""
         atomic_write_json(self.path / name, data)
 
+    def write_arrays(self, name: str, arrays: dict[str, Any], *, compressed: bool = False) -> Path:
+        """An extra ``.npz`` of the run (``noise.npz``, ``dynamics.npz``), written atomically."""
+        import numpy as np
+
+        path = self.path / name
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:  # a plain open: the umask decides the mode
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+        tmp.replace(path)
+        return path
+
     # ------------------------------------------------------------------------------------ reading
     def read_result(self) -> RunResult | None:
         """The run's record; ``None`` when there is none yet. Raises :class:`CorruptRecord` when unreadable."""
@@ -236,6 +247,16 @@ class RunDirectory:
         if not isinstance(data, dict):
             raise CorruptRecord(f"{path}: not a mapping of config blocks; rerun the run")
         return data
+
+    def read_json(self, name: str) -> Any:
+        """An extra JSON file of the run (e.g. ``splits.json``); ``None`` when absent."""
+        path = self.path / name
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptRecord(f"{path}: not readable JSON ({_reason(exc)}); rerun the run") from None
 
     def state(self, run_id: str | None = None) -> str:
         """``ok`` / ``failed`` when finished (as ``run_id``, if given), ``corrupt``, else ``unfinished``."""

@@ -62,7 +62,10 @@ def read_manifests(
         try:
             manifest = _valid_manifest(json.loads(path.read_text()))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            print(f"warning: {path}: corrupt sweep manifest, ignored ({exc}); rerun the sweep to rewrite it", file=sys.stderr)
+            print(
+                f"warning: {path}: corrupt sweep manifest, ignored ({exc}); rerun the sweep to rewrite it",
+                file=sys.stderr,
+            )
             continue
         if wanted is None or manifest.get("name") in wanted:
             found.append(manifest)

@@ -311,10 +311,16 @@ def _arm_name(cfg: Any, params: dict[str, Any], strata: list[str]) -> str:
 # ----------------------------------------------------------------------------- state of a run
 
 
-def point_status(directory: Path, run_id: str) -> str:
-    """``ok`` / ``failed`` for a finished run, ``corrupt`` for an unreadable record (redone like an
-    unfinished one), ``unfinished`` for a killed or never-started one."""
+def point_state(directory: Path, run_id: str) -> str:
+    """``ok`` / ``failed`` for a finished run, ``corrupt`` for a record that cannot be read, ``unfinished``
+    for a killed or never-started one (what ``kss sweep --dry-run`` lists)."""
     return RunDirectory(directory).state(run_id)
+
+
+def point_status(directory: Path, run_id: str) -> str:
+    """``ok`` / ``failed`` for a finished run, else ``unfinished``: to be run (a corrupt record included)."""
+    state = point_state(directory, run_id)
+    return "unfinished" if state == "corrupt" else state
 
 
 def adopt_finished(points: list[SweepPoint], runs_dir: Path) -> list[SweepPoint]:
@@ -385,6 +391,7 @@ class SweepSummary:
     done: int = 0
     failed: int = 0
     lost: int = 0  # a worker died: no result, redone next time
+    corrupt: int = 0  # found with an unreadable record at the start, and run again
     statuses: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
 
@@ -477,11 +484,12 @@ def run_sweep(
         summary = SweepSummary(total=len(points))
         todo = []
         for p in points:
-            status = point_status(runs_dir / p.name, p.run_id)
+            status = point_state(runs_dir / p.name, p.run_id)
             if status == "ok" or (status == "failed" and not retry_failed):
                 summary.skipped += 1
                 summary.statuses[p.name] = status
             else:
+                summary.corrupt += status == "corrupt"
                 todo.append(p)
         tasks = [
             RunTask(config=p.config, directory=str((runs_dir / p.name).resolve()), cwd=os.getcwd(), name=p.name)

@@ -173,6 +173,17 @@ def test_create_replaces_only_a_kss_run_directory(tmp_path, monkeypatch):
     (old / "config.yaml").write_text("{}\n")
     RunDirectory(old).create()
     assert not (old / "result.json").exists()
+    killed = tmp_path / "killed"  # an older version's run killed before its result: config + env
+    killed.mkdir()
+    (killed / "config.yaml").write_text("{}\n")
+    (killed / "env.json").write_text("{}\n")
+    RunDirectory(killed).create()
+    assert not (killed / "env.json").exists()
+    lone = tmp_path / "lone"  # a config.yaml alone may be the user's
+    lone.mkdir()
+    (lone / "config.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError):
+        RunDirectory(lone).create()
 
 
 def test_kss_run_refuses_a_users_folder_and_dot(tmp_path, capsys, monkeypatch):
@@ -235,6 +246,11 @@ def test_corrupt_records_are_listed_never_a_traceback(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "2 corrupt" in captured.out and "corrupt sweep manifest" in captured.err and "Traceback" not in captured.err
     assert main(["ls", str(runs), "--status", "corrupt"]) == 0
+    capsys.readouterr()
+    assert main(["ls", str(runs), "--sweep", "broken"]) == 2
+    assert "unreadable manifests: broken.json" in capsys.readouterr().err
+    assert main(["report", str(runs), "-o", str(tmp_path / "report")]) == 0
+    assert "Traceback" not in capsys.readouterr().err and (tmp_path / "report" / "index.html").is_file()
 
 
 def test_sweep_redoes_corrupt_runs_counts_unstarted_and_exits_1_while_runs_failed(tmp_path, capsys):

@@ -15,7 +15,9 @@ Layout (``result.json`` is written last; its presence with a final status is wha
 
 Every write is atomic (a temporary file in the same directory, then a rename) and honours the umask, so
 a reader sees the old file or the new one, never half, and colleagues can read a shared runs directory.
-A run directory written before the marker existed (it holds result.json and config.yaml) counts as one.
+A directory written before the marker existed counts as a run directory when it holds config.yaml with
+result.json (or with env.json: a run killed before its result); any other non-empty folder, the current
+directory (or one above it) and a file are refused with a one-line error, and nothing is deleted.
 A record that exists but cannot be read (not JSON, not a run record, a garbled metrics line) raises
 :class:`CorruptRecord`; readers list such a run as ``corrupt`` and a sweep runs it again.
 """
@@ -135,11 +137,14 @@ class RunDirectory:
 
     # ------------------------------------------------------------------------------------ creating
     def is_run_directory(self) -> bool:
-        """Created by kss: the marker, or (written before the marker existed) a result and a config."""
+        """Created by kss: the marker, or (written before the marker existed) a config with a result, or with
+        the environment record a run killed before its result still has."""
         p = self.path
-        return p.is_dir() and (
-            (p / MARKER_NAME).is_file() or ((p / RESULT_NAME).is_file() and (p / CONFIG_NAME).is_file())
-        )
+        if not p.is_dir():
+            return False
+        if (p / MARKER_NAME).is_file():
+            return True
+        return (p / CONFIG_NAME).is_file() and ((p / RESULT_NAME).is_file() or (p / ENV_NAME).is_file())
 
     def check_replaceable(self) -> None:
         """Raise :class:`ConfigError` unless creating this run directory deletes nothing kss did not write."""
@@ -247,6 +252,19 @@ class RunDirectory:
         if not isinstance(data, dict):
             raise CorruptRecord(f"{path}: not a mapping of config blocks; rerun the run")
         return data
+
+    def read_arrays(self, name: str) -> dict[str, Any] | None:
+        """An extra ``.npz`` of the run as ``{name: array}``; ``None`` when absent."""
+        import numpy as np
+
+        path = self.path / name
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise CorruptRecord(f"{path}: unreadable ({_reason(exc)}); rerun the run") from None
 
     def read_json(self, name: str) -> Any:
         """An extra JSON file of the run (e.g. ``splits.json``); ``None`` when absent."""

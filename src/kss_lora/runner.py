@@ -9,6 +9,14 @@ What differs between tasks (classification, causal-LM: data, tokenization, per-e
 as N data-parallel processes (:mod:`kss_lora.launch`): each global batch is sharded across ranks and the
 gradients summed, so N processes compute what one would; only rank 0 writes the run directory. Under
 FSDP2 (:mod:`kss_lora.fsdp`) the weights are sharded too, and the same arithmetic holds.
+
+Shape of a run: :class:`Run` prepares everything (data, :func:`build_model`, tokenized splits) before
+anything is written, including the variants a config cannot express (keyword arguments: a training
+subset, relabelled targets, extra classes, an initial adapter, a checkpoint schedule, capped evaluation;
+:mod:`kss_lora.variants`). :meth:`Run.train` is the epoch loop; :meth:`Run.step` is one optimizer step
+and holds the data-parallel details. The run directory is written through
+:class:`kss_lora.rundir.RunDirectory`, and its record is a :class:`kss_lora.run_result.RunResult` built
+by :func:`new_result`, the same for a run that trained and one that could not be prepared.
 """
 
 from __future__ import annotations
@@ -484,11 +492,6 @@ def default_run_dir(cfg: RunConfig, method: ResolvedMethod | None = None) -> Pat
     out = cfg.output
     label = (method or resolve_method(cfg.method)).label()
     return Path(out.dir) / (out.run_name or f"{label}-{cfg.run_id()}")
-
-
-def prepare_directory(directory: Path) -> None:
-    """Start a run directory afresh (kept for callers of the old name): see :meth:`RunDirectory.create`."""
-    RunDirectory(directory).create()
 
 
 def record_prepare_failure(cfg: RunConfig, directory: Path, exc: BaseException) -> dict[str, Any]:

@@ -143,10 +143,11 @@ class Dynamics:
 
 
 def load_dynamics(run_dir: str | Path) -> Dynamics:
-    path = Path(run_dir) / DYNAMICS_NAME
-    if not path.is_file():
+    arrays = RunDirectory(run_dir).read_arrays(DYNAMICS_NAME)
+    if arrays is None:
         from ..errors import DataError
 
-        raise DataError(f"{path}: no per-example dynamics in this run (set tracking.per_example: true)")
-    with np.load(path) as data:
-        return Dynamics({k: data[k] for k in data.files})
+        raise DataError(
+            f"{Path(run_dir) / DYNAMICS_NAME}: no per-example dynamics in this run (set tracking.per_example: true)"
+        )
+    return Dynamics(arrays)

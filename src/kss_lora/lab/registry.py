@@ -78,6 +78,18 @@ def read_manifests(
     return points, manifests
 
 
+def corrupt_manifests(runs_dir: str | Path) -> list[Path]:
+    """Manifests of ``runs_dir`` that cannot be read (their runs are listed unlabelled)."""
+    folder = Path(runs_dir) / MANIFEST_DIR
+    broken = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            _valid_manifest(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, ValueError):
+            broken.append(path)
+    return broken
+
+
 def _valid_manifest(data: Any) -> dict[str, Any]:
     """The manifest if it has what the registry reads (a name, points with a name and an arm); else ValueError."""
     if not isinstance(data, dict) or not isinstance(data.get("points", []), list):
@@ -137,7 +149,9 @@ def load_runs(runs_dir: str | Path, sweep: Sweeps = None) -> pd.DataFrame:
     points, manifests = read_manifests(runs_dir, sweep)
     missing = sorted(set(_names(sweep) or []) - {m.get("name") for m in manifests})
     if missing:
-        raise KSSError(f"no sweep named {missing[0]!r} has written into {runs_dir}")
+        broken = corrupt_manifests(runs_dir)
+        hint = f" (unreadable manifests: {', '.join(p.name for p in broken)}; rerun that sweep)" if broken else ""
+        raise KSSError(f"no sweep named {missing[0]!r} has written into {runs_dir}{hint}")
     rows = []
     for d in run_dirs(runs_dir):
         if sweep is not None and d.name not in points:

@@ -294,3 +294,38 @@ def test_config_yaml_holds_the_resolved_method(tmp_path):
     assert method["dropout"] == 0.0 and None not in (method["gamma"], method["sparsity"], method["dropout"])
     assert from_dict(written).run_id() != "" and (tmp_path / "r" / MARKER_NAME).is_file()
     assert {"mask_mode", "noise_kind", "task"} <= set(result) and result["task"] == "classification"
+
+
+def test_a_failed_preparation_is_recorded_by_the_runners_own_code(tmp_path):
+    from kss_lora.methods import resolve_method
+    from kss_lora.runner import new_result, record_prepare_failure
+
+    cfg = from_dict(tiny_config(tmp_path, noise={"rate": 0.2, "kind": "symmetric"}))
+    result = record_prepare_failure(cfg, tmp_path / "r", FileNotFoundError("no such file: train.csv"))
+    assert (result["status"], result["stage"]) == ("failed", "prepare")
+    assert result["error"] == "FileNotFoundError: no such file: train.csv"
+    # the same fields as a run that trained, resolved the same way (mask_mode, noise_kind, task included)
+    expected = new_result(cfg, resolve_method(cfg.method)).to_dict()
+    assert {k: result[k] for k in expected if k not in ("status", "error")} == {
+        k: v for k, v in expected.items() if k not in ("status", "error")
+    }
+    assert (result["mask_mode"], result["noise_kind"], result["task"], result["sparsity"]) == (
+        "grad",
+        "symmetric",
+        "classification",
+        0.1,
+    )
+    assert RunDirectory(tmp_path / "r").read_result().to_dict() == result
+    assert (tmp_path / "r" / "error.log").is_file() and (tmp_path / "r" / MARKER_NAME).is_file()
+
+
+def test_run_variants_are_checked_before_anything_loads():
+    from kss_lora.variants import RunVariant
+
+    RunVariant(train_index=np.arange(3), extra_classes=1).validate("classification")
+    with pytest.raises(ConfigError, match="classification"):
+        RunVariant(train_labels=np.zeros(3)).validate("causal-lm")
+    with pytest.raises(ConfigError, match="checkpoints_per_epoch"):
+        RunVariant(checkpoints_per_epoch=0).validate("classification")
+    assert RunVariant(checkpoints_per_epoch=3).every_steps(n_train=100, batch_size=10) == 4  # 10 steps / 3
+    assert RunVariant(checkpoints_per_epoch=1).every_steps(n_train=100, batch_size=10) is None

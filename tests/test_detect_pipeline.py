@@ -15,7 +15,7 @@ from conftest import tiny_config
 from kss_lora.cli import main
 from kss_lora.config import from_dict
 from kss_lora.detect import DETECTORS, detect_label_issues
-from kss_lora.detect.training import configure, grow_rank, prepare, restrict
+from kss_lora.detect.training import configure, grow_rank, prepare
 
 # A 2-class task tiny-bert learns in a few epochs without memorising the 20% flipped labels.
 BLOCKS = {
@@ -108,21 +108,29 @@ def test_grow_rank_preserves_the_adapter_function(tmp_path):
         for name, p in small.model.named_parameters():
             if "lora_B" in name or "classifier" in name:
                 p.normal_(0, 0.3)
-    big = prepare(configure(from_dict(cfg_dict(tmp_path)), rank=8, track=False))
-    assert grow_rank(big.model, small.model) > 0
+    big_cfg = configure(from_dict(cfg_dict(tmp_path)), rank=8, track=False)
+    big = prepare(big_cfg, initial_adapter=small.model)  # the run starts from the small adapter, rank grown
     a, b = small.logits(small.train_batches), big.logits(big.train_batches)
     assert np.allclose(a, b, atol=1e-5)
+    fresh = prepare(big_cfg)
+    assert not np.allclose(a, fresh.logits(fresh.train_batches), atol=1e-5)
+    assert grow_rank(fresh.model, small.model) > 0
+    assert np.allclose(a, fresh.logits(fresh.train_batches), atol=1e-5)
 
 
 def test_threshold_class_and_restrict(tmp_path):
-    run = prepare(configure(from_dict(cfg_dict(tmp_path))), extra_classes=1)
-    assert run.logits(run.train_batches).shape[1] == run.data.num_labels + 1
-    clean = run.task.clean_train_labels.copy()
+    cfg = configure(from_dict(cfg_dict(tmp_path)))
+    probe = prepare(cfg, extra_classes=1)
+    assert probe.logits(probe.train_batches).shape[1] == probe.data.num_labels + 1
+    clean = probe.task.clean_train_labels.copy()
     labels = clean.copy()
     labels[:5] = 2  # the fake class
-    restrict(run, np.arange(10, 60), labels=labels)  # relabelling outside the kept rows changes nothing
+    # relabelling outside the kept rows changes nothing
+    run = prepare(cfg, extra_classes=1, train_index=np.arange(10, 60), train_labels=labels)
     assert len(run.train_batches) == 50 and np.array_equal(run.train_batches.ids, np.arange(10, 60))
     assert np.array_equal(run.task.is_noisy, run.train_batches.labels != clean[10:60])
+    assert np.array_equal(run.full_train_batches.ids, probe.train_batches.ids)  # what a fold's model scores
+    assert run.logits(run.train_batches).shape[1] == probe.data.num_labels + 1
 
 
 def write_config(tmp_path: Path, cfg: dict) -> str:

@@ -62,10 +62,9 @@ def _run(args: argparse.Namespace) -> int:
         launch.shutdown_distributed()
     if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: rank 0 speaks for the run
         return 0 if result["status"] == "ok" else 1
-    keys = ("status", "method", "preset", "seed", "train_loss", "val_loss", "gap", "val_accuracy", "test_accuracy")
-    if cfg.model.task == "causal-lm":
-        keys = ("status", "method", "preset", "seed", "train_loss", "val_loss", "gap", "val_perplexity", "test_loss")
-    print(json.dumps({k: result.get(k) for k in keys}))
+    from .run_result import RunResult
+
+    print(json.dumps(RunResult.from_dict(result).summary(cfg.model.task)))
     if result["status"] != "ok":
         print(f"error: run failed: {result.get('error')}", file=sys.stderr)
         return 1

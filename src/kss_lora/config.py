@@ -315,33 +315,72 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
-        """Stable hash of everything that changes the result (the output block does not)."""
-        d = self.to_dict()
-        d.pop("output")
-        d.pop("description")
-        d.pop("launcher")  # how processes are started does not change what is computed (DDP = one process)
-        for block, defaults in HASH_NEUTRAL_DEFAULTS.items():
-            for key, default in defaults.items():
-                if d[block].get(key) == default:
-                    d[block].pop(key)
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        """Stable hash of everything that changes the result (output, description and launcher do not).
+
+        A field is hashed when it belongs to the first published id scheme (:data:`FIRST_ID_FIELDS`) or when
+        it differs from its default. So a field added with a default never moves an id (a sweep's "already
+        done" check keeps working), and every id published before this scheme stays what it was.
+        """
+        hashed: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in NOT_HASHED:
+                continue
+            block = getattr(self, f.name)
+            values, defaults = dataclasses.asdict(block), dataclasses.asdict(type(block)())
+            always = FIRST_ID_FIELDS.get(f.name, ())
+            hashed[f.name] = {k: v for k, v in values.items() if k in always or k not in defaults or v != defaults[k]}
+        blob = json.dumps(hashed, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-# Fields added after run ids were first published: left out of the hash while at their defaults, so that
-# adding them did not change the id (and a sweep's "already done" check) of any existing config.
-HASH_NEUTRAL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"dtype": "float32"},
-    "data": {
-        "prompt_column": "prompt",
-        "response_column": "response",
-        "messages_column": None,
-        "instruction": None,
-        "system_prompt": None,
-        "use_chat_template": True,
-        "hf_config": None,
-    },
-    "train": {"gradient_checkpointing": False},
+# Blocks that never change what is computed: where results go, free text, and how processes are started
+# (DDP computes what one process would).
+NOT_HASHED = ("output", "description", "launcher")
+
+# The fields run ids hashed when ids were first published, whatever their value. Frozen: never add to it
+# (a new field is hashed only when set away from its default, which is what keeps old ids put).
+FIRST_ID_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("name", "task", "max_length", "trust_remote_code"),
+    "data": (
+        "source",
+        "train",
+        "validation",
+        "test",
+        "format",
+        "header",
+        "column_names",
+        "text_column",
+        "text_pair_column",
+        "label_column",
+        "label_names",
+        "val_fraction",
+        "max_train_examples",
+        "max_eval_examples",
+        "split_seed",
+        "num_classes",
+        "num_examples",
+        "synthetic_ambiguity",
+    ),
+    "method": ("name", "preset", "rank", "gamma", "alpha", "sparsity", "mask_mode", "dropout", "target_modules"),
+    "train": (
+        "seed",
+        "epochs",
+        "batch_size",
+        "grad_accum",
+        "eval_batch_size",
+        "lr",
+        "weight_decay",
+        "warmup_ratio",
+        "scheduler",
+        "grad_clip",
+        "max_steps",
+        "device",
+        "threads",
+        "progress",
+    ),
+    "noise": ("rate", "kind", "pairs", "transition", "seed"),
+    "tracking": ("per_example", "free", "every_steps", "heldout"),
+    "precision": ("mode", "emulation"),
 }
 
 
@@ -461,15 +500,28 @@ def load_raw(name_or_path: str) -> dict[str, Any]:
     return parse_yaml(text, str(path))
 
 
+def parse_override(item: str, where: str = "override") -> tuple[str, Any]:
+    """``a.b.c=value`` → ``("a.b.c", value)``; the value is a YAML scalar or list (``lr=1e-4``, ``x=[1,2]``).
+
+    An empty value (``key=``) is ``None``: the field goes back to its default (null). Used by ``kss run``
+    overrides and by ``kss sweep`` overrides and ``--grid`` axes alike.
+    """
+    if "=" not in item:
+        raise ConfigError(where, f"expected key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(where, f"expected key=value with a dotted key, got {item!r}")
+    value = parse_yaml(f"v: {raw}", f"{where} {key}")["v"] if raw.strip() else None
+    return key, value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides; values are parsed as YAML scalars/lists (``lr=1e-4``, ``x=[1,2]``)."""
+    """Apply ``a.b.c=value`` overrides (see :func:`parse_override`) to a copy of ``data``."""
     out = copy.deepcopy(data)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError("override", f"expected key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        value = parse_yaml(f"v: {raw}", f"override {key}")["v"] if raw != "" else None
-        set_key(out, key.strip(), value)
+        key, value = parse_override(item)
+        set_key(out, key, value)
     return out
 
 
@@ -506,8 +558,17 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunCon
     return cfg
 
 
-def to_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+def to_yaml(cfg: RunConfig, method: Any = None) -> str:
+    """The config as YAML; with ``method`` (a resolved method, e.g. ``methods.resolve_method(cfg.method)``)
+    the method block holds the values that were trained with instead of ``null`` defaults."""
+    data = cfg.to_dict()
+    if method is not None:
+        block = data["method"]
+        for key in ("name", "preset", "rank", "gamma", "sparsity", "mask_mode", "dropout", "target_modules"):
+            block[key] = getattr(method, key)
+        if block["alpha"] is not None:  # γ is the resolved form; both together would not load back
+            block["alpha"] = None
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 # ----------------------------------------------------------------------------- small validators

@@ -1,14 +1,25 @@
-"""The run directory: atomic writes, environment capture, and reading results back.
+"""The run directory, and its one owner: :class:`RunDirectory` writes and reads every file in it.
 
-Layout (``result.json`` is written last; its presence with ``status: ok`` is what "finished" means)::
+Layout (``result.json`` is written last; its presence with a final status is what "finished" means)::
 
-    config.yaml      resolved config (every default filled in)
+    .kss-run         marker: this directory was created by kss (only such a directory is ever replaced)
+    config.yaml      resolved config: every default filled in, the method's resolved values (γ, ρ, dropout)
     env.json         package versions, git commit, hardware
-    metrics.jsonl    one line per epoch
-    noise.npz        clean/noisy labels and the truth mask, when noise was injected
-    adapter/         plain PEFT adapter + kss_config.json
+    metrics.jsonl    one line per epoch (keys: epoch, step, time_s and the ``epoch`` fields of RunResult)
+    noise.npz        clean/noisy labels and the truth mask, when noise was injected (classification)
+    splits.json      causal-lm: which rows of the data files went to train/validation/test
+    dynamics.npz     per-example logits, when tracking.per_example is on
+    adapter/         plain PEFT adapter + kss_config.json, when output.save_adapter is on
     error.log        traceback of a failed run
-    result.json      final metrics and status
+    result.json      :class:`~kss_lora.run_result.RunResult`: settings, final metrics and status
+
+Every write is atomic (a temporary file in the same directory, then a rename) and honours the umask, so
+a reader sees the old file or the new one, never half, and colleagues can read a shared runs directory.
+A directory written before the marker existed counts as a run directory when it holds config.yaml with
+result.json (or with env.json: a run killed before its result); any other non-empty folder, the current
+directory (or one above it) and a file are refused with a one-line error, and nothing is deleted.
+A record that exists but cannot be read (not JSON, not a run record, a garbled metrics line) raises
+:class:`CorruptRecord`; readers list such a run as ``corrupt`` and a sweep runs it again.
 """
 
 from __future__ import annotations
@@ -17,16 +28,25 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from .errors import ConfigError, DataError
+from .run_result import RunResult
+
+MARKER_NAME = ".kss-run"
 RESULT_NAME = "result.json"
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.yaml"
 ENV_NAME = "env.json"
+ERROR_NAME = "error.log"
+ADAPTER_NAME = "adapter"
 TRACKED_PACKAGES = (
     "kss-lora",
     "torch",
@@ -41,13 +61,28 @@ TRACKED_PACKAGES = (
     "scikit-learn",
     "cleanlab",
 )
+RUN_STATES = ("ok", "failed", "unfinished", "corrupt")
+
+
+class CorruptRecord(DataError):
+    """A file of a run directory exists but does not hold what it should (garbage, a cut write, wrong type)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same directory and rename: readers see old or new, never half."""
+    """Write via a temporary file in the same directory and rename: readers see old or new, never half.
+
+    mkstemp creates its file 0600 whatever the umask; it gets the mode a plain ``open`` would give it.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
@@ -80,27 +115,212 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
         fh.write(json.dumps(_json_safe(row)) + "\n")
 
 
+class RunDirectory:
+    """One run directory: creating it safely, writing its files, reading them back."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / ADAPTER_NAME
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ------------------------------------------------------------------------------------ creating
+    def is_run_directory(self) -> bool:
+        """Created by kss: the marker, or (written before the marker existed) a config with a result, or with
+        the environment record a run killed before its result still has."""
+        p = self.path
+        if not p.is_dir():
+            return False
+        if (p / MARKER_NAME).is_file():
+            return True
+        return (p / CONFIG_NAME).is_file() and ((p / RESULT_NAME).is_file() or (p / ENV_NAME).is_file())
+
+    def check_replaceable(self) -> None:
+        """Raise :class:`ConfigError` unless creating this run directory deletes nothing kss did not write."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise ConfigError("run directory", f"{p} is a file, not a directory; name a new or empty directory")
+        if not p.exists():
+            return
+        here, target = Path.cwd().resolve(), p.resolve()
+        if target == here or target in here.parents:
+            raise ConfigError("run directory", f"{p} is the current directory or above it; name a new directory")
+        if any(p.iterdir()) and not self.is_run_directory():
+            raise ConfigError(
+                "run directory",
+                f"{p} holds files that are not a kss run (no {MARKER_NAME}); name a new or empty directory",
+            )
+
+    def create(self) -> RunDirectory:
+        """Start afresh (a rerun, or a run killed mid-way, leaves nothing stale), after :meth:`check_replaceable`."""
+        self.check_replaceable()
+        if self.is_run_directory():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / MARKER_NAME, "created by kss-lora; this directory may be replaced by a rerun\n")
+        return self
+
+    # ------------------------------------------------------------------------------------ writing
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.path / CONFIG_NAME, text)
+
+    def write_env(self) -> None:
+        atomic_write_json(self.path / ENV_NAME, environment())
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        append_jsonl(self.path / METRICS_NAME, row)
+
+    def write_result(self, result: RunResult) -> None:
+        atomic_write_json(self.path / RESULT_NAME, result.to_dict())
+
+    def write_error(self, text: str) -> None:
+        atomic_write_text(self.path / ERROR_NAME, text)
+
+    def write_json(self, name: str, data: Any) -> None:
+        """An extra file of the run (e.g. ``splits.json``)."""
+        atomic_write_json(self.path / name, data)
+
+    def write_arrays(self, name: str, arrays: dict[str, Any], *, compressed: bool = False) -> Path:
+        """An extra ``.npz`` of the run (``noise.npz``, ``dynamics.npz``), written atomically."""
+        import numpy as np
+
+        path = self.path / name
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as fh:  # a plain open: the umask decides the mode
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+        tmp.replace(path)
+        return path
+
+    # ------------------------------------------------------------------------------------ reading
+    def read_result(self) -> RunResult | None:
+        """The run's record; ``None`` when there is none yet. Raises :class:`CorruptRecord` when unreadable."""
+        path = self.path / RESULT_NAME
+        if not path.exists():
+            return None
+        try:
+            return RunResult.from_dict(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+            raise CorruptRecord(f"{path}: not a readable run record ({_reason(exc)}); rerun it") from None
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The epoch rows. A last line cut by a kill is ignored; any other bad line raises :class:`CorruptRecord`."""
+        path = self.path / METRICS_NAME
+        if not path.is_file():
+            return []
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CorruptRecord(f"{path}: unreadable ({_reason(exc)}); rerun the run") from None
+        lines = text.split("\n")
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):  # no newline after it: a write cut by a kill
+                    continue
+                raise CorruptRecord(f"{path}: line {number} is not JSON; rerun the run") from None
+            if not isinstance(row, dict):
+                raise CorruptRecord(f"{path}: line {number} is not a mapping of metrics; rerun the run")
+            rows.append(row)
+        return rows
+
+    def read_config(self) -> dict[str, Any] | None:
+        """The resolved config as written (a mapping); ``None`` when absent."""
+        path = self.path / CONFIG_NAME
+        if not path.exists():
+            return None
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise CorruptRecord(f"{path}: not a readable config ({_reason(exc)}); rerun the run") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise CorruptRecord(f"{path}: not a mapping of config blocks; rerun the run")
+        return data
+
+    def read_arrays(self, name: str) -> dict[str, Any] | None:
+        """An extra ``.npz`` of the run as ``{name: array}``; ``None`` when absent."""
+        import numpy as np
+
+        path = self.path / name
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise CorruptRecord(f"{path}: unreadable ({_reason(exc)}); rerun the run") from None
+
+    def read_json(self, name: str) -> Any:
+        """An extra JSON file of the run (e.g. ``splits.json``); ``None`` when absent."""
+        path = self.path / name
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptRecord(f"{path}: not readable JSON ({_reason(exc)}); rerun the run") from None
+
+    def state(self, run_id: str | None = None) -> str:
+        """``ok`` / ``failed`` when finished (as ``run_id``, if given), ``corrupt``, else ``unfinished``."""
+        try:
+            result = self.read_result()
+        except CorruptRecord:
+            return "corrupt"
+        if result is None or not result.finished or (run_id is not None and result.run_id != run_id):
+            return "unfinished"
+        return result.status
+
+
+def find_run_directories(root: str | Path, *, exclude: tuple[str, ...] = ()) -> list[Path]:
+    """Immediate subdirectories of ``root`` that look like runs (a marker, a config or a result), by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"no such runs directory: {root}")
+    return sorted(
+        d
+        for d in root.iterdir()
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and d.name not in exclude
+        and any((d / n).exists() for n in (MARKER_NAME, RESULT_NAME, CONFIG_NAME))
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+# Thin delegations kept for callers not yet migrated to RunDirectory (lab/report.py, lab/claims.py...).
 def read_result(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's result, or None when absent or unreadable (a run killed mid-write counts as unfinished)."""
-    path = Path(run_dir) / RESULT_NAME
+    """The run's result as a mapping, or None when absent or unreadable (counts as unfinished)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        result = RunDirectory(run_dir).read_result()
+    except CorruptRecord:
         return None
-    return data if isinstance(data, dict) and "status" in data else None
+    return None if result is None else result.to_dict()
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
+    try:
+        return RunDirectory(run_dir).read_metrics()
+    except CorruptRecord:
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: ignore it
-            continue
-    return rows
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:

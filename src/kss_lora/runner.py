@@ -9,22 +9,30 @@ What differs between tasks (classification, causal-LM: data, tokenization, per-e
 as N data-parallel processes (:mod:`kss_lora.launch`): each global batch is sharded across ranks and the
 gradients summed, so N processes compute what one would; only rank 0 writes the run directory. Under
 FSDP2 (:mod:`kss_lora.fsdp`) the weights are sharded too, and the same arithmetic holds.
+
+Shape of a run: :class:`Run` prepares everything (data, :func:`build_model`, tokenized splits) before
+anything is written, including the variants a config cannot express (keyword arguments: a training
+subset, relabelled targets, extra classes, an initial adapter, a checkpoint schedule, capped evaluation;
+:mod:`kss_lora.variants`). :meth:`Run.train` is the epoch loop; :meth:`Run.step` is one optimizer step
+and holds the data-parallel details. The run directory is written through
+:class:`kss_lora.rundir.RunDirectory`, and its record is a :class:`kss_lora.run_result.RunResult` built
+by :func:`new_result`, the same for a run that trained and one that could not be prepared.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-import shutil
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import rundir
 from .config import RunConfig, to_yaml
 from .dynamics.records import DynamicsRecorder
 from .errors import KSSError, TrainingDiverged
@@ -34,8 +42,11 @@ from .methods import ResolvedMethod, masked_parameters, resolve_method, wrap_mod
 from .methods.kss import attach_kss
 from .models import load_tokenizer
 from .precision.runtime import PrecisionRuntime
+from .run_result import RunResult
+from .rundir import RunDirectory
 from .tasks import EvalOutput, Task, make_task
 from .tasks.classification import Batches, collate, mean_loss, predict_logits, tokenize
+from .variants import RunVariant, grow_rank
 
 
 def seed_everything(seed: int) -> None:
@@ -46,10 +57,106 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Run:
-    """Everything one run needs, prepared before the run directory exists (so bad input leaves nothing)."""
+def build_model(
+    task: Task,
+    tokenizer: Any,
+    method: ResolvedMethod,
+    *,
+    precision: PrecisionRuntime,
+    device: torch.device,
+    dist: DistContext,
+    extra_classes: int = 0,
+    initial_adapter: torch.nn.Module | None = None,
+) -> torch.nn.Module:
+    """The model a run trains: the task's base model, precision hooks, the method's adapter, and (FSDP2)
+    sharded. ``extra_classes`` widens a classifier; ``initial_adapter`` is a trained model to start from."""
+    base = task.build_model(tokenizer, extra_classes=extra_classes)
+    # FSDP2 moves the weights to the device one block at a time while sharding them, so a rank never
+    # holds the whole model there; everything else goes to the device now.
+    place = device if dist.fsdp is None else torch.device("cpu")
+    base = precision.before_adapters(base.to(place))
+    wrapped = wrap_model(base, method, task_type=task.peft_task_type).to(place)
+    model = precision.after_adapters(wrapped)
+    if initial_adapter is not None:
+        grow_rank(model, initial_adapter)
+    if dist.fsdp is not None:
+        # Before sharding: each rank's shards are cut from its own full copy.
+        dist.broadcast_params([p for p in model.parameters() if p.requires_grad], device=device)
+        model = shard_model(model, dist.world_size, device, dist.fsdp)
+    return model
 
-    def __init__(self, cfg: RunConfig):
+
+def new_result(cfg: RunConfig, method: ResolvedMethod, task: Task | None = None) -> RunResult:
+    """The record of a run about to train (``task`` prepared) or that could not be prepared (``task`` None)."""
+    result = RunResult(
+        status="running",
+        run_id=cfg.run_id(),
+        method=method.name,
+        preset=method.preset,
+        condition=method.label(),
+        rank=method.rank,
+        gamma=method.gamma,
+        sparsity=method.sparsity,
+        mask_mode=method.mask_mode,
+        seed=cfg.train.seed,
+        noise_rate=cfg.noise.rate,
+        noise_kind=cfg.noise.kind,
+        precision=cfg.precision.mode,
+        model=cfg.model.name,
+        task=cfg.model.task,
+        lr=cfg.train.lr,
+        description=cfg.description,
+    )
+    if task is not None:
+        result.n_train = len(task.train_batches)
+        result.n_val = len(task.val_batches)
+        result.n_test = len(task.test_batches) if task.test_batches is not None else 0
+        result.update(task.result_extra())
+    return result
+
+
+@dataclass
+class _Optimisation:
+    """What the training step needs besides the model: parameters, optimizer, schedule, KSS mask."""
+
+    named: dict[str, torch.nn.Parameter]
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    kss: Any
+    masker: Any
+    micro: int
+    steps_per_epoch: int
+    total: int
+
+
+class Run:
+    """Everything one run needs, prepared before the run directory exists (so bad input leaves nothing).
+
+    Keyword arguments make a variant of the configured run (see :class:`kss_lora.variants.RunVariant`):
+    a training subset (``train_index``), relabelled targets (``train_labels``), ``extra_classes``, an
+    ``initial_adapter`` to continue from, a ``checkpoints_per_epoch`` schedule, capped ``eval_examples``.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        train_index: Any = None,
+        train_labels: Any = None,
+        extra_classes: int = 0,
+        initial_adapter: torch.nn.Module | None = None,
+        checkpoints_per_epoch: int | None = None,
+        eval_examples: int | None = None,
+    ):
+        self.variant = RunVariant(
+            train_index=None if train_index is None else np.asarray(train_index, dtype=np.int64),
+            train_labels=None if train_labels is None else np.asarray(train_labels, dtype=np.int64),
+            extra_classes=int(extra_classes),
+            initial_adapter=initial_adapter,
+            checkpoints_per_epoch=checkpoints_per_epoch,
+            eval_examples=eval_examples,
+        ).validate(cfg.model.task)
         self.cfg = cfg
         self.method: ResolvedMethod = resolve_method(cfg.method)
         if cfg.train.threads:
@@ -60,18 +167,32 @@ class Run:
         self.task.load_data()
         seed_everything(cfg.train.seed)
         self.tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
-        base = self.task.build_model(self.tokenizer)
         self.precision = PrecisionRuntime(cfg.precision, self.device)
-        # FSDP2 moves the weights to the device one block at a time while sharding them, so a rank never
-        # holds the whole model there; everything else goes to the device now.
-        place = self.device if self.dist.fsdp is None else torch.device("cpu")
-        base = self.precision.before_adapters(base.to(place))
-        wrapped = wrap_model(base, self.method, task_type=self.task.peft_task_type).to(place)
-        self.model = self.precision.after_adapters(wrapped)
-        if self.dist.fsdp is not None:
-            self.model = self._shard(self.model)
+        self.model = build_model(
+            self.task,
+            self.tokenizer,
+            self.method,
+            precision=self.precision,
+            device=self.device,
+            dist=self.dist,
+            extra_classes=self.variant.extra_classes,
+            initial_adapter=initial_adapter,
+        )
         self.task.tokenize(self.tokenizer)
         self.recorder: DynamicsRecorder | None = None
+        self._apply_variant()
+
+    def _apply_variant(self) -> None:
+        v = self.variant
+        self.full_train_batches = self.task.train_batches  # before any subset: detection scores held-out rows
+        if v.train_index is not None or v.train_labels is not None:
+            self.task.restrict(v.train_index, v.train_labels)
+        if v.eval_examples is not None:
+            self.task.cap_evaluation(v.eval_examples)
+        every = v.every_steps(len(self.task.train_batches), self.cfg.train.batch_size)
+        if every is not None and self.cfg.tracking.per_example:
+            self.cfg = copy.deepcopy(self.cfg)  # the caller's config stays as it was
+            self.cfg.tracking.every_steps = every
 
     def _device(self, wanted: str) -> torch.device:
         if wanted == "auto":
@@ -79,11 +200,6 @@ class Run:
         if self.dist.enabled and wanted == "cuda":
             return torch.device("cuda", self.dist.local_rank)  # one GPU per process
         return torch.device(wanted)
-
-    def _shard(self, model: torch.nn.Module) -> torch.nn.Module:
-        # Before sharding: each rank's shards are cut from its own full copy.
-        self.dist.broadcast_params([p for p in model.parameters() if p.requires_grad], device=self.device)
-        return shard_model(model, self.dist.world_size, self.device, self.dist.fsdp)
 
     # The task's splits, under the names this class has always had.
     @property
@@ -115,8 +231,7 @@ class Run:
         return self.task.data
 
     def run_dir(self) -> Path:
-        out = self.cfg.output
-        return Path(out.dir) / (out.run_name or f"{self.method.label()}-{self.cfg.run_id()}")
+        return default_run_dir(self.cfg, self.method)
 
     # ------------------------------------------------------------------------------------------------
     def evaluate_split(self, batches: Any) -> EvalOutput:
@@ -166,20 +281,15 @@ class Run:
             "gap_clean": val_loss - train_loss_clean,
         }
 
-    def train(self, directory: Path) -> dict[str, Any]:
-        cfg, tc, dist = self.cfg, self.cfg.train, self.dist
+    def _optimisation(self) -> _Optimisation:
+        tc, dist = self.cfg.train, self.dist
         named = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         params = list(named.values())
         if dist.fsdp is None:
             dist.broadcast_params(params)  # FSDP2: done before sharding
         optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-        micro = tc.batch_size // tc.grad_accum
         steps_per_epoch = math.ceil(len(self.train_batches) / tc.batch_size)
         total = min(tc.epochs * steps_per_epoch, tc.max_steps or 10**12)
-        track = cfg.tracking
-        if track.per_example:
-            self.recorder = DynamicsRecorder(steps_per_epoch=steps_per_epoch, **self.task.recorder_kwargs())
-            self.checkpoint(0)
         from transformers import get_scheduler
 
         sched_name = "constant_with_warmup" if tc.scheduler == "constant" else tc.scheduler
@@ -190,78 +300,102 @@ class Run:
         masker = None
         if self.method.masked and kss is not None:
             masker = attach_kss(self.model, optimizer, kss, params=masked_parameters(self.model, self.method))
+        return _Optimisation(
+            named, params, optimizer, scheduler, kss, masker, tc.batch_size // tc.grad_accum, steps_per_epoch, total
+        )
 
+    def train(self, directory: RunDirectory | Path) -> dict[str, Any]:
+        """The epoch loop: a permutation per epoch, a :meth:`step` per global batch, metrics at epoch ends."""
+        run_dir = directory if isinstance(directory, RunDirectory) else RunDirectory(directory)
+        cfg, tc, dist = self.cfg, self.cfg.train, self.dist
+        opt = self._optimisation()
+        track = cfg.tracking
+        if track.per_example:
+            self.recorder = DynamicsRecorder(steps_per_epoch=opt.steps_per_epoch, **self.task.recorder_kwargs())
+            self.checkpoint(0)
         # Re-seed here too: dropout draws from the global RNG, and whatever ran between preparation and
         # training (another run, a test) must not change this run's numbers.
         seed_everything(tc.seed)
         order_gen = np.random.default_rng(tc.seed)  # the same permutation on every rank
-        bar = _progress(total, enabled=tc.progress and dist.is_main, desc=self.method.label())
+        bar = _progress(opt.total, enabled=tc.progress and dist.is_main, desc=self.method.label())
         step, history = 0, []
         self.model.train()
         for epoch in range(1, tc.epochs + 1):
             perm = order_gen.permutation(len(self.train_batches))
             running_sum, running_n = 0.0, 0.0
             for start in range(0, len(perm), tc.batch_size):
-                batch_idx = perm[start : start + tc.batch_size]
-                local, n_real = dist.padded_shard(batch_idx)
-                local_sum, bad = 0.0, 0.0
-                for m_start in range(0, len(local), micro):
-                    index = local[m_start : m_start + micro]
-                    real = min(len(index), max(n_real - m_start, 0))  # FSDP2 pads the last ones of a rank
-                    if dist.fsdp is not None:  # reduce-scatter once per step, on the last micro-batch
-                        self.model.set_requires_gradient_sync(m_start + micro >= len(local))
-                    losses, record = self.task.train_losses(
-                        self.model, self.train_batches, index, self.device, self.precision.autocast
-                    )
-                    # A padding-only pass keeps FSDP2's collectives in step and contributes nothing.
-                    loss = losses[:real].mean() if real else losses.sum() * 0.0
-                    if track.free and real:
-                        self.recorder.record_batch(step + 1, index[:real], record[:real])
-                    if not torch.isfinite(loss):
-                        if not dist.enabled:
-                            raise TrainingDiverged(f"loss became {loss.item()} at step {step}, epoch {epoch}")
-                        bad = 1.0  # raised below on every rank together, so no rank waits forever
-                        if dist.fsdp is None:  # FSDP2 must still run every rank's remaining passes
-                            break
-                    (loss * real / len(batch_idx)).backward()
-                    local_sum += loss.item() * real
-                summed = dist.all_reduce_grads(params, torch.tensor([local_sum, float(n_real), bad]))
-                if dist.enabled and summed[2] > 0:
-                    raise TrainingDiverged(f"loss became non-finite at step {step}, epoch {epoch}")
-                running_sum += float(summed[0]) if dist.enabled else local_sum
-                running_n += float(summed[1]) if dist.enabled else len(local)
-                if tc.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                loss_sum, n_examples = self.step(opt, perm[start : start + tc.batch_size], step, epoch)
+                running_sum += loss_sum
+                running_n += n_examples
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{running_sum / max(running_n, 1):.4f}", epoch=epoch)
-                if step >= total:
+                if step >= opt.total:
                     break
-                if track.every_steps and step % track.every_steps == 0 and step % steps_per_epoch:
+                if track.every_steps and step % track.every_steps == 0 and step % opt.steps_per_epoch:
                     self.checkpoint(step)
             row = self.epoch_metrics(epoch, step, running_sum / max(running_n, 1))
             row["time_s"] = round(time.time() - self.t0, 2)
             if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
                 raise TrainingDiverged(f"evaluation loss is not finite after epoch {epoch}: {row}")
             if dist.is_main:
-                rundir.append_jsonl(directory / rundir.METRICS_NAME, row)
+                run_dir.append_metrics(row)
             history.append(row)
-            if step >= total:
+            if step >= opt.total:
                 break
         bar.close()
-        out: dict[str, Any] = {"history": history, "steps": step, "kss": kss}
+        out: dict[str, Any] = {"history": history, "steps": step, "kss": opt.kss}
         if dist.enabled:
-            out["distributed"] = self._check_ranks_agree(masker, named, step)
-        if masker is not None:
-            masker.detach()
+            out["distributed"] = self._check_ranks_agree(opt.masker, opt.named, step)
+        if opt.masker is not None:
+            opt.masker.detach()
         if self.recorder is not None:
             self._gather_free_records()
             if dist.is_main:
-                self.recorder.save(directory)
+                self.recorder.save(run_dir.path)
         return out
+
+    def step(self, opt: _Optimisation, batch_idx: np.ndarray, step: int, epoch: int) -> tuple[float, float]:
+        """One optimizer step on a global batch; returns (summed loss, examples) over every rank.
+
+        Data-parallel: each rank takes its shard of the batch (FSDP2 pads shards to equal length with
+        passes that contribute nothing), gradients are summed across ranks before clipping, and a non-finite
+        loss is raised on every rank together so that no rank waits forever in a collective.
+        """
+        dist, tc, track = self.dist, self.cfg.train, self.cfg.tracking
+        local, n_real = dist.padded_shard(batch_idx)
+        local_sum, bad = 0.0, 0.0
+        for m_start in range(0, len(local), opt.micro):
+            index = local[m_start : m_start + opt.micro]
+            real = min(len(index), max(n_real - m_start, 0))  # FSDP2 pads the last ones of a rank
+            if dist.fsdp is not None:  # reduce-scatter once per step, on the last micro-batch
+                self.model.set_requires_gradient_sync(m_start + opt.micro >= len(local))
+            losses, record = self.task.train_losses(
+                self.model, self.train_batches, index, self.device, self.precision.autocast
+            )
+            # A padding-only pass keeps FSDP2's collectives in step and contributes nothing.
+            loss = losses[:real].mean() if real else losses.sum() * 0.0
+            if track.free and real:
+                self.recorder.record_batch(step + 1, index[:real], record[:real])
+            if not torch.isfinite(loss):
+                if not dist.enabled:
+                    raise TrainingDiverged(f"loss became {loss.item()} at step {step}, epoch {epoch}")
+                bad = 1.0
+                if dist.fsdp is None:  # FSDP2 must still run every rank's remaining passes
+                    break
+            (loss * real / len(batch_idx)).backward()
+            local_sum += loss.item() * real
+        summed = dist.all_reduce_grads(opt.params, torch.tensor([local_sum, float(n_real), bad]))
+        if dist.enabled and summed[2] > 0:
+            raise TrainingDiverged(f"loss became non-finite at step {step}, epoch {epoch}")
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(opt.params, tc.grad_clip)
+        opt.optimizer.step()
+        opt.scheduler.step()
+        opt.optimizer.zero_grad(set_to_none=True)
+        if dist.enabled:
+            return float(summed[0]), float(summed[1])
+        return local_sum, float(len(local))
 
     def _check_ranks_agree(self, masker: Any, named: dict[str, torch.nn.Parameter], steps: int) -> dict[str, Any]:
         """Compare, across ranks, a hash of the KSS masks (first and last steps) and of the trained weights."""
@@ -301,63 +435,40 @@ class Run:
     def execute(self, directory: Path | None = None) -> dict[str, Any]:
         """Train, evaluate and write the run directory; returns result.json's content (never raises for
         training failures: they are recorded with ``status: failed``). With data-parallel processes every
-        rank trains and returns the result; only rank 0 writes."""
-        directory = Path(directory) if directory is not None else self.run_dir()
+        rank trains and returns the result; only rank 0 writes. Raises :class:`~kss_lora.errors.ConfigError`
+        before anything is written when ``directory`` holds files kss did not write."""
+        run_dir = RunDirectory(directory if directory is not None else self.run_dir())
         main = self.dist.is_main
         if main:
-            prepare_directory(directory)
-            rundir.atomic_write_text(directory / rundir.CONFIG_NAME, to_yaml(self.cfg))
-            rundir.atomic_write_json(directory / rundir.ENV_NAME, rundir.environment())
-            self.task.save_extra(directory)
+            run_dir.create()
+            run_dir.write_config(to_yaml(self.cfg, self.method))
+            run_dir.write_env()
+            self.task.save_extra(run_dir.path)
         self.t0 = time.time()
         result = self.base_result()
         try:
-            out = self.train(directory)
-            result.update(self.final_metrics(out["history"]), steps=out["steps"], status="ok")
-            if "distributed" in out:
-                result["distributed"] = out["distributed"]
+            out = self.train(run_dir)
+            result.update(self.final_metrics(out["history"]))
+            result.steps, result.status = out["steps"], "ok"
+            result.distributed = out.get("distributed")
             if self.cfg.output.save_adapter:
                 # FSDP2: every rank takes part in gathering the trainable tensors; rank 0 writes them.
                 state = full_trainable_state(self.model) if self.dist.fsdp is not None else None
                 if main:
-                    self.save(directory / "adapter", out["kss"], state)
+                    self.save(run_dir.adapter, out["kss"], state)
         except Exception as exc:  # recorded, not raised: a sweep goes on after a failed run
             if main:
-                (directory / "error.log").write_text(traceback.format_exc())
+                run_dir.write_error(traceback.format_exc())
             else:  # only rank 0 writes files: another rank's failure goes to its stderr
                 print(f"[rank {self.dist.rank}] {traceback.format_exc()}", file=sys.stderr)
-            result.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        result["wall_time_s"] = round(time.time() - self.t0, 2)
+            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        result.wall_time_s = round(time.time() - self.t0, 2)
         if main:
-            rundir.atomic_write_json(directory / rundir.RESULT_NAME, result)
-        return result
+            run_dir.write_result(result)
+        return result.to_dict()
 
-    def base_result(self) -> dict[str, Any]:
-        m, c = self.method, self.cfg
-        return {
-            "status": "running",
-            "error": None,
-            "run_id": c.run_id(),
-            "method": m.name,
-            "preset": m.preset,
-            "condition": m.label(),
-            "rank": m.rank,
-            "gamma": m.gamma,
-            "sparsity": m.sparsity,
-            "mask_mode": m.mask_mode,
-            "seed": c.train.seed,
-            "noise_rate": c.noise.rate,
-            "noise_kind": c.noise.kind,
-            "precision": c.precision.mode,
-            "model": c.model.name,
-            "task": c.model.task,
-            "lr": c.train.lr,
-            "n_train": len(self.train_batches),
-            "n_val": len(self.val_batches),
-            "n_test": len(self.test_batches) if self.test_batches is not None else 0,
-            "description": c.description,
-            **self.task.result_extra(),
-        }
+    def base_result(self) -> RunResult:
+        return new_result(self.cfg, self.method, self.task)
 
     def final_metrics(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         last = history[-1]
@@ -376,11 +487,25 @@ class Run:
             kss.save(directory)
 
 
-def prepare_directory(directory: Path) -> None:
-    """Start a run directory afresh: a rerun (or a run killed mid-way) leaves nothing stale behind."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+def default_run_dir(cfg: RunConfig, method: ResolvedMethod | None = None) -> Path:
+    """``output.dir/<run_name>``, else ``output.dir/<method label>-<run id>``."""
+    out = cfg.output
+    label = (method or resolve_method(cfg.method)).label()
+    return Path(out.dir) / (out.run_name or f"{label}-{cfg.run_id()}")
+
+
+def record_prepare_failure(cfg: RunConfig, directory: Path, exc: BaseException) -> dict[str, Any]:
+    """A run that could not even start still gets a run directory saying why, with the same record."""
+    method = resolve_method(cfg.method)
+    run_dir = RunDirectory(directory).create()
+    run_dir.write_config(to_yaml(cfg, method))
+    run_dir.write_error("".join(traceback.format_exception(exc)))
+    message = str(exc) if isinstance(exc, KSSError) else f"{type(exc).__name__}: {exc}"
+    result = new_result(cfg, method)
+    result.status, result.stage = "failed", "prepare"
+    result.error = message.splitlines()[0] if message else type(exc).__name__
+    run_dir.write_result(result)
+    return result.to_dict()
 
 
 def _progress(total: int, *, enabled: bool, desc: str) -> Any:
@@ -390,10 +515,28 @@ def _progress(total: int, *, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, disable=True if not enabled else None, desc=desc, unit="step", leave=False)
 
 
-def run(cfg: RunConfig, directory: str | Path | None = None) -> dict[str, Any]:
-    """Prepare (raising :class:`KSSError` on bad input, before anything is written) and execute one run."""
-    prepared = Run(cfg)
-    return prepared.execute(Path(directory) if directory is not None else None)
+def run(cfg: RunConfig, directory: str | Path | None = None, **variant: Any) -> dict[str, Any]:
+    """Prepare (raising :class:`KSSError` on bad input, before anything is written) and execute one run.
+
+    ``variant``: keyword arguments of :class:`Run` (a training subset, relabelled targets...).
+    """
+    target = Path(directory) if directory is not None else default_run_dir(cfg)
+    RunDirectory(target).check_replaceable()  # before the minutes of preparation, on every rank
+    prepared = Run(cfg, **variant)
+    return prepared.execute(target)
 
 
-__all__ = ["Batches", "KSSError", "Run", "collate", "mean_loss", "predict_logits", "run", "tokenize"]
+__all__ = [
+    "Batches",
+    "KSSError",
+    "Run",
+    "RunVariant",
+    "build_model",
+    "collate",
+    "mean_loss",
+    "new_result",
+    "predict_logits",
+    "record_prepare_failure",
+    "run",
+    "tokenize",
+]

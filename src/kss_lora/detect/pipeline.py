@@ -47,7 +47,7 @@ from kss_lora.errors import ConfigError, KSSError
 from . import scores as S
 from .estimate import estimate_noise_rate
 from .evaluate import evaluate_detection, evaluate_per_class
-from .training import Trained, configure, grow_rank, prepare, restrict, softmax, subset_batches, train
+from .training import Trained, configure, prepare, softmax, subset_batches, train
 
 __all__ = ["DETECTORS", "DetectOptions", "DetectionResult", "cross_fit_folds", "detect_label_issues"]
 
@@ -259,13 +259,12 @@ def _after_start(arr: np.ndarray) -> np.ndarray:
 def _full_run(
     cfg: RunConfig, out: Path, name: str, opts: DetectOptions, *, rank: int | None = None, auxiliary: bool = False
 ) -> Trained:
-    run = prepare(configure(cfg, rank=rank))
-    return train(
-        run,
-        out / name,
+    run = prepare(
+        configure(cfg, rank=rank),
         checkpoints_per_epoch=opts.checkpoints_per_epoch,
         eval_examples=opts.eval_examples if auxiliary else None,
     )
+    return train(run, out / name)
 
 
 def _cross_fit(cfg: RunConfig, out: Path, labels: np.ndarray, opts: DetectOptions, res: dict[str, Any]) -> np.ndarray:
@@ -274,11 +273,12 @@ def _cross_fit(cfg: RunConfig, out: Path, labels: np.ndarray, opts: DetectOption
     probs: np.ndarray | None = None
     res["folds"] = folds
     for f in range(opts.folds):
-        run = prepare(configure(cfg, track=False))
-        full = run.train_batches
         held = np.flatnonzero(folds == f)
-        restrict(run, np.flatnonzero(folds != f))
-        trained = train(run, out / f"fold-{f}", eval_examples=opts.eval_examples)
+        run = prepare(
+            configure(cfg, track=False), train_index=np.flatnonzero(folds != f), eval_examples=opts.eval_examples
+        )
+        full = run.full_train_batches
+        trained = train(run, out / f"fold-{f}")
         logits = run.logits(subset_batches(full, held))
         if probs is None:
             probs = np.full((labels.size, logits.shape[1]), np.nan)
@@ -312,13 +312,16 @@ def _aum(
     thresh_scores: list[np.ndarray] = []
     for p in range(opts.aum_passes):
         fake = order[p * per_pass : (p + 1) * per_pass]
-        run = prepare(configure(cfg), extra_classes=1)
-        y = run.train_batches.labels.copy()
+        y = labels.copy()
         y[fake] = k
-        restrict(run, labels=y)
-        trained = train(
-            run, out / f"aum-{p}", checkpoints_per_epoch=opts.checkpoints_per_epoch, eval_examples=opts.eval_examples
+        run = prepare(
+            configure(cfg),
+            extra_classes=1,
+            train_labels=y,
+            checkpoints_per_epoch=opts.checkpoints_per_epoch,
+            eval_examples=opts.eval_examples,
         )
+        trained = train(run, out / f"aum-{p}")
         margins = _after_start(_trajectories(trained).margin)
         s = S.aum_scores(margins)
         keep = np.ones(n, dtype=bool)
@@ -353,11 +356,14 @@ def _curriculum(
         stage_cfg = configure(cfg, rank=rank)
         if opts.curriculum_epochs is not None:
             stage_cfg.train.epochs = opts.curriculum_epochs
-        run = prepare(stage_cfg)
-        full = run.train_batches
-        grow_rank(run.model, prev_model)
-        restrict(run, np.flatnonzero(kept))
-        trained = train(run, out / f"curriculum-{s}", checkpoints_per_epoch=opts.checkpoints_per_epoch)
+        run = prepare(
+            stage_cfg,
+            initial_adapter=prev_model,
+            train_index=np.flatnonzero(kept),
+            checkpoints_per_epoch=opts.checkpoints_per_epoch,
+        )
+        full = run.full_train_batches
+        trained = train(run, out / f"curriculum-{s}")
         logits = run.logits(full)
         from kss_lora.dynamics.metrics import per_example_from_logits
 

@@ -18,7 +18,7 @@ import pandas as pd
 from kss_lora.config import RunConfig
 from kss_lora.errors import ConfigError, KSSError
 
-from .training import configure, prepare, restrict, train
+from .training import configure, prepare, train, training_labels
 
 __all__ = ["ACTIONS", "bounds", "clean_and_retrain", "retrain_table"]
 
@@ -61,17 +61,17 @@ def clean_and_retrain(
     """
     if action not in ACTIONS:
         raise ConfigError("retrain.action", f"unknown {action!r}; allowed: {', '.join(ACTIONS)}")
-    run = prepare(configure(cfg, track=False))
+    run_cfg = configure(cfg, track=False)
+    given = training_labels(run_cfg)
     f = np.asarray(flags, dtype=bool)
-    if f.shape != (len(run.train_batches),):
-        raise KSSError(f"retrain: flags cover {f.size} examples but the training split has {len(run.train_batches)}")
+    if f.shape != given.shape:
+        raise KSSError(f"retrain: flags cover {f.size} examples but the training split has {given.size}")
     if action == "drop":
-        restrict(run, np.flatnonzero(~f))
+        run = prepare(run_cfg, train_index=np.flatnonzero(~f))
     else:
         if suggested_labels is None:
             raise ConfigError("retrain.action", "relabel needs suggested_labels")
-        new = np.where(f, np.asarray(suggested_labels, dtype=np.int64), run.train_batches.labels)
-        restrict(run, labels=new)
+        run = prepare(run_cfg, train_labels=np.where(f, np.asarray(suggested_labels, dtype=np.int64), given))
     trained = train(run, Path(out_dir) / name)
     return _row(name, trained.result, len(trained.train_ids))
 

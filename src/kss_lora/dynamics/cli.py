@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +188,22 @@ def _add_optimal_rank_args(p: argparse.ArgumentParser) -> None:
     _add_optimal_rank_args
 )
 def _optimal_rank(args: argparse.Namespace) -> int:
-    from .. import rundir
     from ..errors import DataError
+    from ..rundir import CorruptRecord, RunDirectory
     from .analysis import optimal_rank
 
     root = Path(args.runs_dir)
     if not root.is_dir():
         raise DataError(f"{root}: no such runs directory")
-    results = [r for d in sorted(root.iterdir()) if d.is_dir() and (r := rundir.read_result(d)) is not None]
+    results = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            record = RunDirectory(d).read_result()
+        except CorruptRecord as exc:
+            print(f"warning: skipped: {exc}", file=sys.stderr)
+            continue
+        if record is not None:
+            results.append(record.to_dict())
     cells, best = optimal_rank(results, metric=args.metric)
     table = cells.pivot(index="rank", columns="noise_rate", values="mean")
     print(f"mean {args.metric} by LoRA rank (rows) and noise rate (columns)")

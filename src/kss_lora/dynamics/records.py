@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..rundir import RunDirectory
 from .metrics import ExampleOutputs, per_example_from_logits
 
 DYNAMICS_NAME = "dynamics.npz"
@@ -77,11 +78,7 @@ class DynamicsRecorder:
                 free_index=np.concatenate(self.free_index),
                 free_logits=np.concatenate(self.free_logits),
             )
-        path = Path(run_dir) / DYNAMICS_NAME
-        tmp = path.with_name(".dynamics.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
-        return path
+        return RunDirectory(run_dir).write_arrays(DYNAMICS_NAME, arrays, compressed=True)
 
 
 @dataclass
@@ -146,10 +143,11 @@ class Dynamics:
 
 
 def load_dynamics(run_dir: str | Path) -> Dynamics:
-    path = Path(run_dir) / DYNAMICS_NAME
-    if not path.is_file():
+    arrays = RunDirectory(run_dir).read_arrays(DYNAMICS_NAME)
+    if arrays is None:
         from ..errors import DataError
 
-        raise DataError(f"{path}: no per-example dynamics in this run (set tracking.per_example: true)")
-    with np.load(path) as data:
-        return Dynamics({k: data[k] for k in data.files})
+        raise DataError(
+            f"{Path(run_dir) / DYNAMICS_NAME}: no per-example dynamics in this run (set tracking.per_example: true)"
+        )
+    return Dynamics(arrays)

@@ -129,12 +129,9 @@ def adapter_dir(path: str) -> Path:
 
 
 def _run_config(run_dir: str) -> dict[str, Any] | None:
-    import yaml
+    from ..rundir import RunDirectory
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return None
-    return yaml.safe_load(path.read_text())
+    return RunDirectory(run_dir).read_config()
 
 
 def run_model_name(run_dir: str) -> str | None:
@@ -144,9 +141,12 @@ def run_model_name(run_dir: str) -> str | None:
 
 def trained_rows(run_dir: str, csv: str, *, strict: bool = True) -> set[int]:
     """CSV rows a run trained on (from its splits.json), when it trained on this CSV; else empty / an error."""
+    from ..rundir import RunDirectory
+    from ..tasks.causal_lm import SPLITS_NAME
+
     cfg = _run_config(run_dir)
-    splits = Path(run_dir) / "splits.json"
-    if cfg is None or not splits.is_file():
+    splits = RunDirectory(run_dir).read_json(SPLITS_NAME)
+    if cfg is None or splits is None:
         if strict:
             raise DataError(f"--holdout: {run_dir} is not a causal-lm run directory (no config.yaml/splits.json)")
         return set()
@@ -156,7 +156,7 @@ def trained_rows(run_dir: str, csv: str, *, strict: bool = True) -> set[int]:
         if strict:
             raise DataError(f"--holdout: {run_dir} trained on {train_file}, not on {csv}; nothing to hold out")
         return set()
-    return set(json.loads(splits.read_text())["train"])
+    return set(splits["train"])
 
 
 def load_for_scoring(name: str, adapter: Path | None, *, dtype: Any, device: Any, seed: int = 0) -> tuple[Any, Any]:

@@ -34,7 +34,7 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "expand a sweep (base config x grid) into runs and run what is not finished")(_add_sweep_args)
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import adopt_finished, expand, load_sweep, point_status, run_sweep, shipped_sweeps
+    from .sweep import adopt_finished, expand, load_sweep, point_state, run_sweep, shipped_sweeps
 
     if args.list or not args.sweep:
         for name, path in sorted(shipped_sweeps().items()):
@@ -51,7 +51,7 @@ def _sweep(args: argparse.Namespace) -> int:
         points = adopt_finished(expand(spec), spec.runs_dir)
         print(f"{spec.name}: {len(points)} runs in {spec.runs_dir}")
         for p in points:
-            print(f"  {point_status(spec.runs_dir / p.name, p.run_id):10s} {p.name}")
+            print(f"  {point_state(spec.runs_dir / p.name, p.run_id):10s} {p.name}")
         return 0
     summary = run_sweep(
         spec,
@@ -65,7 +65,12 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{summary.failed} failed, {summary.lost} lost (redone next time) in {summary.wall_s:.0f} s; "
         f"runs in {spec.runs_dir}"
     )
-    return 0 if summary.failed == 0 and summary.lost == 0 else 1
+    if summary.corrupt:
+        print(f"{summary.corrupt} runs had an unreadable record (corrupt) and were run again", file=sys.stderr)
+    earlier = summary.still_failed - summary.failed
+    if earlier:
+        print(f"{earlier} runs failed in an earlier invocation (rerun them with --retry-failed)", file=sys.stderr)
+    return 0 if summary.ok else 1
 
 
 def _add_ls_args(p: argparse.ArgumentParser) -> None:
@@ -75,18 +80,19 @@ def _add_ls_args(p: argparse.ArgumentParser) -> None:
         action="append",
         help="only this sweep's runs, labelled as it labels them (runs dirs can be shared); repeatable",
     )
-    p.add_argument("--status", choices=("ok", "failed", "unfinished"), help="only runs with this status")
+    p.add_argument("--status", choices=("ok", "failed", "unfinished", "corrupt"), help="only runs with this status")
     p.add_argument("--csv", help="also write the full table of runs as CSV here")
 
 
 @command("ls", "list the runs in a runs directory")(_add_ls_args)
 def _ls(args: argparse.Namespace) -> int:
-    from .registry import format_runs, load_runs
+    from .registry import format_runs, load_runs, points_not_run
 
     runs = load_runs(args.runs_dir, sweep=args.sweep)
     if args.status:
         runs = runs[runs["status"] == args.status]
-    print(format_runs(runs))
+    not_started = len(points_not_run(args.runs_dir, args.sweep))
+    print(format_runs(runs, not_started=not_started))
     if args.csv:
         runs.to_csv(args.csv, index=False)
     return 0

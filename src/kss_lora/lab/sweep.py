@@ -22,7 +22,9 @@ Why the run directory is named ``<label>-<run_id>``: ``run_id`` is a hash of the
 settings excluded), so the same grid point always lands in the same directory, a resumed sweep finds its
 finished runs, and two sweeps that share a point (e.g. the five-config benchmark and the matched control)
 share its run. "Finished" means a ``result.json`` that parses, carries this run_id and a final status; the
-runner writes it atomically and last, so a run killed at any moment is redone from scratch next time.
+runner writes it atomically and last, so a run killed at any moment is redone from scratch next time. A run
+whose record cannot be read (``corrupt``) is redone too. A sweep exits with failure (``SweepSummary.ok`` is
+false) while any of its runs is failed, including failed runs of an earlier invocation that were skipped.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import itertools
 import os
 import re
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import rundir
-from ..config import from_dict, load_raw, parse_yaml, resolve_config_path, set_key, to_yaml
+from ..config import from_dict, load_raw, parse_override, parse_yaml, resolve_config_path, set_key
 from ..errors import ConfigError, KSSError
+from ..rundir import RunDirectory
 
 SWEEP_KEYS = (
     "name",
@@ -134,21 +136,14 @@ def load_sweep(name_or_path: str, overrides: list[str] | None = None, grid: list
     path = resolve_sweep_path(name_or_path)
     data = parse_yaml(path.read_text(), str(path))
     for item in grid or []:
-        key, value = _parse_assignment(item, "--grid")
+        key, value = parse_override(item, "--grid")
         data.setdefault("grid", {})
         data["grid"][key] = value if isinstance(value, list) else [value]
     for item in overrides or []:
-        key, value = _parse_assignment(item, "override")
+        key, value = parse_override(item, "override")
         data.setdefault("overrides", {})
         data["overrides"][key] = value
     return parse_sweep(data, source=path, default_name=path.stem)
-
-
-def _parse_assignment(item: str, where: str) -> tuple[str, Any]:
-    if "=" not in item:
-        raise ConfigError(where, f"expected key=value, got {item!r}")
-    key, raw = item.split("=", 1)
-    return key.strip(), parse_yaml(f"v: {raw}", f"{where} {key}")["v"]
 
 
 def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", default_name: str = "sweep") -> SweepSpec:
@@ -316,12 +311,16 @@ def _arm_name(cfg: Any, params: dict[str, Any], strata: list[str]) -> str:
 # ----------------------------------------------------------------------------- state of a run
 
 
+def point_state(directory: Path, run_id: str) -> str:
+    """``ok`` / ``failed`` for a finished run, ``corrupt`` for a record that cannot be read, ``unfinished``
+    for a killed or never-started one (what ``kss sweep --dry-run`` lists)."""
+    return RunDirectory(directory).state(run_id)
+
+
 def point_status(directory: Path, run_id: str) -> str:
-    """``ok`` / ``failed`` for a finished run, ``unfinished`` for a killed or never-started one."""
-    result = rundir.read_result(directory)
-    if result is None or result.get("run_id") != run_id or result.get("status") not in ("ok", "failed"):
-        return "unfinished"
-    return str(result["status"])
+    """``ok`` / ``failed`` for a finished run, else ``unfinished``: to be run (a corrupt record included)."""
+    state = point_state(directory, run_id)
+    return "unfinished" if state == "corrupt" else state
 
 
 def adopt_finished(points: list[SweepPoint], runs_dir: Path) -> list[SweepPoint]:
@@ -338,7 +337,7 @@ def adopt_finished(points: list[SweepPoint], runs_dir: Path) -> list[SweepPoint]
     out = []
     for p in points:
         names = existing.get(p.run_id, [])
-        finished = [n for n in names if point_status(runs_dir / n, p.run_id) != "unfinished"]
+        finished = [n for n in names if point_status(runs_dir / n, p.run_id) in ("ok", "failed")]
         if finished and p.name not in finished:
             p = dataclasses.replace(p, name=finished[0])
         out.append(p)
@@ -374,32 +373,10 @@ def run_task(task: RunTask) -> dict[str, Any]:
 
 
 def record_prepare_failure(cfg: Any, directory: Path, exc: BaseException) -> dict[str, Any]:
-    """A point that could not even start still gets a run directory that says why."""
-    from ..runner import prepare_directory
+    """A point that could not even start still gets a run directory that says why (the runner's record)."""
+    from ..runner import record_prepare_failure as record
 
-    prepare_directory(directory)
-    rundir.atomic_write_text(directory / rundir.CONFIG_NAME, to_yaml(cfg))
-    (directory / "error.log").write_text("".join(traceback.format_exception(exc)))
-    message = str(exc) if isinstance(exc, KSSError) else f"{type(exc).__name__}: {exc}"
-    result = {
-        "status": "failed",
-        "error": message.splitlines()[0] if message else type(exc).__name__,
-        "run_id": cfg.run_id(),
-        "method": cfg.method.name,
-        "preset": cfg.method.preset,
-        "condition": cfg.method.preset or cfg.method.name,
-        "rank": cfg.method.rank,
-        "gamma": cfg.method.gamma,
-        "sparsity": cfg.method.sparsity,
-        "seed": cfg.train.seed,
-        "noise_rate": cfg.noise.rate,
-        "precision": getattr(cfg.precision, "mode", cfg.precision),
-        "model": cfg.model.name,
-        "lr": cfg.train.lr,
-        "stage": "prepare",
-    }
-    rundir.atomic_write_json(directory / rundir.RESULT_NAME, result)
-    return result
+    return record(cfg, directory, exc)
 
 
 # ----------------------------------------------------------------------------- running a sweep
@@ -414,12 +391,23 @@ class SweepSummary:
     done: int = 0
     failed: int = 0
     lost: int = 0  # a worker died: no result, redone next time
+    corrupt: int = 0  # found with an unreadable record at the start, and run again
     statuses: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
 
     @property
     def remaining(self) -> int:
         return self.total - self.skipped - self.done - self.failed - self.lost
+
+    @property
+    def still_failed(self) -> int:
+        """Points whose run is failed now, this invocation's and earlier ones' (skipped without --retry-failed)."""
+        return sum(1 for s in self.statuses.values() if s == "failed")
+
+    @property
+    def ok(self) -> bool:
+        """Every point finished ok: what ``kss sweep``'s exit code 0 means."""
+        return self.still_failed == 0 and self.lost == 0 and self.remaining == 0
 
 
 def write_manifest(spec: SweepSpec, points: list[SweepPoint]) -> Path:
@@ -496,11 +484,12 @@ def run_sweep(
         summary = SweepSummary(total=len(points))
         todo = []
         for p in points:
-            status = point_status(runs_dir / p.name, p.run_id)
+            status = point_state(runs_dir / p.name, p.run_id)
             if status == "ok" or (status == "failed" and not retry_failed):
                 summary.skipped += 1
                 summary.statuses[p.name] = status
             else:
+                summary.corrupt += status == "corrupt"
                 todo.append(p)
         tasks = [
             RunTask(config=p.config, directory=str((runs_dir / p.name).resolve()), cwd=os.getcwd(), name=p.name)

@@ -23,31 +23,14 @@ from typing import Any
 
 import yaml
 
-from .. import rundir
+from .. import run_result
 from ..errors import KSSError
+from ..rundir import RESULT_NAME, CorruptRecord, RunDirectory, find_run_directories
 
 BACKENDS = ("mlflow", "tensorboard", "wandb")
-FINAL_KEYS = (
-    "train_loss",
-    "train_loss_clean",
-    "val_loss",
-    "gap",
-    "gap_clean",
-    "val_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "wall_time_s",
-)
-EPOCH_KEYS = (
-    "train_loss",
-    "train_loss_clean",
-    "train_loss_running",
-    "val_loss",
-    "gap",
-    "gap_clean",
-    "train_accuracy",
-    "val_accuracy",
-)
+# What is mirrored comes from the run record's declaration (kss_lora.run_result).
+FINAL_KEYS = run_result.final_keys()
+EPOCH_KEYS = run_result.epoch_keys()
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -63,14 +46,20 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _run_data(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]] | None:
-    result = rundir.read_result(run_dir)
-    if result is None:
+    """A finished run's result, config and epoch rows; ``None`` when unfinished or corrupt (not mirrored)."""
+    run = RunDirectory(run_dir)
+    try:
+        result = run.read_result()
+        if result is None or not result.finished:
+            return None
+        metrics = run.read_metrics()
+    except CorruptRecord:
         return None
     try:
-        config = yaml.safe_load((run_dir / rundir.CONFIG_NAME).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        config = run.read_config() or {}
+    except CorruptRecord:
         config = {}
-    return result, config, rundir.read_metrics(run_dir)
+    return result.to_dict(), config, metrics
 
 
 def _numbers(d: dict[str, Any], keys: Iterable[str]) -> dict[str, float]:
@@ -101,7 +90,7 @@ def mirror_mlflow(run_dir: Path, experiment: str) -> bool:
         for row in metrics:
             mlflow.log_metrics(_numbers(row, EPOCH_KEYS), step=int(row.get("epoch", 0)))
         mlflow.log_metrics({f"final_{k}": v for k, v in _numbers(result, FINAL_KEYS).items()})
-        mlflow.log_artifact(str(run_dir / rundir.RESULT_NAME))
+        mlflow.log_artifact(str(run_dir / RESULT_NAME))
     return True
 
 
@@ -197,12 +186,10 @@ def mirror_run(run_dir: str | Path, backends: Iterable[str], *, experiment: str 
 
 def mirror_runs(runs_dir: str | Path, backends: Iterable[str], *, experiment: str | None = None) -> int:
     """Mirror every finished run of a runs directory; returns how many runs were newly mirrored anywhere."""
-    from .registry import run_dirs
-
     backends = check_backends(backends)
     experiment = experiment or Path(runs_dir).resolve().name
     count = 0
-    for d in run_dirs(runs_dir):
+    for d in find_run_directories(runs_dir):
         if any(mirror_run(d, backends, experiment=experiment).values()):
             count += 1
     return count

@@ -13,7 +13,6 @@ precision of the same seed and method: ``(val_loss_lowprec - val_loss_bf16) / va
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from kss_lora.config import RunConfig, from_dict, load_raw, parse_yaml, resolve_config_path, set_key
 from kss_lora.errors import ConfigError
+from kss_lora.rundir import CorruptRecord, RunDirectory
 
 _SPEC_KEYS = (
     "name",
@@ -140,10 +140,10 @@ def load_spec(name_or_path: str) -> ExperimentSpec:
 def finished(directory: Path) -> dict[str, Any] | None:
     """The run's result if it completed successfully, else ``None`` (so it is run again)."""
     try:
-        result = json.loads((directory / "result.json").read_text())
-    except (OSError, ValueError):
+        result = RunDirectory(directory).read_result()
+    except CorruptRecord:  # redone, like an unfinished run
         return None
-    return result if result.get("status") == "ok" else None
+    return result.to_dict() if result is not None and result.status == "ok" else None
 
 
 def _run_cell(args: tuple[str, RunConfig]) -> dict[str, Any]:

@@ -93,8 +93,8 @@ class Task(ABC):
         """Read the splits and inject noise (raises KSSError on bad input, before anything is written)."""
 
     @abstractmethod
-    def build_model(self, tokenizer: Any) -> nn.Module:
-        """The base model for this task (before adapters)."""
+    def build_model(self, tokenizer: Any, extra_classes: int = 0) -> nn.Module:
+        """The base model for this task (before adapters); ``extra_classes`` more outputs (classification)."""
 
     @abstractmethod
     def tokenize(self, tokenizer: Any) -> None:

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import rundir
 from ..data.instructions import InstructionData, InstructionSplit, Message, load_instruction_data, read_conversations
 from ..errors import ConfigError, DataError
 from ..models import BUILTIN_MODELS, load_model
+from ..rundir import RunDirectory
 from .base import EvalOutput, Task, loss_to_pseudo_logits
 
 IGNORE = -100
@@ -240,7 +240,7 @@ class CausalLMTask(Task):
         noisy.labels = result.noisy_labels
         self.data.train, self.is_noisy = noisy, result.is_noisy
 
-    def build_model(self, tokenizer: Any) -> nn.Module:
+    def build_model(self, tokenizer: Any, extra_classes: int = 0) -> nn.Module:
         c = self.cfg
         dtype = getattr(torch, c.model.dtype)
         if dtype != torch.float32 and c.model.name not in BUILTIN_MODELS:
@@ -361,7 +361,7 @@ class CausalLMTask(Task):
             "validation": self.val_batches.ids.tolist(),
             "test": self.test_batches.ids.tolist() if self.test_batches is not None else None,
         }
-        rundir.atomic_write_json(directory / SPLITS_NAME, splits)
+        RunDirectory(directory).write_json(SPLITS_NAME, splits)
         if self.is_noisy is not None:
             np.savez(directory / "noise.npz", is_noisy=self.is_noisy, ids=self.train_batches.ids)
 

@@ -15,6 +15,7 @@ from torch import nn
 from ..data import ClassificationData, Split, load_classification_data, load_split
 from ..dynamics.metrics import per_example_from_logits
 from ..models import load_model
+from ..rundir import RunDirectory
 from .base import EvalOutput, Task
 
 
@@ -34,6 +35,14 @@ class Batches:
 def tokenize(split: Split, tokenizer: Any, max_length: int) -> Batches:
     enc = tokenizer(split.texts, split.text_pairs, truncation=True, max_length=max_length)
     return Batches(enc["input_ids"], enc.get("token_type_ids"), split.labels.copy(), split.ids)
+
+
+def subset_batches(batches: Batches, index: np.ndarray, labels: np.ndarray | None = None) -> Batches:
+    """Rows ``index`` of a tokenized split, optionally with replacement labels (full-length)."""
+    index = np.asarray(index, dtype=np.int64)
+    tt = None if batches.token_type_ids is None else [batches.token_type_ids[i] for i in index]
+    y = batches.labels[index] if labels is None else np.asarray(labels, dtype=np.int64)[index]
+    return Batches([batches.input_ids[i] for i in index], tt, y.copy(), batches.ids[index])
 
 
 def collate(batches: Batches, index: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -84,6 +93,9 @@ def mean_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(per_example_from_logits(logits, labels).loss.mean())
 
 
+NOISE_NAME = "noise.npz"
+
+
 class ClassificationTask(Task):
     name = "classification"
     peft_task_type = "SEQ_CLS"
@@ -107,12 +119,12 @@ class ClassificationTask(Task):
             self.data.train = self.data.train.with_labels(result.noisy_labels)
             self.is_noisy = result.is_noisy
 
-    def build_model(self, tokenizer: Any) -> nn.Module:
+    def build_model(self, tokenizer: Any, extra_classes: int = 0) -> nn.Module:
         c = self.cfg
         return load_model(
             c.model.name,
             task="classification",
-            num_labels=self.data.num_labels,
+            num_labels=self.data.num_labels + extra_classes,
             tokenizer=tokenizer,
             seed=c.train.seed,
             trust_remote_code=c.model.trust_remote_code,
@@ -169,6 +181,34 @@ class ClassificationTask(Task):
     def clean_train_output(self, noisy: EvalOutput, evaluate: Callable[[Any], EvalOutput]) -> EvalOutput:
         return self.outputs_for(noisy.record, self.clean_train_labels)
 
+    def restrict(self, index: np.ndarray | None, labels: np.ndarray | None) -> None:
+        """Train on rows ``index`` of the tokenized training split, with ``labels`` (full-length) if given.
+
+        ``is_noisy`` is recomputed against the clean labels when labels change, so recorded dynamics and
+        ``noise.npz`` stay honest (a relabelled example that got its true label back is no longer noisy).
+        """
+        from ..errors import KSSError
+
+        n = len(self.train_batches)
+        index = np.arange(n) if index is None else np.asarray(index, dtype=np.int64)
+        if index.size == 0:
+            raise KSSError("detect: a training run would have no examples (every example flagged?)")
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            if labels.shape != (n,):
+                raise KSSError(f"detect: replacement labels must have length {n}, got {labels.shape}")
+        self.train_batches = subset_batches(self.train_batches, index, labels)
+        new_labels = self.train_batches.labels
+        self.data.train = self.data.train.subset(index).with_labels(new_labels)
+        self.clean_train_labels = self.clean_train_labels[index]
+        if self.is_noisy is not None:
+            self.is_noisy = new_labels != self.clean_train_labels
+
+    def cap_evaluation(self, n: int) -> None:
+        """Validate on the first ``n`` validation examples only and skip the test split."""
+        self.val_batches = subset_batches(self.val_batches, np.arange(min(n, len(self.val_batches))))
+        self.test_batches = None
+
     def split_metrics(self, name: str, out: EvalOutput) -> dict[str, Any]:
         return {f"{name}_loss": float(out.loss.mean()), f"{name}_accuracy": float(out.correct.mean())}
 
@@ -185,10 +225,10 @@ class ClassificationTask(Task):
 
     def save_extra(self, directory: Path) -> None:
         if self.is_noisy is not None:
-            np.savez(
-                directory / "noise.npz",
-                is_noisy=self.is_noisy,
-                clean_labels=self.clean_train_labels,
-                noisy_labels=self.train_batches.labels,
-                ids=self.train_batches.ids,
-            )
+            arrays = {
+                "is_noisy": self.is_noisy,
+                "clean_labels": self.clean_train_labels,
+                "noisy_labels": self.train_batches.labels,
+                "ids": self.train_batches.ids,
+            }
+            RunDirectory(directory).write_arrays(NOISE_NAME, arrays)

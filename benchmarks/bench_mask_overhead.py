@@ -12,7 +12,11 @@ Measured in one process, interleaved (A B, B A, ...) so that the shared machine'
 - ``per_tensor_torch_rand``: for reference, the mask as drawn before issue 17 (one ``torch.rand`` per tensor,
   then ``masked_fill_`` and ``mul_``), so the saving is visible on the same machine.
 
-Usage:  python benchmarks/bench_mask_overhead.py [--reps 15] [--warmup 2] [--threads 2] [--layers 32] [--out PATH]
+Each thread count in ``--threads`` is measured in turn; the headline ``mask_over_adamw`` is the worst of them.
+On a shared 2-core machine the 2-thread figure flatters the mask: torch's two-thread kernels (AdamW) stall
+when the other core is busy, while the mask's numpy threads do not; the 1-thread figure is the sober one.
+
+Usage:  python benchmarks/bench_mask_overhead.py [--reps 15] [--warmup 2] [--threads 1,2] [--layers 32] [--out PATH]
 Writes benchmarks/results/mask_overhead.json (or --out). Goal: mask_over_adamw <= 0.25.
 """
 
@@ -77,9 +81,10 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def measure(args: argparse.Namespace) -> dict[str, object]:
+def measure(args: argparse.Namespace, threads: int) -> dict[str, object]:
     from kss_lora.methods.kss import PRESETS, KSSMasker
 
+    torch.set_num_threads(threads)
     params = llama_lora_parameters(args.layers, args.rank)
     tensors = list(params.values())
     grads = [p.grad for p in tensors]
@@ -149,16 +154,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to measure")
     parser.add_argument("--layers", type=int, default=32, help="fewer for a quick check (32 is Llama-3.1-8B)")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--no-reference", action="store_true", help="skip the pre-issue-17 mask")
     parser.add_argument("--out", type=Path, default=RESULTS / "mask_overhead.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in args.threads.split(",")]
 
-    result = measure(args)
-    print_table(result)
+    by_threads = {}
+    for threads in thread_counts:
+        by_threads[threads] = measure(args, threads)
+        print_table(by_threads[threads])
+    worst = max(by_threads.values(), key=lambda r: r["mask_over_adamw"])
+    result = {key: value for key, value in worst.items() if key not in ("median_s", "all_s")}
+    result["threads"] = worst["threads"]
+    result["median_s"] = worst["median_s"]
+    result["by_threads"] = {str(t): r for t, r in by_threads.items()}
+    print(f"headline (worst over threads {thread_counts}): mask_over_adamw = {result['mask_over_adamw']:.3f}")
 
     from kss_lora.rundir import atomic_write_json, environment
 

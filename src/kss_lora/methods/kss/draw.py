@@ -80,6 +80,11 @@ def uniform16(numel: int, seed: int, device: torch.device) -> torch.Tensor:
     """``numel`` uniform 16-bit draws, as int16 (u − 2¹⁵), from a stream that depends on ``seed`` alone."""
     if device.type == "cpu":
         return torch.from_numpy(_draws_cpu(numel, seed))
+    return _draws_torch(numel, seed, device)
+
+
+def _draws_torch(numel: int, seed: int, device: torch.device) -> torch.Tensor:
+    """The accelerator draw: ``torch.randint`` on the device's generator (its own stream, e.g. Philox on CUDA)."""
     cache = _LOCAL.__dict__.setdefault("generators", {})
     gen = cache.get(device)
     if gen is None:  # one generator per device, re-seeded per mask: creating one per call costs more

@@ -305,8 +305,12 @@ def chaosnli_items(run: RunInfo, which: str, *, required: bool = True) -> pd.Dat
 # --------------------------------------------------------------------------- capacity and separation
 
 
-def _skeleton(run: RunInfo) -> Any:
-    """The run's base model with no weights (meta device): enough to read the adapted matrices' shapes."""
+def _skeleton(run: RunInfo, *, trust_remote_code: bool = False) -> Any:
+    """The run's base model with no weights (meta device): enough to read the adapted matrices' shapes.
+
+    ``trust_remote_code`` comes from the analysing command's own flag, never from the run's config.yaml:
+    analysing someone else's run directory must not run code it names.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -317,7 +321,7 @@ def _skeleton(run: RunInfo) -> Any:
         config = _tiny_config(name, vocab_size=30522)  # the vocabulary does not change attention shapes
     else:
         path = {"minilm": minilm_path, "smollm2-135m": smollm2_path}.get(name, lambda: name)()
-        config = AutoConfig.from_pretrained(path, trust_remote_code=bool(run.get("model.trust_remote_code")))
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     classification = run.get("model.task", "classification") == "classification"
     if classification:
         config.num_labels = int(run.dynamics.arrays["ckpt_logits"].shape[-1])
@@ -326,7 +330,7 @@ def _skeleton(run: RunInfo) -> Any:
         return auto.from_config(config)
 
 
-def run_capacity(run: RunInfo) -> dict[str, Any]:
+def run_capacity(run: RunInfo, *, trust_remote_code: bool = False) -> dict[str, Any]:
     """LoRA capacity ``sum r(d + k - r)`` over the run's adapted matrices vs its training-set size.
 
     The shapes come from a weightless (meta-device) copy of the model built from its config, so this costs
@@ -349,7 +353,7 @@ def run_capacity(run: RunInfo) -> dict[str, Any]:
         return out
     rank = int(run.get("method.rank", 8))
     try:
-        model = _skeleton(run)
+        model = _skeleton(run, trust_remote_code=trust_remote_code)
         from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
 
         from ..methods import default_targets

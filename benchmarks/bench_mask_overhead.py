@@ -150,7 +150,7 @@ def print_table(result: dict[str, object]) -> None:
     print(f"mask_over_adamw = {result['mask_over_adamw']:.3f}   (goal <= {GOAL})")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--no-reference", action="store_true", help="skip the pre-issue-17 mask")
     parser.add_argument("--out", type=Path, default=RESULTS / "mask_overhead.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     thread_counts = [int(t) for t in args.threads.split(",")]
 
     by_threads = {}
@@ -178,6 +178,7 @@ def main() -> None:
     result["env"] = environment()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, result)
+    return result
 
 
 if __name__ == "__main__":

@@ -278,3 +278,28 @@ def test_bf16_and_strided_gradients_take_the_torch_path_with_the_same_mask():
 
     expected = dense_strided * keep * keep_scale(0.4)
     torch.testing.assert_close(strided["a.lora_A.weight"].grad, expected, rtol=1e-6, atol=0)
+
+
+def test_mask_threads_work_in_a_forked_child():
+    """The mask's thread pool is per process: a child forked after a masked step can still mask."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    from kss_lora.methods.kss.draw import mask_cpu_gradients
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = [torch.ones(50), torch.ones(60)]
+        mask_cpu_gradients(grads, [1, 2], 0.5)  # the parent's pool now exists
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=mask_cpu_gradients, args=([torch.ones(50), torch.ones(60)], [1, 2], 0.5))
+        child.start()
+        child.join(timeout=60)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+        assert not alive and child.exitcode == 0
+    finally:
+        torch.set_num_threads(saved)

@@ -18,6 +18,7 @@ passes it cost about as much as the AdamW step itself. Here:
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -118,7 +119,11 @@ def cpu_fast_path(grad: torch.Tensor) -> bool:
 
 
 def _mask_one(grad: torch.Tensor, seed: int, sparsity: float, want_keep: bool) -> torch.Tensor | None:
-    """grad ← grad ⊙ M / P(keep) in place, for one CPU tensor; returns M (a copy) when asked for it."""
+    """grad ← grad ⊙ M / P(keep) in place, for one CPU tensor; returns M (a copy) when asked for it.
+
+    A product, as the formula says: a dropped NaN/inf entry stays NaN (0 · NaN), where the torch path's
+    ``masked_fill_`` would zero it; a step with non-finite gradients is lost either way.
+    """
     flat = grad.detach().numpy().reshape(-1)
     keep = _scratch(np.dtype(bool), flat.size)
     np.greater_equal(_draws_cpu(flat.size, seed), drop_threshold(sparsity) - _HALF, out=keep)
@@ -129,6 +134,16 @@ def _mask_one(grad: torch.Tensor, seed: int, sparsity: float, want_keep: bool) -
 
 _POOL: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child inherits the executors but not their threads: work submitted there would never run."""
+    global _POOL_LOCK
+    _POOL.clear()
+    _POOL_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

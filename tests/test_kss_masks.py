@@ -303,3 +303,19 @@ def test_mask_threads_work_in_a_forked_child():
         assert not alive and child.exitcode == 0
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("want_keep", [False, True])
+def test_accelerator_batch_path_equals_the_per_tensor_definition(want_keep):
+    """mask_device_gradients (one foreach multiply) run here on CPU tensors: exactly g ⊙ M · 1/P(keep)."""
+    from kss_lora.methods.kss.draw import _draws_torch, keep_from_draws, keep_scale, mask_device_gradients
+
+    params = _grads(SHAPES)
+    grads = [p.grad for p in params.values()]
+    dense = [g.clone() for g in grads]
+    seeds = list(range(100, 100 + len(grads)))
+    keeps = mask_device_gradients(grads, seeds, 0.3, want_keep=want_keep)
+    for grad, before, seed, keep in zip(grads, dense, seeds, keeps, strict=True):
+        expected_keep = keep_from_draws(_draws_torch(grad.numel(), seed, CPU), 0.3).view(grad.shape)
+        assert torch.equal(grad, before * expected_keep * torch.tensor(keep_scale(0.3)))
+        assert (keep is not None) == want_keep and (keep is None or torch.equal(keep, expected_keep))

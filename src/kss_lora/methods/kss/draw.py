@@ -132,6 +132,41 @@ def _mask_one(grad: torch.Tensor, seed: int, sparsity: float, want_keep: bool) -
     return torch.from_numpy(keep.copy()).view(grad.shape) if want_keep else None
 
 
+def device_fast_path(grad: torch.Tensor) -> bool:
+    """Gradients masked by one multi-tensor multiply: plain (not sharded) float32/float64 accelerator tensors.
+
+    Lower precisions take the per-tensor path, whose ``mul_(scale)`` computes in float32: a bf16 factor
+    tensor would round 1 / P(keep) (1.1111 → 1.1094) and bias ĝ.
+    """
+    return type(grad) is torch.Tensor and grad.device.type != "cpu" and grad.dtype in (torch.float32, torch.float64)
+
+
+def _factor_constants(device: torch.device, dtype: torch.dtype, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    cache = _LOCAL.__dict__.setdefault("constants", {})
+    key = (device, dtype, scale)
+    if key not in cache:  # 0-dim tensors on the device, made once (a fill per tensor per step would cost launches)
+        cache[key] = (torch.tensor(scale, dtype=dtype, device=device), torch.zeros((), dtype=dtype, device=device))
+    return cache[key]
+
+
+def mask_device_gradients(
+    grads: Sequence[torch.Tensor], seeds: Sequence[int], sparsity: float, *, want_keep: bool = False
+) -> list[torch.Tensor | None]:
+    """Mask accelerator gradients in place: per tensor a draw and a ``where`` (factor 1/P(keep) or 0), then one
+    ``torch._foreach_mul_`` over all of them; few kernel launches for hundreds of LoRA tensors."""
+    threshold = drop_threshold(sparsity) - _HALF
+    factors: list[torch.Tensor] = []
+    keeps: list[torch.Tensor | None] = []
+    for grad, seed in zip(grads, seeds, strict=True):
+        keep = (_draws_torch(grad.numel(), seed, grad.device) >= threshold).view(grad.shape)
+        scale, zero = _factor_constants(grad.device, grad.dtype, keep_scale(sparsity))
+        factors.append(torch.where(keep, scale, zero))
+        keeps.append(keep if want_keep else None)
+    if factors:
+        torch._foreach_mul_(list(grads), factors)
+    return keeps
+
+
 _POOL: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 

@@ -29,7 +29,16 @@ from torch import nn
 
 from ...fsdp import is_sharded, local_part, local_tensor
 from .config import KSSConfig
-from .draw import cpu_fast_path, keep_from_draws, keep_scale, mask_cpu_gradients, mask_seed, uniform16
+from .draw import (
+    cpu_fast_path,
+    device_fast_path,
+    keep_from_draws,
+    keep_scale,
+    mask_cpu_gradients,
+    mask_device_gradients,
+    mask_seed,
+    uniform16,
+)
 
 
 def keep_mask(
@@ -88,16 +97,21 @@ class KSSMasker:
     def _before_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         c = self.config
         update = c.mask_mode == "update"
-        fast = {name: p for name, p in self.params.items() if p.grad is not None and cpu_fast_path(p.grad)}
-        if fast:  # whole CPU gradients: masked in numpy, tensor by tensor (see .draw)
-            seeds = [mask_seed(c.seed, self.step, name) for name in fast]
-            keeps = mask_cpu_gradients([p.grad for p in fast.values()], seeds, c.sparsity, want_keep=update)
+        done: set[str] = set()
+        # whole CPU gradients: masked in numpy, tensor by tensor; whole accelerator gradients: one foreach multiply
+        for applies, mask_all in ((cpu_fast_path, mask_cpu_gradients), (device_fast_path, mask_device_gradients)):
+            batch = {n: p for n, p in self.params.items() if p.grad is not None and n not in done and applies(p.grad)}
+            if not batch:
+                continue
+            seeds = [mask_seed(c.seed, self.step, name) for name in batch]
+            keeps = mask_all([p.grad for p in batch.values()], seeds, c.sparsity, want_keep=update)
             if update:
-                for (name, p), keep in zip(fast.items(), keeps, strict=True):
+                for (name, p), keep in zip(batch.items(), keeps, strict=True):
                     self._frozen[name] = (keep, p.detach()[~keep].clone())
+            done.update(batch)
         scale = keep_scale(c.sparsity)
-        for name, p in self.params.items():
-            if p.grad is None or name in fast:
+        for name, p in self.params.items():  # the rest (sharded, bf16, strided): mask by mask
+            if p.grad is None or name in done:
                 continue
             keep = _local_mask(self.keep(name, p.shape, p.device), p.grad)
             local_tensor(p.grad).masked_fill_(~keep, 0.0).mul_(scale)

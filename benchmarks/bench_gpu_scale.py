@@ -211,14 +211,29 @@ def compile_layers(model: nn.Module) -> int:
 
 
 def fp8_step_part(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """bf16 vs FP8 base layers: dense-LoRA step time on the scale model (compiled layers on CUDA)."""
+    """bf16 vs FP8 base layers: dense-LoRA step time on the scale model (compiled layers on CUDA).
+
+    If compiling fails, both are timed again eagerly (so the ratio still compares like with like).
+    """
+    if not args.compile:
+        return time_precisions(args, device, compile_model=False)
+    try:
+        return time_precisions(args, device, compile_model=True)
+    except Exception as exc:
+        release(device)
+        rows = time_precisions(args, device, compile_model=False)
+        rows["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return rows
+
+
+def time_precisions(args: argparse.Namespace, device: torch.device, *, compile_model: bool) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for mode in ("bf16", "fp8"):
         base = llama(args.arch, device, torch.bfloat16, fp8=mode == "fp8")
         checkpointing(base)
         model, _ = with_lora(base, "lora", args.rank)
         model.train()
-        compiled = compile_layers(model) if args.compile else 0
+        compiled = compile_layers(model) if compile_model else 0
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         ids = random_tokens(args.batch, args.seq, ARCHS[args.arch]["vocab_size"], device, seed=2)
         samples = []
@@ -318,6 +333,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--small-lr", type=float, default=1e-3)
     p.add_argument("--no-compile", dest="compile", action="store_false", help="eager FP8/bf16 timing")
     p.add_argument("--skip-fp8", action="store_true", help="only the LoRA vs KSS part")
+    p.add_argument("--budget-s", type=float, default=420.0, help="skip the FP8 quality runs if past this (seconds)")
     p.add_argument("--out", type=Path, default=RESULTS / "gpu_scale.json")
     args = p.parse_args(argv)
     defaults = (
@@ -333,6 +349,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.compile and torch.device(args.device).type != "cuda":
         args.compile = False  # compiling on CPU checks nothing the GPU run needs, and takes minutes
     return args
+
+
+def attempt(name: str, part: Callable[[], dict[str, Any]], device: torch.device) -> dict[str, Any]:
+    """Run one part; a failure (out of memory, a compile error...) is recorded as one line, not lost with the rest."""
+    try:
+        return part()
+    except Exception as exc:  # an unattended GPU run must still write what it did measure
+        print(f"{name} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    finally:
+        release(device)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -353,28 +380,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "goals": GOALS,
     }
-    scale = scale_part(args, device)
-    release(device)
+    scale = attempt("scale", functools.partial(scale_part, args, device), device)
     result["scale"] = scale
-    result["kss_over_lora_step"] = scale["kss_over_lora_step"]
-    result["kss_over_lora_peak_memory"] = scale["kss_over_lora_peak_memory"]
-    print(f"kss/lora step {scale['kss_over_lora_step']:.4f}, peak memory {scale['kss_over_lora_peak_memory']}")
+    result["kss_over_lora_step"] = scale.get("kss_over_lora_step")
+    result["kss_over_lora_peak_memory"] = scale.get("kss_over_lora_peak_memory")
+    print(f"kss/lora step {result['kss_over_lora_step']}, peak memory {result['kss_over_lora_peak_memory']}")
 
     skip = "--skip-fp8" if args.skip_fp8 else None if torchao_available() else "torchao is not installed"
     result["fp8_skipped"] = skip
     result["native_fp8"] = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+    result["fp8_over_bf16_step"] = result["fp8_speedup"] = result["fp8_val_loss_degradation"] = None
     if skip is None:
-        step = fp8_step_part(args, device)
-        quality = fp8_quality_part(args, device)
-        result["fp8_step"], result["fp8_quality"] = step, quality
-        result["fp8_over_bf16_step"] = step["fp8_over_bf16_step"]
-        result["fp8_speedup"] = 1.0 / step["fp8_over_bf16_step"]
-        result["fp8_val_loss_degradation"] = quality["fp8_val_loss_degradation"]
+        step = attempt("fp8 step", functools.partial(fp8_step_part, args, device), device)
+        result["fp8_step"] = step
+        if "fp8_over_bf16_step" in step:
+            result["fp8_over_bf16_step"] = step["fp8_over_bf16_step"]
+            result["fp8_speedup"] = 1.0 / step["fp8_over_bf16_step"]
+        if time.perf_counter() - t0 > args.budget_s:
+            result["fp8_quality"] = {"error": f"skipped: past the time budget of {args.budget_s:.0f} s"}
+        else:
+            result["fp8_quality"] = attempt("fp8 quality", functools.partial(fp8_quality_part, args, device), device)
+        result["fp8_val_loss_degradation"] = result["fp8_quality"].get("fp8_val_loss_degradation")
         print(
-            f"fp8/bf16 step {step['fp8_over_bf16_step']:.3f}, val-loss degradation {quality['fp8_val_loss_degradation']:+.4f}"
+            f"fp8/bf16 step {result['fp8_over_bf16_step']}, val-loss degradation {result['fp8_val_loss_degradation']}"
         )
     else:
-        result["fp8_over_bf16_step"] = result["fp8_speedup"] = result["fp8_val_loss_degradation"] = None
         print(f"FP8 parts skipped: {skip}")
     result["wall_s"] = time.perf_counter() - t0
 

@@ -70,3 +70,21 @@ def test_markov_chain_data_has_the_stated_floor():
     allowed = {(a, b) for a in range(64) for b in nxt[a]}
     pairs = zip(tokens[:, :-1].reshape(-1).tolist(), tokens[:, 1:].reshape(-1).tolist(), strict=True)
     assert all(pair in allowed for pair in pairs)
+
+
+def test_a_failing_part_is_recorded_and_the_rest_still_written(tmp_path, monkeypatch):
+    bench = load_script()
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(bench, "torchao_available", lambda: True)
+    monkeypatch.setattr(bench, "fp8_step_part", out_of_memory)
+    out = tmp_path / "gpu_scale.json"
+    bench.main(["--tiny", "--device", "cpu", "--budget-s", "0", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["kss_over_lora_step"] > 0  # the part that worked
+    assert saved["fp8_step"] == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"}
+    assert saved["fp8_over_bf16_step"] is None and saved["fp8_speedup"] is None
+    assert saved["fp8_quality"]["error"].startswith("skipped: past the time budget")
+    assert saved["fp8_val_loss_degradation"] is None

@@ -177,3 +177,145 @@ def test_config_validation_and_presets():
             KSSConfig(**bad)
     with pytest.raises(ConfigError, match="preset"):
         KSSConfig.from_preset("nope")
+
+
+# -- the draw (methods/kss/draw.py): 16-bit draws, the numpy CPU path, thread splits -----------------------
+
+
+def test_threshold_and_scale_are_exactly_unbiased():
+    from kss_lora.methods.kss.draw import LEVELS, drop_threshold, keep_scale
+
+    for rho in (0.1, 0.3, 0.5, 0.9):
+        t = drop_threshold(rho)
+        assert abs(t / LEVELS - rho) <= 0.5 / LEVELS  # ρ at a resolution of 2⁻¹⁶
+        assert keep_scale(rho) * (LEVELS - t) / LEVELS == pytest.approx(1.0, abs=1e-15)  # E[M]/P(keep) = 1
+        assert keep_scale(rho) == pytest.approx(1 / (1 - rho), rel=0.5 / LEVELS / (1 - rho) + 1e-12)
+    assert drop_threshold(1 - 1e-9) == LEVELS - 1  # never drops everything (no division by zero)
+    assert drop_threshold(0.0) == 0 and keep_scale(0.0) == 1.0
+
+
+def test_cpu_mask_stream_is_pinned():
+    """The CPU mask values for fixed (seed, step, name): a change of stream (numpy, the draw) must be deliberate."""
+    import hashlib
+
+    keep = keep_mask((64, 1000), sparsity=0.1, seed=0, step=3, name="layers.0.q_proj.lora_A.default.weight", device=CPU)
+    digest = hashlib.sha256(np.packbits(keep.numpy().ravel()).tobytes()).hexdigest()[:16]
+    assert digest == "dc62d17ddbbc6228"
+
+
+@pytest.mark.parametrize("rho", [0.1, 0.5])
+def test_accelerator_draw_statistics(rho):
+    """The torch.randint draw used on accelerators, run here on CPU: right kept fraction, deterministic in seed."""
+    from kss_lora.methods.kss.draw import _draws_torch, keep_from_draws
+
+    n = 200_000
+    draws = _draws_torch(n, 12345, CPU)
+    assert draws.dtype == torch.int16 and int(draws.min()) >= -(1 << 15) and int(draws.max()) < (1 << 15)
+    keep = keep_from_draws(draws, rho)
+    sd = math.sqrt(n * rho * (1 - rho))
+    assert abs(keep.sum().item() - n * (1 - rho)) < 5 * sd
+    assert torch.equal(draws, _draws_torch(n, 12345, CPU))
+    assert not torch.equal(draws, _draws_torch(n, 12346, CPU))
+
+
+def _grads(shapes: dict[str, tuple[int, ...]], dtype=torch.float32) -> dict[str, torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(0)
+    params = {}
+    for name, shape in shapes.items():
+        p = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
+        p.grad = torch.randn(shape, generator=g).to(dtype)
+        params[name] = p
+    return params
+
+
+SHAPES = {f"layers.{i}.{m}.lora_{ab}.weight": (4, 37 + i) for i in range(5) for m in ("q", "v") for ab in "AB"}
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_fast_path_equals_mask_definition_at_any_thread_count(threads):
+    """The numpy path (tensors split over threads) computes exactly g ⊙ keep_mask(seed, step, name) · scale."""
+    from kss_lora.methods.kss.draw import keep_scale
+
+    config = KSSConfig(sparsity=0.3, seed=5)
+    params = _grads(SHAPES)
+    dense = {n: p.grad.clone() for n, p in params.items()}
+    masker = KSSMasker(params, config, start_step=2)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        masker._before_step(None, (), {})
+    finally:
+        torch.set_num_threads(saved)
+    for name, p in params.items():
+        keep = keep_mask(p.shape, sparsity=0.3, seed=5, step=2, name=name, device=CPU)
+        expected = dense[name] * keep * torch.tensor(keep_scale(0.3), dtype=torch.float32)
+        assert torch.equal(p.grad, expected), name
+
+
+def test_mask_of_a_tensor_does_not_depend_on_the_other_tensors():
+    config = KSSConfig(sparsity=0.5, seed=1)
+    everything, alone = _grads(SHAPES), _grads(SHAPES)
+    name = "layers.3.v.lora_B.weight"
+    KSSMasker(everything, config)._before_step(None, (), {})
+    KSSMasker({name: alone[name]}, config)._before_step(None, (), {})
+    assert torch.equal(everything[name].grad, alone[name].grad)
+
+
+def test_bf16_and_strided_gradients_take_the_torch_path_with_the_same_mask():
+    config = KSSConfig(sparsity=0.4, seed=2)
+    shapes = {"a.lora_A.weight": (6, 9)}
+    plain, half = _grads(shapes), _grads(shapes, dtype=torch.bfloat16)
+    strided = _grads(shapes)
+    strided["a.lora_A.weight"].grad = torch.randn(9, 6, generator=torch.Generator().manual_seed(3)).t()
+    assert not strided["a.lora_A.weight"].grad.is_contiguous()
+    dense_strided = strided["a.lora_A.weight"].grad.clone()
+    for params in (plain, half, strided):
+        KSSMasker(params, config)._before_step(None, (), {})
+    keep = keep_mask((6, 9), sparsity=0.4, seed=2, step=0, name="a.lora_A.weight", device=CPU)
+    assert torch.equal(plain["a.lora_A.weight"].grad != 0, keep)
+    assert torch.equal(half["a.lora_A.weight"].grad != 0, keep)
+    from kss_lora.methods.kss.draw import keep_scale
+
+    expected = dense_strided * keep * keep_scale(0.4)
+    torch.testing.assert_close(strided["a.lora_A.weight"].grad, expected, rtol=1e-6, atol=0)
+
+
+def test_mask_threads_work_in_a_forked_child():
+    """The mask's thread pool is per process: a child forked after a masked step can still mask."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    from kss_lora.methods.kss.draw import mask_cpu_gradients
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = [torch.ones(50), torch.ones(60)]
+        mask_cpu_gradients(grads, [1, 2], 0.5)  # the parent's pool now exists
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=mask_cpu_gradients, args=([torch.ones(50), torch.ones(60)], [1, 2], 0.5))
+        child.start()
+        child.join(timeout=60)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+        assert not alive and child.exitcode == 0
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("want_keep", [False, True])
+def test_accelerator_batch_path_equals_the_per_tensor_definition(want_keep):
+    """mask_device_gradients (one foreach multiply) run here on CPU tensors: exactly g ⊙ M · 1/P(keep)."""
+    from kss_lora.methods.kss.draw import _draws_torch, keep_from_draws, keep_scale, mask_device_gradients
+
+    params = _grads(SHAPES)
+    grads = [p.grad for p in params.values()]
+    dense = [g.clone() for g in grads]
+    seeds = list(range(100, 100 + len(grads)))
+    keeps = mask_device_gradients(grads, seeds, 0.3, want_keep=want_keep)
+    for grad, before, seed, keep in zip(grads, dense, seeds, keeps, strict=True):
+        expected_keep = keep_from_draws(_draws_torch(grad.numel(), seed, CPU), 0.3).view(grad.shape)
+        assert torch.equal(grad, before * expected_keep * torch.tensor(keep_scale(0.3)))
+        assert (keep is not None) == want_keep and (keep is None or torch.equal(keep, expected_keep))

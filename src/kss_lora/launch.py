@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import check_launcher_args
 from .errors import ConfigError
 from .fsdp import FSDPOptions, full_tensor
 
@@ -275,6 +276,7 @@ def fsdp_options(launcher: Any) -> FSDPOptions | None:
 
 def check_supported(launcher: Any) -> None:
     """Refuse, as one line, what the runner cannot honour (before any process starts)."""
+    check_launcher_args(launcher.name, list(launcher.args))
     fsdp_options(launcher)
 
 

@@ -57,6 +57,11 @@ def _add_dynamics_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/dynamics)")
     p.add_argument("--format", choices=FORMATS, default="csv", help="table format (default csv)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the model's own code when reading its architecture (never taken from the run's config)",
+    )
 
 
 @command("dynamics", "per-example dynamics of a run: tables (AULC, cartography, AUM, ...) and data-map plots")(
@@ -75,7 +80,7 @@ def _dynamics(args: argparse.Namespace) -> int:
         files.append(_write_table(heldout, out / f"heldout.{args.format}"))
     title = f"{run.run_dir.name}: {run.condition} ({args.source})"
     files.append(plots.data_map(train, out / "data_map.png", title=title))
-    capacity = run_capacity(run)
+    capacity = run_capacity(run, trust_remote_code=args.trust_remote_code)
     summary: dict[str, Any] = {
         "run_dir": str(run.run_dir),
         "source": args.source,

@@ -17,15 +17,19 @@ from .runs import RunInfo
 __all__ = ["run_capacity"]
 
 
-def _skeleton(run: RunInfo) -> Any:
-    """The run's base model with no weights (meta device): enough to read the adapted matrices' shapes."""
+def _skeleton(run: RunInfo, *, trust_remote_code: bool = False) -> Any:
+    """The run's base model with no weights (meta device): enough to read the adapted matrices' shapes.
+
+    ``trust_remote_code`` comes from the analysing command's own flag, never from the run's config.yaml:
+    analysing someone else's run directory must not run code it names.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from ..models import model_config
 
     # Tiny models get the default vocabulary: its size does not change the attention shapes.
-    config = model_config(str(run.get("model.name")), trust_remote_code=bool(run.get("model.trust_remote_code")))
+    config = model_config(str(run.get("model.name")), trust_remote_code=trust_remote_code)
     classification = run.get("model.task", "classification") == "classification"
     if classification:
         config.num_labels = int(run.dynamics.arrays["ckpt_logits"].shape[-1])
@@ -34,7 +38,7 @@ def _skeleton(run: RunInfo) -> Any:
         return auto.from_config(config)
 
 
-def run_capacity(run: RunInfo) -> dict[str, Any]:
+def run_capacity(run: RunInfo, *, trust_remote_code: bool = False) -> dict[str, Any]:
     """LoRA capacity ``sum r(d + k - r)`` over the run's adapted matrices vs its training-set size.
 
     The shapes come from a weightless (meta-device) copy of the model built from its config, so this costs
@@ -57,7 +61,7 @@ def run_capacity(run: RunInfo) -> dict[str, Any]:
         return out
     rank = int(run.get("method.rank", 8))
     try:
-        model = _skeleton(run)
+        model = _skeleton(run, trust_remote_code=trust_remote_code)
         from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
 
         from ..methods import default_targets

@@ -14,12 +14,14 @@ wrappers call the underlying ``optimizer.step()``. Gradient clipping, when used,
 
 Under FSDP2 parameters and gradients are sharded DTensors: the mask is still drawn at the parameter's full
 shape, and each rank applies its own part of it to its shard, so the masks are those of one process.
+
+How a mask is drawn, cheaply enough for 8B-scale adapters, is in :mod:`.draw`: 16-bit uniform draws per tensor
+(ρ at a resolution of 2⁻¹⁶, rescaled by the exact 1 / P(keep)), applied to CPU gradients in numpy.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
+import math
 from collections.abc import Iterable
 
 import torch
@@ -27,28 +29,24 @@ from torch import nn
 
 from ...fsdp import is_sharded, local_part, local_tensor
 from .config import KSSConfig
-
-
-def mask_seed(seed: int, step: int, name: str) -> int:
-    """A 63-bit generator seed that depends only on (seed, step, name)."""
-    digest = hashlib.blake2b(f"{seed}/{step}/{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-_LOCAL = threading.local()  # generators are stateful: one set per thread
+from .draw import (
+    cpu_fast_path,
+    device_fast_path,
+    keep_from_draws,
+    keep_scale,
+    mask_cpu_gradients,
+    mask_device_gradients,
+    mask_seed,
+    uniform16,
+)
 
 
 def keep_mask(
     shape: torch.Size | tuple[int, ...], *, sparsity: float, seed: int, step: int, name: str, device: torch.device
 ) -> torch.Tensor:
-    """Boolean mask, True where the entry is kept (probability 1 − ρ)."""
-    device = torch.device(device)
-    cache = _LOCAL.__dict__.setdefault("generators", {})
-    gen = cache.get(device)
-    if gen is None:  # one generator per device, re-seeded per mask: creating one per call costs more
-        gen = cache[device] = torch.Generator(device=device)
-    gen.manual_seed(mask_seed(seed, step, name))
-    return torch.rand(shape, generator=gen, device=device) >= sparsity
+    """Boolean mask, True where the entry is kept (probability 1 − ρ, ρ at a resolution of 2⁻¹⁶)."""
+    draws = uniform16(math.prod(shape), mask_seed(seed, step, name), torch.device(device))
+    return keep_from_draws(draws, sparsity).view(shape)
 
 
 def _local_mask(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -97,13 +95,27 @@ class KSSMasker:
         return self
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
-        scale = 1.0 / (1.0 - self.config.sparsity)
-        for name, p in self.params.items():
-            if p.grad is None:
+        c = self.config
+        update = c.mask_mode == "update"
+        done: set[str] = set()
+        # whole CPU gradients: masked in numpy, tensor by tensor; whole accelerator gradients: one foreach multiply
+        for applies, mask_all in ((cpu_fast_path, mask_cpu_gradients), (device_fast_path, mask_device_gradients)):
+            batch = {n: p for n, p in self.params.items() if p.grad is not None and n not in done and applies(p.grad)}
+            if not batch:
+                continue
+            seeds = [mask_seed(c.seed, self.step, name) for name in batch]
+            keeps = mask_all([p.grad for p in batch.values()], seeds, c.sparsity, want_keep=update)
+            if update:
+                for (name, p), keep in zip(batch.items(), keeps, strict=True):
+                    self._frozen[name] = (keep, p.detach()[~keep].clone())
+            done.update(batch)
+        scale = keep_scale(c.sparsity)
+        for name, p in self.params.items():  # the rest (sharded, bf16, strided): mask by mask
+            if p.grad is None or name in done:
                 continue
             keep = _local_mask(self.keep(name, p.shape, p.device), p.grad)
             local_tensor(p.grad).masked_fill_(~keep, 0.0).mul_(scale)
-            if self.config.mask_mode == "update":
+            if update:
                 self._frozen[name] = (keep, local_tensor(p.detach())[~keep].clone())
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
@@ -128,7 +140,7 @@ class KSSMasker:
         return self
 
     def _rank_hook(self, name: str):  # noqa: ANN202 - a closure per module
-        scale = 1.0 / (1.0 - self.config.sparsity)
+        scale = keep_scale(self.config.sparsity)
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
             if not module.training:

@@ -113,6 +113,7 @@ def _load_plugins() -> None:
         "kss_lora.detect.cli",
         "kss_lora.precision_lab.cli",
         "kss_lora.eval.cli",
+        "kss_lora.predict_cli",
     ):
         try:
             importlib.import_module(module)

@@ -138,6 +138,9 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .optional_imports import defer_torchao
+
+    defer_torchao()  # before transformers is imported: torchao loads only for precision.mode fp8
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _quiet_libraries()
     parser = build_parser()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import json
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -326,6 +328,10 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, data, prefix="").validate()
 
 
+# Other libraries' names for our keys (too unlike ours for difflib): the "did you mean" of an unknown key.
+KEY_ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "r": "rank", "lora_alpha": "alpha", "rho": "sparsity"}
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
@@ -334,7 +340,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"{prefix}{key}", f"unknown config key; allowed: {', '.join(names)}")
+            near = (
+                [KEY_ALIASES[key]] if KEY_ALIASES.get(key) in names else difflib.get_close_matches(str(key), names, n=1)
+            )
+            hint = f"did you mean {prefix}{near[0]}? " if near else ""
+            raise ConfigError(f"{prefix}{key}", f"unknown config key; {hint}allowed: {', '.join(names)}")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
 
@@ -459,7 +469,26 @@ def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (path or shipped name), apply overrides, validate."""
-    return from_dict(apply_overrides(load_raw(name_or_path), overrides or []))
+    raw = load_raw(name_or_path)
+    data = apply_overrides(raw, overrides or [])
+    _drop_preset_for_other_method(raw, data, overrides or [])
+    return from_dict(data)
+
+
+def _drop_preset_for_other_method(raw: dict[str, Any], data: dict[str, Any], overrides: list[str]) -> None:
+    """``method.name=lora`` on a config with ``method.preset: kss-default`` means "this config, with LoRA":
+    presets are KSS settings, so the base config's preset goes (said on stderr) unless an override sets one."""
+    keys = {item.split("=", 1)[0].strip() for item in overrides}
+    base = raw.get("method") if isinstance(raw.get("method"), dict) else {}
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    preset, name = base.get("preset"), method.get("name")
+    if "method.name" not in keys or "method.preset" in keys or preset is None or name in ("kss", preset):
+        return
+    method.pop("preset", None)
+    print(
+        f"note: method.name={name} drops the config's method.preset={preset} (presets are KSS settings)",
+        file=sys.stderr,
+    )
 
 
 def to_yaml(cfg: RunConfig) -> str:

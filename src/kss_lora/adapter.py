@@ -130,15 +130,16 @@ def save_run_adapter(
         # The head's config: full fine-tuning saves it as config.json; PEFT keeps it in memory only.
         base.config.id2label = dict(enumerate(label_names))
         base.config.label2id = {name: i for i, name in enumerate(label_names)}
-    local_path = base.config.name_or_path
+    local_paths = base.config.name_or_path, getattr(base, "name_or_path", None)
     if peft_config is not None and public_id is not None:
         for adapter_config in peft_config.values():  # written to adapter_config.json
             adapter_config.base_model_name_or_path = public_id
-        base.config.name_or_path = public_id  # PEFT's model card (README.md) names the base from it
+        # PEFT's model card (README.md) names the base from these two.
+        base.config.name_or_path = base.name_or_path = public_id
     try:
         model.save_pretrained(directory, safe_serialization=True, state_dict=state)
     finally:
-        base.config.name_or_path = local_path
+        base.config.name_or_path, base.name_or_path = local_paths
     tokenizer.save_pretrained(directory)
     info = model_info(cfg, tokenizer, label_names)
     info["format"] = "peft" if peft_config is not None else "full"

@@ -273,3 +273,28 @@ def test_kss_config_yaml_trust_remote_code_is_not_honoured(trained, tmp_path, mo
     monkeypatch.setattr(models, "load_model", lambda *a, **k: seen.append(k["trust_remote_code"]) or real(*a, **k))
     load_run(copy)
     assert seen == [False]
+
+
+def test_pair_runs_take_pairs(tmp_path, capsys):
+    rows = [(f"the cat sat {i}", "a cat sat" if i % 2 else "no dog ran", "yes" if i % 2 else "no") for i in range(40)]
+    train = tmp_path / "pairs.csv"
+    pd.DataFrame(rows, columns=["premise", "hypothesis", "label"]).to_csv(train, index=False)
+    data = {"source": "file", "train": str(train), "text_column": "premise", "text_pair_column": "hypothesis"}
+    run = Run(from_dict(tiny_config(tmp_path, data=data, train={"max_steps": 2})))
+    assert run.execute(tmp_path / "pairs")["status"] == "ok"
+    run_dir = str(tmp_path / "pairs")
+    assert main(["predict", run_dir, "--text", "the cat sat"]) == 2
+    _one_line_error(capsys, "--text-pair", "trained on text pairs")
+    assert main(["predict", run_dir, "--text", "the cat sat", "--text-pair", "a cat sat"]) == 0
+    label, prob, _ = capsys.readouterr().out.strip().split("\t")
+    expected = probabilities(predict_logits(load_run(run_dir), ["the cat sat"], ["a cat sat"]))[0]
+    assert label == ["no", "yes"][int(expected.argmax())] and float(prob) == pytest.approx(expected.max(), abs=1e-4)
+    out = tmp_path / "p.csv"
+    assert main(["predict", run_dir, "--file", str(train), "-o", str(out)]) == 0  # the run's columns by default
+    got = pd.read_csv(out)
+    assert list(got.columns[:3]) == ["premise", "hypothesis", "predicted_label"]
+    capsys.readouterr()
+    pair_free = tmp_path / "single.csv"
+    pd.DataFrame({"premise": ["x"]}).to_csv(pair_free, index=False)
+    assert main(["predict", run_dir, "--file", str(pair_free), "-o", str(tmp_path / "q.csv")]) == 2
+    _one_line_error(capsys, "--text-pair-column")

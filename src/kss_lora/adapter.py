@@ -91,6 +91,7 @@ def model_info(cfg: RunConfig, tokenizer: Any, label_names: list[str] | None) ->
         "label2id": {name: i for i, name in enumerate(label_names)} if label_names is not None else None,
         "text_column": cfg.data.text_column,
         "text_pair_column": cfg.data.text_pair_column,
+        "text_pairs": cfg.data.text_pair_column is not None or cfg.data.source == "chaosnli",  # trained on pairs
     }
     if causal:
         instruction = effective_instruction(cfg)

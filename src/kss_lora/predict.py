@@ -268,6 +268,7 @@ def prompt_ids(run: RunModel, text: str, text_pair: str | None = None) -> list[i
 def generate(
     run: RunModel,
     prompts: list[str],
+    text_pairs: list[str] | None = None,
     *,
     max_new_tokens: int = 64,
     progress: ProgressFn | None = None,
@@ -280,7 +281,8 @@ def generate(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
     responses = []
     for i, prompt in enumerate(prompts):
-        ids = torch.tensor([prompt_ids(run, prompt)], device=run.device)
+        pair = text_pairs[i] if text_pairs is not None else None
+        ids = torch.tensor([prompt_ids(run, prompt, pair)], device=run.device)
         out = run.model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),

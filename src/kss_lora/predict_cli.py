@@ -48,6 +48,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
     info = read_model_info(folders.adapter_dir) or {}
     table = _read_input(args, info) if args.file else None
+    _check_pairs(args, info)
     output = _check_output(args.output, args.overwrite) if args.output else None
 
     from .predict import load_run
@@ -73,6 +74,16 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--max-new-tokens", f"must be at least 1, got {args.max_new_tokens}")
 
 
+def _check_pairs(args: argparse.Namespace, info: dict[str, Any]) -> None:
+    """A run trained on text pairs (NLI) classifies pairs: one text alone would be a silently wrong answer."""
+    if not info.get("text_pairs"):
+        return
+    if args.file and args.text_pair_column is None:
+        raise ConfigError("--text-pair-column", "this run was trained on text pairs; name the second text's column")
+    if args.text and not args.text_pair:
+        raise ConfigError("--text-pair", "this run was trained on text pairs; give one --text-pair per --text")
+
+
 def _read_input(args: argparse.Namespace, info: dict[str, Any]) -> Any:
     import pandas as pd
 
@@ -94,7 +105,7 @@ def _read_input(args: argparse.Namespace, info: dict[str, Any]) -> Any:
         raise DataError(f"--file: {path} has no rows")
     causal = info.get("task") == "causal-lm"
     args.text_column = args.text_column or info.get("prompt_column" if causal else "text_column") or "text"
-    if args.text_pair_column is None and not causal:
+    if args.text_pair_column is None:
         pair = info.get("text_pair_column")
         args.text_pair_column = pair if pair in df.columns else None
     for flag, col in (("--text-column", args.text_column), ("--text-pair-column", args.text_pair_column)):
@@ -119,7 +130,7 @@ def _predict_texts(run: Any, args: argparse.Namespace) -> None:
     from .predict import generate, predict_logits, probabilities
 
     if run.task == "causal-lm":
-        for response in generate(run, args.text, max_new_tokens=args.max_new_tokens):
+        for response in generate(run, args.text, args.text_pair, max_new_tokens=args.max_new_tokens):
             print(response.replace("\n", "\\n"))
         return
     probs = probabilities(predict_logits(run, args.text, args.text_pair, batch_size=args.batch_size))
@@ -133,13 +144,13 @@ def _predict_file(run: Any, args: argparse.Namespace, df: Any, output: Path | No
     from .predict import generate, predict_logits, probabilities
 
     texts = df[args.text_column].astype(str).tolist()
+    pairs = df[args.text_pair_column].astype(str).tolist() if args.text_pair_column else None
     progress = Progress(len(texts)) if len(texts) > args.batch_size else None
     keep = [c for c in (args.text_column, args.text_pair_column) if c is not None]
     out = df[keep].copy()
     if run.task == "causal-lm":
-        out["response"] = generate(run, texts, max_new_tokens=args.max_new_tokens, progress=progress)
+        out["response"] = generate(run, texts, pairs, max_new_tokens=args.max_new_tokens, progress=progress)
     else:
-        pairs = df[args.text_pair_column].astype(str).tolist() if args.text_pair_column else None
         probs = probabilities(predict_logits(run, texts, pairs, batch_size=args.batch_size, progress=progress))
         out["predicted_label"] = [run.label_names[i] for i in probs.argmax(axis=1)]
         probs_df = pd.DataFrame(probs, columns=[f"prob_{name}" for name in run.label_names], index=out.index)

@@ -138,9 +138,6 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .optional_imports import defer_torchao
-
-    defer_torchao()  # before transformers is imported: torchao loads only for precision.mode fp8
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _quiet_libraries()
     parser = build_parser()
@@ -163,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> Any:
+    from .optional_imports import defer_torchao
+
+    # The process is ours (the `kss` command), so hide torchao before transformers loads: it is imported only
+    # for precision.mode fp8. Not in main(), which Python callers (tests) share a process with.
+    defer_torchao()
     sys.exit(main())
 
 

@@ -2,10 +2,11 @@
 
 transformers and peft probe for torchao with ``importlib.util.find_spec`` and, when it is installed, import
 it at start-up (transformers' quantizer registry); torchao then logs a line per kernel library it cannot load
-and torch's pytree deprecation warnings, on every command, and costs seconds. The ``kss`` command marks
-torchao absent in ``sys.modules`` (a ``None`` entry: ``find_spec`` returns None and ``import torchao``
-raises ImportError) until the FP8 runtime asks for it (:func:`allow_torchao`). Library users are not
-affected: ``import kss_lora`` changes nothing.
+and torch's pytree deprecation warnings, on every command, and costs seconds. The ``kss`` command's entry
+point (:func:`kss_lora.cli.entry`, also ``python -m kss_lora``) marks torchao absent in ``sys.modules`` (a
+``None`` entry: ``find_spec`` returns None and ``import torchao`` raises ImportError) until the FP8 runtime
+asks for it (:func:`allow_torchao`). Nothing else does: ``import kss_lora`` or calling ``cli.main`` from
+Python (tests) leaves the process's imports alone.
 """
 
 from __future__ import annotations

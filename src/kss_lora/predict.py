@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapter import label_names_of, model_info, read_model_info, resolve_base_model
+from .adapter import builtin_name, label_names_of, model_info, read_model_info, resolve_base_model
 from .errors import ConfigError
 
 ProgressFn = Callable[[int, int], None]
@@ -172,7 +172,6 @@ def _load_model(adapter_dir: Path, info: dict[str, Any], tokenizer: Any, trust_r
 
 
 def _load_base(info: dict[str, Any], tokenizer: Any, trust_remote_code: bool) -> nn.Module:
-    from .adapter import builtin_name
     from .models import load_model
 
     name = builtin_name(info["base_model"]) or info["base_model"]

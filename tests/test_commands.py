@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "detect": "kss_lora.detect.cli",
     "precision": "kss_lora.precision_lab.cli",
     "eval": "kss_lora.eval.cli",
+    "predict": "kss_lora.predict_cli",
 }
 
 

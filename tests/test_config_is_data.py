@@ -81,7 +81,7 @@ def _run_info(trust_in_config: bool):
 def test_dynamics_never_takes_trust_remote_code_from_the_run_directory(monkeypatch):
     import transformers
 
-    from kss_lora.dynamics import analysis
+    from kss_lora.dynamics import run_capacity as analysis
 
     seen = []
 

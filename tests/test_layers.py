@@ -32,6 +32,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "commands",
             "tables",  # the one number formatter and table writer
+            "optional_imports",
+            "launcher_options",
+            "run_ids",
             "methods.specs",
             "methods.resolve",
             "methods.kss.config",
@@ -54,6 +57,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rundir",
             "run_result",
             "variants",
+            "adapter",  # the portable adapter folder the runner saves
             "fsdp",
             "launch",
             "dynamics.records",
@@ -65,12 +69,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("runner", ("runner",)),
-    # Features that train runs or read them back.
-    ("features", ("lab", "precision_lab", "detect", "dynamics", "eval")),
+    # Features that train runs or read them back (predict: use what a run trained).
+    ("features", ("lab", "precision_lab", "detect", "dynamics", "eval", "predict", "predict_cli")),
     ("command line", ("cli", "__main__")),
 ]
-# The package's own __init__ (kss_lora) re-exports the method lazily; it sits with the building blocks.
-PACKAGE_LAYER = "building blocks"
+# The package's own __init__ (kss_lora) is the public façade: it re-exports the method and load_run_model
+# (prediction) lazily, so it sits with the features.
+PACKAGE_LAYER = "features"
 
 # Import cycles tolerated (none: keep it that way); each entry would be the exact set of modules in a cycle.
 ALLOWED_CYCLES: list[frozenset[str]] = []

@@ -8,6 +8,8 @@ Public API (the method)::
     masker = attach_kss(peft_model, optimizer, kss)      # plain PyTorch loop
     Trainer(..., callbacks=[KSSCallback(kss)])           # HF Trainer / TRL
 
+    model, tokenizer, label_names = load_run_model("runs/quickstart/<run>")   # use what a run trained
+
 The lab (``kss run``, ``kss sweep``, ``kss report``) lives behind the ``kss`` command. The method's names
 are imported lazily, so ``import kss_lora.noise`` or ``kss_lora.dynamics`` does not pay for torch.
 """
@@ -18,7 +20,17 @@ from typing import Any
 from .errors import ConfigError, DataError, KSSError
 
 __version__ = "0.1.0"
-__all__ = ["PRESETS", "ConfigError", "DataError", "KSSCallback", "KSSConfig", "KSSError", "KSSMasker", "attach_kss"]
+__all__ = [
+    "PRESETS",
+    "ConfigError",
+    "DataError",
+    "KSSCallback",
+    "KSSConfig",
+    "KSSError",
+    "KSSMasker",
+    "attach_kss",
+    "load_run_model",
+]
 
 _LAZY = {
     "PRESETS": ".methods.kss.config",
@@ -26,6 +38,7 @@ _LAZY = {
     "KSSMasker": ".methods.kss.masking",
     "attach_kss": ".methods.kss.masking",
     "KSSCallback": ".methods.kss.callback",  # imports transformers
+    "load_run_model": ".predict",  # a trained run's (model, tokenizer, label names)
 }
 
 

@@ -97,13 +97,14 @@ def register_feature_commands() -> None:
 
     Named one by one (no discovery): this list is what ``kss`` offers, and the import graph test reads it.
     """
+    from . import predict_cli
     from .detect import cli as detect_cli
     from .dynamics import cli as dynamics_cli
     from .eval import cli as eval_cli
     from .lab import cli as lab_cli
     from .precision_lab import cli as precision_cli
 
-    del lab_cli, dynamics_cli, detect_cli, precision_cli, eval_cli  # imported for their registrations
+    del lab_cli, dynamics_cli, detect_cli, precision_cli, eval_cli, predict_cli  # imported for their registrations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> Any:
+    from .optional_imports import defer_torchao
+
+    # The process is ours (the `kss` command), so hide torchao before transformers loads: it is imported only
+    # for precision.mode fp8. Not in main(), which Python callers (tests) share a process with.
+    defer_torchao()
     sys.exit(main())
 
 

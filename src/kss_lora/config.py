@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
-import re
+import difflib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .launcher_options import check_launcher_args
+from .run_ids import run_id_of
 
 TASKS = ("classification", "causal-lm")
 DATA_SOURCES = ("synthetic", "file", "hf", "chaosnli")
@@ -291,65 +292,6 @@ class LauncherConfig:
         check_launcher_args(self.name, self.args)
 
 
-# A config is data: launcher.args may only say where the other machines are, never what to run.
-# Option -> takes a value. Both spellings (--node_rank / --node-rank) are accepted by both launchers.
-LAUNCHER_OPTIONS: dict[str, dict[str, bool]] = {
-    "torchrun": {
-        "nnodes": True,
-        "node_rank": True,
-        "master_addr": True,
-        "master_port": True,
-        "rdzv_backend": True,
-        "rdzv_endpoint": True,
-        "rdzv_id": True,
-        "max_restarts": True,
-        "monitor_interval": True,
-    },
-    "accelerate": {
-        "num_machines": True,
-        "machine_rank": True,
-        "main_process_ip": True,
-        "main_process_port": True,
-        "rdzv_backend": True,
-        "same_network": False,
-    },
-}
-_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]*")  # hosts, ports, ids, host:port, [v6]:port
-
-
-def check_launcher_args(launcher: str, args: list[Any]) -> None:
-    """Refuse any launcher argument that is not an allowed option with a plain value (ConfigError)."""
-    if not args:
-        return
-    allowed = LAUNCHER_OPTIONS.get(launcher)
-    if allowed is None:
-        raise ConfigError("launcher.args", f"only used with accelerate or torchrun, not launcher.name={launcher!r}")
-    names = ", ".join(f"--{name}" for name in allowed)
-    tokens = [str(a) for a in args]
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        option, eq, value = token.partition("=")
-        name = option[2:].replace("-", "_") if option.startswith("--") else None
-        if name not in allowed:
-            raise ConfigError("launcher.args", f"{token!r} is not an allowed {launcher} option; allowed: {names}")
-        if not allowed[name]:
-            if eq:
-                raise ConfigError("launcher.args", f"{option} takes no value, got {token!r}")
-            i += 1
-            continue
-        if not eq:
-            if i + 1 >= len(tokens):
-                raise ConfigError("launcher.args", f"{option} needs a value")
-            value = tokens[i + 1]
-            i += 1
-        if not _PLAIN_VALUE.fullmatch(value):
-            raise ConfigError(
-                "launcher.args", f"{option} value {value!r} is not plain (letters, digits, . _ : - [ ] only)"
-            )
-        i += 1
-
-
 @dataclass
 class RunConfig:
     model: ModelConfig = _help("The model to fine-tune.", factory=ModelConfig)
@@ -382,67 +324,14 @@ class RunConfig:
         it differs from its default. So a field added with a default never moves an id (a sweep's "already
         done" check keeps working), and every id published before this scheme stays what it was.
         """
-        hashed: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name in NOT_HASHED:
-                continue
-            block = getattr(self, f.name)
-            values, defaults = dataclasses.asdict(block), dataclasses.asdict(type(block)())
-            always = FIRST_ID_FIELDS.get(f.name, ())
-            hashed[f.name] = {k: v for k, v in values.items() if k in always or k not in defaults or v != defaults[k]}
-        blob = json.dumps(hashed, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
-
-
-# Blocks that never change what is computed: where results go, free text, and how processes are started
-# (DDP computes what one process would).
-NOT_HASHED = ("output", "description", "launcher")
-
-# The fields run ids hashed when ids were first published, whatever their value. Frozen: never add to it
-# (a new field is hashed only when set away from its default, which is what keeps old ids put).
-FIRST_ID_FIELDS: dict[str, tuple[str, ...]] = {
-    "model": ("name", "task", "max_length", "trust_remote_code"),
-    "data": (
-        "source",
-        "train",
-        "validation",
-        "test",
-        "format",
-        "header",
-        "column_names",
-        "text_column",
-        "text_pair_column",
-        "label_column",
-        "label_names",
-        "val_fraction",
-        "max_train_examples",
-        "max_eval_examples",
-        "split_seed",
-        "num_classes",
-        "num_examples",
-        "synthetic_ambiguity",
-    ),
-    "method": ("name", "preset", "rank", "gamma", "alpha", "sparsity", "mask_mode", "dropout", "target_modules"),
-    "train": (
-        "seed",
-        "epochs",
-        "batch_size",
-        "grad_accum",
-        "eval_batch_size",
-        "lr",
-        "weight_decay",
-        "warmup_ratio",
-        "scheduler",
-        "grad_clip",
-        "max_steps",
-        "device",
-        "threads",
-        "progress",
-    ),
-    "noise": ("rate", "kind", "pairs", "transition", "seed"),
-    "tracking": ("per_example", "free", "every_steps", "heldout"),
-    "precision": ("mode", "emulation"),
-}
+        blocks = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return run_id_of(
+            {
+                name: (dataclasses.asdict(b), dataclasses.asdict(type(b)()))
+                for name, b in blocks.items()
+                if dataclasses.is_dataclass(b)
+            }
+        )
 
 
 # ----------------------------------------------------------------------------- building and loading
@@ -453,6 +342,10 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, data, prefix="").validate()
 
 
+# Other libraries' names for our keys (too unlike ours for difflib): the "did you mean" of an unknown key.
+KEY_ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "r": "rank", "lora_alpha": "alpha", "rho": "sparsity"}
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
@@ -461,7 +354,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"{prefix}{key}", f"unknown config key; allowed: {', '.join(names)}")
+            near = (
+                [KEY_ALIASES[key]] if KEY_ALIASES.get(key) in names else difflib.get_close_matches(str(key), names, n=1)
+            )
+            hint = f"did you mean {prefix}{near[0]}? " if near else ""
+            raise ConfigError(f"{prefix}{key}", f"unknown config key; {hint}allowed: {', '.join(names)}")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
 
@@ -605,7 +502,10 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunCon
     (and its run id): only ``DataConfig.path_bases`` records the folder.
     """
     overrides = overrides or []
-    cfg = from_dict(apply_overrides(load_raw(name_or_path), overrides))
+    raw = load_raw(name_or_path)
+    data = apply_overrides(raw, overrides)
+    _drop_preset_for_other_method(raw, data, overrides)
+    cfg = from_dict(data)
     shipped_root = Path(str(resources.files("kss_lora") / "configs")).resolve()
     path = Path(name_or_path).resolve()
     # A path, not a shipped name (resolve_config_path's test), and not a shipped file named by its path
@@ -617,6 +517,22 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunCon
             if not overridden & {key, key.split(".")[0]}:  # `data.train=...` or a whole `data={...}` block
                 cfg.data.path_bases[key] = folder
     return cfg
+
+
+def _drop_preset_for_other_method(raw: dict[str, Any], data: dict[str, Any], overrides: list[str]) -> None:
+    """``method.name=lora`` on a config with ``method.preset: kss-default`` means "this config, with LoRA":
+    presets are KSS settings, so the base config's preset goes (said on stderr) unless an override sets one."""
+    keys = {item.split("=", 1)[0].strip() for item in overrides}
+    base = raw.get("method") if isinstance(raw.get("method"), dict) else {}
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    preset, name = base.get("preset"), method.get("name")
+    if "method.name" not in keys or "method.preset" in keys or preset is None or name in ("kss", preset):
+        return
+    method.pop("preset", None)
+    print(
+        f"note: method.name={name} drops the config's method.preset={preset} (presets are KSS settings)",
+        file=sys.stderr,
+    )
 
 
 def to_yaml(cfg: RunConfig, method: Any = None) -> str:

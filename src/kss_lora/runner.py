@@ -482,9 +482,12 @@ class Run:
         return out
 
     def save(self, directory: Path, kss: Any, state: dict[str, torch.Tensor] | None = None) -> None:
-        self.model.save_pretrained(directory, safe_serialization=True, state_dict=state)
-        if kss is not None:
-            kss.save(directory)
+        from .adapter import save_run_adapter
+
+        label_names = getattr(self.data, "label_names", None)
+        save_run_adapter(
+            self.model, directory, self.cfg, tokenizer=self.tokenizer, label_names=label_names, kss=kss, state=state
+        )
 
 
 def default_run_dir(cfg: RunConfig, method: ResolvedMethod | None = None) -> Path:

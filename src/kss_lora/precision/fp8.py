@@ -15,6 +15,9 @@ from ..errors import ConfigError
 
 
 def require_torchao() -> Any:
+    from ..optional_imports import allow_torchao
+
+    allow_torchao()  # the kss command keeps it off the default path (kss_lora.optional_imports)
     try:
         import torchao  # noqa: F401
         from torchao.float8 import convert_to_float8_training

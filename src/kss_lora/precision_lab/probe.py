@@ -38,7 +38,7 @@ SCALINGS: tuple[tuple[str, str, str], ...] = (
     ("block-nvfp4", "block", "nvfp4"),
 )
 DEFAULT_GAMMAS: tuple[float, ...] = (2.0**-8, 2.0**-6, 2.0**-4, 2.0**-3, 2.0**-2, 0.5, 1.0, 2.0, 4.0)
-# The seeds' threshold gamma >= 2**-(b-4): 1/16 at 8 bits, 1 at 4 bits.
+# The published claims' threshold gamma >= 2**-(b-4): 1/16 at 8 bits, 1 at 4 bits.
 CLAIMED_THRESHOLD: dict[str, float] = {"e4m3": 2.0**-4, "e5m2": 2.0**-4, "e2m1": 1.0}
 
 

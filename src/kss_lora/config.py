@@ -460,13 +460,16 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             try:
-                line = first_line.setdefault(key, key_node.start_mark.line + 1)
+                if key in first_line:
+                    raise DuplicateKeyError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first given at line {first_line[key]})",
+                        key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
             except TypeError:  # an unhashable key: the base class says so
                 continue
-            if line != key_node.start_mark.line + 1:
-                raise DuplicateKeyError(
-                    None, None, f"duplicate key {key!r} (first given at line {line})", key_node.start_mark
-                )
         return super().construct_mapping(node, deep=deep)
 
 

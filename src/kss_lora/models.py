@@ -224,8 +224,9 @@ def model_config(name: str, *, vocab_size: int = 30522, trust_remote_code: bool 
         return _tiny_config(name, vocab_size=vocab_size)
     from transformers import AutoConfig
 
+    path = weights_path(name)  # outside the try: its own ConfigError (a ValueError) goes up as it is
     try:
-        return AutoConfig.from_pretrained(weights_path(name), trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ConfigError("model.name", f"cannot read the config of {name!r}: {_first_line(exc)}") from None
 

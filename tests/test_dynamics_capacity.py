@@ -69,3 +69,21 @@ def test_temporal_separation_never_memorises_and_errors():
         temporal_separation(correct, np.array([False, False]))
     with pytest.raises(DataError):
         temporal_separation(correct, np.array([False, True, True]))
+
+
+def test_lora_target_shapes_takes_pefts_string_forms():
+    """``all-linear`` and a regex name the same modules PEFT adapts (a string must not be read as letters)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kss_lora.dynamics.capacity import lora_target_shapes
+
+    cfg = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=3
+    )
+    model = BertForSequenceClassification(cfg)
+    every = lora_target_shapes(model, target_modules="all-linear")
+    assert "classifier" not in every and "bert.pooler.dense" in every
+    assert len(every) == 2 * 6 + 1  # q, k, v, attention output, intermediate, output per layer; the pooler
+    picked = lora_target_shapes(model, target_modules=r".*\.(query|value)$")
+    assert sorted(picked) == [f"bert.encoder.layer.{i}.attention.self.{m}" for i in (0, 1) for m in ("query", "value")]
+    assert picked["bert.encoder.layer.0.attention.self.query"] == (16, 16)

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tables",  # the one number formatter and table writer
             "optional_imports",
             "launcher_options",
+            "config_files",
             "run_ids",
             "methods.specs",
             "methods.resolve",

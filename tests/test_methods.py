@@ -13,7 +13,7 @@ from kss_lora.methods.specs import lora_method_names, masking_method_names, meth
 
 def method_cfg(name: str, **values: object) -> SimpleNamespace:
     fields = {"preset": None, "rank": 8, "gamma": None, "alpha": None, "sparsity": None, "mask_mode": "grad"}
-    return SimpleNamespace(name=name, dropout=None, target_modules=None, **(fields | values))
+    return SimpleNamespace(name=name, **({"dropout": None, "target_modules": None} | fields | values))
 
 
 def test_table_names_match_the_methods_shipped():
@@ -129,3 +129,102 @@ def test_childtuning_masks_every_trainable_tensor():
     wrapped = wrap_model(model, method, task_type="SEQ_CLS")
     assert wrapped is model
     assert set(masked_parameters(wrapped, method)) == {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+# ----------------------------------------------------------------------------- method.target_modules (issue 16.4)
+
+TINY_BERT_LINEAR = [
+    f"bert.encoder.layer.{i}.{path}"
+    for i in (0, 1)
+    for path in (
+        "attention.output.dense",
+        "attention.self.key",
+        "attention.self.query",
+        "attention.self.value",
+        "intermediate.dense",
+        "output.dense",
+    )
+] + ["bert.pooler.dense"]
+
+
+def adapted_modules(targets: object) -> tuple[list[str], object]:
+    """The module paths LoRA wraps on tiny-bert for ``targets``, and the PEFT config's target_modules."""
+    from kss_lora.methods import wrap_model
+    from kss_lora.models import load_model
+
+    model = load_model("tiny-bert", task="classification", num_labels=2)
+    peft_model = wrap_model(model, resolve_method(method_cfg("lora", target_modules=targets)), task_type="SEQ_CLS")
+    names = sorted(
+        name.removeprefix("base_model.model.")
+        for name, module in peft_model.named_modules()
+        if hasattr(module, "lora_A")
+    )
+    return names, peft_model.peft_config["default"].target_modules
+
+
+def test_all_linear_adapts_every_linear_layer_but_the_head():
+    names, peft_targets = adapted_modules("all-linear")
+    assert names == sorted(TINY_BERT_LINEAR)  # pooler included; the classifier is trained whole, not adapted
+    assert not any(n.startswith("classifier") for n in names)
+    # PEFT expands its keyword into module names (short or full paths, depending on the version)
+    assert {t.rsplit(".", 1)[-1] for t in peft_targets} == {"query", "key", "value", "dense"}
+
+
+def test_regex_target_modules_full_match_module_paths():
+    names, peft_targets = adapted_modules(r".*\.(query|value)$")
+    assert names == [f"bert.encoder.layer.{i}.attention.self.{m}" for i in (0, 1) for m in ("query", "value")]
+    assert peft_targets == r".*\.(query|value)$"  # passed to PEFT as a string: its full-match regex rule
+    # Full match: a bare "query" regex matches no path (each path has a prefix), so nothing is adapted.
+    with pytest.raises(ConfigError, match=r"^method\.target_modules: "):
+        adapted_modules("query")
+
+
+def test_target_module_lists_still_work():
+    names, peft_targets = adapted_modules(["query"])
+    assert names == [f"bert.encoder.layer.{i}.attention.self.query" for i in (0, 1)]
+    assert set(peft_targets) == {"query"}
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "kept"),
+    [("all-linear", "all-linear"), (r"'.*\.(query|value)$'", r".*\.(query|value)$"), ("[query, value]", None)],
+)
+def test_target_modules_from_an_override(yaml_value, kept):
+    from kss_lora.config import load_config
+
+    cfg = load_config("quickstart", [f"method.target_modules={yaml_value}"])
+    assert cfg.method.target_modules == (kept if kept is not None else ["query", "value"])
+    assert resolve_method(cfg.method).target_modules == cfg.method.target_modules
+
+
+@pytest.mark.parametrize(
+    ("targets", "words"),
+    [
+        ("(query", "'(query' is not a valid regular expression (missing ), unterminated subpattern"),
+        ("", "must not be empty"),
+        ([], "must be a non-empty list of module names, 'all-linear' or a regular expression"),
+        (["query", ""], "must be a non-empty list of module names"),
+    ],
+)
+def test_bad_target_modules(targets, words):
+    with pytest.raises(ConfigError) as err:
+        resolve_method(method_cfg("lora", target_modules=targets))
+    assert err.value.field == "method.target_modules" and words in str(err.value)
+
+
+def test_kss_run_with_all_linear_trains_and_saves_the_adapter(tmp_path, capsys):
+    import json
+
+    import yaml
+    from conftest import tiny_config
+
+    from kss_lora.cli import main
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path, train={"epochs": 1})))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--run-dir", str(run_dir), "method.target_modules=all-linear"]) == 0
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
+    saved = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert {t.rsplit(".", 1)[-1] for t in saved["target_modules"]} == {"query", "key", "value", "dense"}
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["method"]["target_modules"] == "all-linear"

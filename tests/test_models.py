@@ -30,3 +30,18 @@ def test_smollm2_converts_gguf_once_and_generates(tmp_path, monkeypatch):
     out = model.generate(**x, max_new_tokens=3, do_sample=False)
     assert "Paris" in tok.decode(out[0][x["input_ids"].shape[1] :])
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_unknown_names_are_config_errors_everywhere_a_name_is_read(tmp_path, monkeypatch):
+    from kss_lora.errors import ConfigError
+    from kss_lora.models import model_config
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty HF cache
+    for read in (load_tokenizer, model_config, lambda n: load_model(n, task="causal-lm")):
+        with pytest.raises(ConfigError, match=r"^model\.name: unknown model 'nobody/nothing': not a built-in"):
+            read("nobody/nothing")
+    empty = tmp_path / "empty"
+    empty.mkdir()  # a folder, but no model in it: transformers' error, as one line
+    with pytest.raises(ConfigError, match=r"^model\.name: cannot load a tokenizer for '.*empty': "):
+        load_tokenizer(str(empty))

@@ -1,6 +1,6 @@
 """Run configuration: nested dataclasses, loaded from YAML with ``key=value`` overrides.
 
-A config is data: YAML is parsed with ``yaml.safe_load`` and every key is checked against the
+A config is data: YAML is parsed with a ``yaml.SafeLoader`` (refusing duplicate keys) and every key is checked against the
 dataclass fields, so a typo is a one-line error naming the key and what is allowed, never a
 silently ignored setting. Validation of values lives in each block's ``validate``.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
+import re
 import sys
 import types
 import typing
@@ -20,6 +22,14 @@ from typing import Any
 
 import yaml
 
+from .config_files import (  # noqa: F401 - re-exported: config.parse_yaml etc. are public
+    NOT_RUN_CONFIGS,
+    DuplicateKeyError,
+    UniqueKeyLoader,
+    parse_yaml,
+    resolve_config_path,
+    shipped_configs,
+)
 from .errors import ConfigError
 from .launcher_options import check_launcher_args
 from .run_ids import run_id_of
@@ -33,6 +43,8 @@ NOISE_KINDS = ("symmetric", "asymmetric", "response-swap")
 PRECISIONS = ("fp32", "bf16", "fp8", "emu-fp8", "emu-fp4")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 LAUNCHERS = ("none", "accelerate", "torchrun")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+"""The spellings of ``train.device``; whether that device exists is checked where the model is placed."""
 
 
 def _help(text: str, default: Any = None, factory: Any = None) -> Any:
@@ -149,7 +161,12 @@ class MethodConfig:
     sparsity: float | None = _help("ρ: fraction of gradient entries dropped each step (kss, childtuning-f).")
     mask_mode: str = _help("KSS mask mode: grad, update or rank.", "grad")
     dropout: float | None = _help("LoRA input dropout (default 0.1 for lora-dropout, else 0).")
-    target_modules: list[str] | None = _help("Module names to adapt; a per-architecture default when absent.")
+    target_modules: list[str] | str | None = _help(
+        "Modules to adapt: a list of module names (a name matches a module whose path ends with it), "
+        "'all-linear' (every linear layer but the output head; PEFT's keyword) or a string, a regular expression "
+        "matched against the full module path (PEFT's rule), e.g. '.*\\.(query|value)$'. A per-architecture "
+        "default when absent."
+    )
 
     def validate(self) -> None:
         # Method names and preset values are validated against the method table (single source of truth);
@@ -167,12 +184,17 @@ class TrainConfig:
     grad_accum: int = _help("Micro-batches accumulated per optimizer step.", 1)
     eval_batch_size: int = _help("Batch size for evaluation passes.", 64)
     lr: float = _help("Peak learning rate (AdamW).", 5e-4)
-    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    weight_decay: float = _help("AdamW weight decay (>= 0).", 0.0)
     warmup_ratio: float = _help("Fraction of steps with linear warm-up.", 0.06)
     scheduler: str = _help(f"Learning-rate schedule after warm-up, one of {SCHEDULERS}.", "linear")
-    grad_clip: float | None = _help("Max gradient norm (clipped before the KSS mask); null disables.", 1.0)
+    grad_clip: float | None = _help(
+        "Max gradient norm (clipped before the KSS mask), > 0; null or 0 disables clipping.", 1.0
+    )
     max_steps: int | None = _help("Stop after this many optimizer steps (for smoke tests).")
-    device: str = _help("auto, cpu, cuda or cuda:N.", "auto")
+    device: str = _help(
+        "auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps; a device this machine lacks is refused.",
+        "auto",
+    )
     threads: int | None = _help("torch CPU threads; torch's default when absent.")
     progress: bool = _help("Show a progress bar.", True)
     gradient_checkpointing: bool = _help(
@@ -184,11 +206,23 @@ class TrainConfig:
             _positive(f"train.{name}", getattr(self, name))
         if self.batch_size % self.grad_accum:
             raise ConfigError("train.grad_accum", f"must divide train.batch_size={self.batch_size}")
+        _finite("train.lr", self.lr)
         if not self.lr > 0:
             raise ConfigError("train.lr", f"must be > 0, got {self.lr}")
+        _finite("train.weight_decay", self.weight_decay)
+        if self.weight_decay < 0:
+            raise ConfigError("train.weight_decay", f"must be >= 0 (0 = no weight decay), got {self.weight_decay}")
+        if self.grad_clip is not None:
+            _finite("train.grad_clip", self.grad_clip)
+            # A negative norm would flip the gradient in clip_grad_norm_ (silently training away from the data).
+            if self.grad_clip < 0:
+                raise ConfigError("train.grad_clip", f"must be > 0, or 0 or null to disable, got {self.grad_clip}")
+        _finite("train.warmup_ratio", self.warmup_ratio)
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError("train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         _choice("train.scheduler", self.scheduler, SCHEDULERS)
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError("train.device", f"unknown device {self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         if self.max_steps is not None:
             _positive("train.max_steps", self.max_steps)
 
@@ -209,6 +243,7 @@ class NoiseConfig:
 
     def validate(self) -> None:
         _choice("noise.kind", self.kind, NOISE_KINDS)
+        _finite("noise.rate", self.rate)
         if not 0.0 <= self.rate < 1.0:
             raise ConfigError("noise.rate", f"must be in [0, 1), got {self.rate}")
         if self.kind == "asymmetric" and (self.pairs is None) == (self.transition is None):
@@ -371,6 +406,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        # `list[str] | str` (method.target_modules): a string stays a string, a list a list.
+        for arg in args:
+            if (arg is str and isinstance(value, str)) or (typing.get_origin(arg) is list and isinstance(value, list)):
+                return _coerce(arg, value, where)
         return _coerce(args[0], value, where)
     if origin is list:
         if not isinstance(value, list):
@@ -406,47 +445,6 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return str(value)
         raise ConfigError(where, f"must be a string, got {value!r}")
     return value
-
-
-def parse_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(source, f"malformed YAML{where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, "top level must be a mapping of blocks (model, data, method, train, ...)")
-    return data
-
-
-NOT_RUN_CONFIGS = ("accelerate", "sweeps", "precision")
-
-
-def shipped_configs() -> dict[str, Path]:
-    """Configs shipped as package data, by name (file stem), e.g. ``quickstart``."""
-    root = resources.files("kss_lora") / "configs"
-    if not root.is_dir():
-        return {}
-    base = Path(str(root))
-    paths = (Path(str(p)) for p in root.rglob("*.yaml"))
-    # Not run configs: accelerate launcher profiles (kss run --profile), sweep files (kss sweep) and
-    # precision experiment specs (benchmarks/run_precision_experiment.py).
-    return {p.stem: p for p in paths if p.relative_to(base).parts[0] not in NOT_RUN_CONFIGS}
-
-
-def resolve_config_path(name_or_path: str, *, shipped: dict[str, Path] | None = None, what: str = "config") -> Path:
-    """A file path, or the name of a shipped file (run configs by default; pass ``shipped`` for others)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = shipped_configs() if shipped is None else shipped
-    if name_or_path in shipped:
-        return shipped[name_or_path]
-    raise ConfigError(what, f"no such file or shipped {what} {name_or_path!r}; shipped: {', '.join(sorted(shipped))}")
 
 
 def load_raw(name_or_path: str) -> dict[str, Any]:
@@ -554,6 +552,12 @@ def to_yaml(cfg: RunConfig, method: Any = None) -> str:
 def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(where, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _finite(where: str, value: float) -> None:
+    # YAML's .inf/.nan and the override strings inf/nan parse as floats; range checks alone let inf through.
+    if not math.isfinite(value):
+        raise ConfigError(where, f"must be a finite number, got {value}")
 
 
 def _positive(where: str, value: int) -> None:

@@ -40,7 +40,7 @@ from .fsdp import full_trainable_state, resident_parameter_mb, shard_model
 from .launch import DistContext, init_distributed, mask_digest, params_digest, peak_memory_mb
 from .methods import ResolvedMethod, masked_parameters, resolve_method, wrap_model
 from .methods.kss import attach_kss
-from .models import load_tokenizer
+from .models import check_max_length, load_tokenizer, resolve_device
 from .precision.runtime import PrecisionRuntime
 from .run_result import RunResult
 from .rundir import RunDirectory
@@ -71,6 +71,7 @@ def build_model(
     """The model a run trains: the task's base model, precision hooks, the method's adapter, and (FSDP2)
     sharded. ``extra_classes`` widens a classifier; ``initial_adapter`` is a trained model to start from."""
     base = task.build_model(tokenizer, extra_classes=extra_classes)
+    check_max_length(base, task.cfg.model.max_length)  # before the run directory exists: a one-line error
     # FSDP2 moves the weights to the device one block at a time while sharding them, so a rank never
     # holds the whole model there; everything else goes to the device now.
     place = device if dist.fsdp is None else torch.device("cpu")
@@ -195,11 +196,8 @@ class Run:
             self.cfg.tracking.every_steps = every
 
     def _device(self, wanted: str) -> torch.device:
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.dist.enabled and wanted == "cuda":
-            return torch.device("cuda", self.dist.local_rank)  # one GPU per process
-        return torch.device(wanted)
+        # One GPU per data-parallel process; a device this machine lacks is a ConfigError before anything is written.
+        return resolve_device(wanted, local_rank=self.dist.local_rank if self.dist.enabled else None)
 
     # The task's splits, under the names this class has always had.
     @property

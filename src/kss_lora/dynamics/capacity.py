@@ -65,26 +65,47 @@ def _matches(name: str, targets: Sequence[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def lora_target_shapes(model: Any, *, target_modules: Sequence[str]) -> dict[str, tuple[int, int]]:
+# The output layers PEFT's ``all-linear`` leaves out (a head is trained whole, not adapted).
+OUTPUT_LAYERS = ("classifier", "score", "lm_head")
+
+
+def lora_target_shapes(model: Any, *, target_modules: Sequence[str] | str) -> dict[str, tuple[int, int]]:
     """``{module_name: (out_features, in_features)}`` for every ``nn.Linear`` whose name matches a target.
 
-    Matching follows PEFT's rule for a list of names (exact name or dotted suffix), so ``"q"`` does not
-    match ``"...proj_q"``. Shapes come from ``weight`` (not the constructor arguments), so they hold for
-    modules whose weight was replaced.
+    Matching follows PEFT's rules: a list of names matches an exact name or a dotted suffix (so ``"q"`` does
+    not match ``"...proj_q"``); the string ``all-linear`` every linear layer but the output head; any other
+    string is a regular expression full-matched against the module path. Shapes come from ``weight`` (not the
+    constructor arguments), so they hold for modules whose weight was replaced.
     """
+    import re
+
     from torch import nn  # lazy: the numpy-only parts of kss_lora must not pay torch's import time
 
-    if isinstance(target_modules, str) or not target_modules:
-        raise ConfigError("lora.target_modules", "must be a non-empty list of module-name suffixes")
+    if not target_modules:
+        raise ConfigError("lora.target_modules", "must be all-linear, a regex or a non-empty list of module names")
+    if target_modules == "all-linear":
+
+        def wanted(name: str) -> bool:
+            return name.rsplit(".", 1)[-1] not in OUTPUT_LAYERS
+    elif isinstance(target_modules, str):
+        pattern = re.compile(target_modules)
+
+        def wanted(name: str) -> bool:
+            return pattern.fullmatch(name) is not None
+    else:
+
+        def wanted(name: str) -> bool:
+            return _matches(name, target_modules)
+
     out: dict[str, tuple[int, int]] = {}
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and _matches(name, target_modules):
+        if isinstance(module, nn.Linear) and wanted(name):
             w = module.weight
             out[name] = (int(w.shape[0]), int(w.shape[1]))
     if not out:
         raise ConfigError(
             "lora.target_modules",
-            f"no nn.Linear module name ends with any of {list(target_modules)}",
+            f"no nn.Linear module matches {target_modules!r}",
         )
     return out
 

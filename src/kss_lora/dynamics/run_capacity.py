@@ -73,7 +73,7 @@ def run_capacity(run: RunInfo, *, trust_remote_code: bool = False) -> dict[str, 
         )
         if not targets:
             raise ConfigError("method.target_modules", "unknown for this architecture")
-        shapes = lora_target_shapes(model, target_modules=list(targets))
+        shapes = lora_target_shapes(model, target_modules=targets if isinstance(targets, str) else list(targets))
     except Exception as exc:  # capacity is a side note: never fail the table for it
         out["line"] = f"LoRA capacity: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
         return out
@@ -83,7 +83,7 @@ def run_capacity(run: RunInfo, *, trust_remote_code: bool = False) -> dict[str, 
         capacity=cap,
         rank=rank,
         matrices=len(shapes),
-        targets=list(targets),
+        targets=targets if isinstance(targets, str) else list(targets),
         ratio=cap / n_train if n_train else math.inf,
         line=(
             f"LoRA capacity: sum r(d+k-r) = {cap:,} over {len(shapes)} adapted matrices (r={rank}); "

@@ -6,6 +6,8 @@ is imported. What a method is comes from its :class:`~kss_lora.methods.specs.Met
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -24,7 +26,8 @@ class ResolvedMethod:
     sparsity: float
     mask_mode: str
     dropout: float
-    target_modules: list[str] | None
+    target_modules: list[str] | str | None
+    """As PEFT takes it: module names, ``"all-linear"``, or a str regex matched against full module paths."""
 
     @property
     def spec(self) -> MethodSpec:
@@ -70,6 +73,10 @@ def resolve_method(cfg: object) -> ResolvedMethod:
         raise ConfigError("method.rank", f"must be an integer >= 1, got {cfg.rank}")
     if cfg.gamma is not None and cfg.alpha is not None:
         raise ConfigError("method.gamma", "give either method.gamma or method.alpha, not both")
+    for field in ("gamma", "alpha", "sparsity", "dropout"):
+        value = getattr(cfg, field)
+        if value is not None and not math.isfinite(value):  # YAML .inf/.nan, overrides inf/nan
+            raise ConfigError(f"method.{field}", f"must be a finite number, got {value}")
 
     base = PRESETS[preset] if preset else None
     if cfg.gamma is not None:
@@ -97,7 +104,39 @@ def resolve_method(cfg: object) -> ResolvedMethod:
     dropout = cfg.dropout if cfg.dropout is not None else spec.default_dropout
     if not 0.0 <= dropout < 1.0:
         raise ConfigError("method.dropout", f"must be in [0, 1), got {dropout}")
-    return ResolvedMethod(name, preset, cfg.rank, gamma, sparsity, cfg.mask_mode, dropout, cfg.target_modules)
+    targets = check_target_modules(cfg.target_modules)
+    return ResolvedMethod(name, preset, cfg.rank, gamma, sparsity, cfg.mask_mode, dropout, targets)
+
+
+ALL_LINEAR = "all-linear"
+"""PEFT's keyword for every linear layer but the output head."""
+
+
+def check_target_modules(targets: object) -> list[str] | str | None:
+    """``method.target_modules`` as PEFT's ``LoraConfig`` takes it: None, a list of names, or a string.
+
+    A string other than ``all-linear`` is a regular expression PEFT full-matches against each module's path;
+    one that does not compile is refused here, at config load, not at model wrapping.
+    """
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        if not targets:
+            raise ConfigError("method.target_modules", "must not be empty: a list of names, all-linear or a regex")
+        if targets != ALL_LINEAR:
+            try:
+                re.compile(targets)
+            except re.error as exc:
+                raise ConfigError(
+                    "method.target_modules", f"{targets!r} is not a valid regular expression ({exc})"
+                ) from None
+        return targets
+    if isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets):
+        return list(targets)
+    raise ConfigError(
+        "method.target_modules",
+        f"must be a non-empty list of module names, {ALL_LINEAR!r} or a regular expression, got {targets!r}",
+    )
 
 
 def validate_method(cfg: object) -> None:

@@ -198,7 +198,13 @@ def build_sections(
         sections.append(
             {
                 "title": "Failed and unfinished runs",
-                "text": "",
+                "text": (
+                    "Every run that did not finish ok: failed (its error), unfinished (no final result.json yet) and "
+                    "corrupt (an unreadable result.json or metrics.jsonl: the file and why). `kss sweep` redoes "
+                    "unfinished and corrupt runs; `--retry-failed` reruns failed ones."
+                    if (failed["status"] == "corrupt").any()
+                    else ""
+                ),
                 "rows": [
                     {"run": str(r.get("name", r.get("run_id", ""))), "status": r["status"], "error": _text(r["error"])}
                     for _, r in failed.iterrows()
@@ -304,7 +310,7 @@ def setting_text(runs: pd.DataFrame, counts: dict[str, int], baseline: str | Non
     ok = runs[runs["status"] == "ok"]
     parts = [
         f"{len(runs)} runs: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed, "
-        f"{counts.get('unfinished', 0)} unfinished. Baseline arm: `{baseline}`."
+        f"{counts.get('unfinished', 0)} unfinished, {counts.get('corrupt', 0)} corrupt. Baseline arm: `{baseline}`."
     ]
     if len(ok):
 

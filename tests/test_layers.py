@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "optional_imports",
             "launcher_options",
             "run_ids",
+            "recorded_paths",  # data paths of a saved config, made absolute and found again
             "methods.specs",
             "methods.resolve",
             "methods.kss.config",

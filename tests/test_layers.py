@@ -35,7 +35,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "optional_imports",
             "launcher_options",
             "run_ids",
-            "recorded_paths",  # data paths of a saved config, made absolute and found again
+            "recorded_paths",
+            "output_paths",  # an output directory checked before anything is written  # data paths of a saved config, made absolute and found again
             "methods.specs",
             "methods.resolve",
             "methods.kss.config",

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..commands import command
 from ..errors import ConfigError, DataError
+from ..output_paths import check_output_file
 
 DEFAULT_CSV = "../shared/data/truthfulqa/TruthfulQA.csv"
 
@@ -64,8 +65,11 @@ def run_truthfulqa(args: argparse.Namespace) -> dict[str, Any]:
 
     from .truthfulqa import evaluate_truthfulqa, load_truthfulqa, sample_items
 
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit", f"must be at least 1, got {args.limit}")
+    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(flag, f"must be at least 1, got {value}")
+    if args.out:
+        check_output_file(args.out, "--out")
     items = load_truthfulqa(args.csv)
     n_all = len(items)
     excluded = 0

@@ -22,11 +22,12 @@ import pandas as pd
 
 from .. import rundir
 from ..errors import DataError
+from ..output_paths import check_output_dir
 from ..tables import MISSING, fmt_ci, fmt_mean_std, fmt_num, fmt_p, write_csv
 from . import figures
 from .claims import PUBLISHED_CONFIG, PUBLISHED_NOISE, RATIO_CONVENTION, claim_rows, dense_at, evaluate_claims
 from .registry import default_baseline, load_curves, load_runs, points_not_run
-from .stats import aggregate, markdown_table, mean_ci, summary_rows
+from .stats import aggregate, check_baseline, markdown_table, mean_ci, summary_rows
 from .verdicts import (
     CI_LEVEL,
     CLAIM_COLUMNS,
@@ -84,7 +85,8 @@ def write_report(
     ``runs_dir`` is a runs directory or a runs.csv file. ``claims=False`` leaves the published claims out (and
     writes no claims.csv): a report on the user's own sweep only.
     """
-    source, out = Path(runs_dir), Path(output)
+    source, out = Path(runs_dir), check_output_dir(output, "--output")
+    named_baseline = baseline is not None
     if not source.exists():
         raise DataError(f"{source}: no such runs directory or runs.csv")
     from_csv = source.is_file()
@@ -98,8 +100,10 @@ def write_report(
         runs = load_runs(source, sweep=sweep)
         baseline = baseline or default_baseline(source, runs, sweep=sweep)
         curves, not_run = load_curves(runs), len(points_not_run(source, sweep))
+    if named_baseline:
+        check_baseline(runs, baseline)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    table = aggregate(runs, baseline=baseline)
+    table = aggregate(runs, baseline=baseline, strict_baseline=False)
     ok = runs[runs["status"] == "ok"]
     conditions = list(dict.fromkeys(table["condition"])) if len(table) else []
     figs: dict[str, Path | None] = {

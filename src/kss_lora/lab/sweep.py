@@ -195,12 +195,21 @@ def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", defau
         strata=None if data.get("strata") is None else [str(s) for s in data["strata"]],
         runs_dir=Path(data.get("runs_dir") or f"runs/{name}"),
         executor=executor,
-        workers=None if data.get("workers") is None else int(data["workers"]),
+        workers=_workers(data.get("workers")),
         executor_options=_mapping(data.get("executor_options"), "sweep.executor_options"),
         tracking=tracking,
         description=str(data.get("description") or ""),
         source=str(source),
     )
+
+
+def _workers(value: Any) -> int | None:
+    """``workers``: a whole number of at least 1 (``2.5``, ``"two"`` or ``true`` would be read as something else)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("sweep.workers", f"must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

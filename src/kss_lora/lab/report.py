@@ -432,7 +432,7 @@ def matched_rows(ok: pd.DataFrame) -> list[dict[str, str]]:
                 "gap ratio": fmt_num(c.ratio, 2),
                 "diff 90% CI": fmt_ci(c.ci_low, c.ci_high, 4),
                 "Holm p (one-sided)": fmt_p(c.p_adjusted),
-                "val loss KSS / dense": f"{g['val_loss'].mean():.4f} / {d['val_loss'].mean():.4f}",
+                "val loss KSS / dense": f"{fmt_num(g['val_loss'].mean())} / {fmt_num(d['val_loss'].mean())}",
                 "verdict": verdict,
             }
         )
@@ -496,7 +496,7 @@ def noise_rows(table: pd.DataFrame, baseline: str | None) -> list[dict[str, str]
                     "arm gap_clean": fmt_mean_std(r["gap_clean_mean"], r["gap_clean_std"]),
                     "gap_clean ratio": _gap_ratio(r, "gap_clean"),
                     "gap_clean diff 95% CI": fmt_ci(r.get("gap_clean_ci_lo"), r.get("gap_clean_ci_hi"), 4),
-                    "val acc base / arm": f"{b['val_accuracy_mean']:.3f} / {r['val_accuracy_mean']:.3f}",
+                    "val acc base / arm": f"{fmt_num(b['val_accuracy_mean'], 3)} / {fmt_num(r['val_accuracy_mean'], 3)}",
                     "published gaps": f"{published[0]} → {published[1]} (ratio {published[1] / published[0]:.2f})"
                     if published
                     else MISSING,

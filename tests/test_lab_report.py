@@ -345,3 +345,15 @@ def test_report_counts_and_lists_corrupt_runs_and_reads_past_a_binary_config(tmp
     failed = md[md.index("## Failed and unfinished runs") :]
     assert "corrupt (an unreadable result.json or metrics.jsonl" in failed
     assert "| broken-0123456789ab | corrupt |" in failed and "not a readable run record" in failed
+
+
+def test_kss_ls_prints_missing_numbers_as_the_one_missing_mark(tmp_path, capsys):
+    for status in ("ok", "failed"):
+        fake_run(
+            tmp_path / "runs", arm=f"a-{status}", preset=None, method="lora", gamma=1.0, sparsity=0.0, seed=0,
+            noise=0.0, gap=0.25, val=1.2, status=status,
+        )  # fmt: skip
+    assert main(["ls", str(tmp_path / "runs")]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:-1]]
+    by_status = {row[4]: row[5:8] for row in rows}
+    assert by_status == {"ok": ["0.9500", "1.2000", "0.2500"], "failed": ["–", "–", "–"]}

@@ -14,7 +14,6 @@ Writes benchmarks/results/data_parallel.json. On a GPU machine the runs use NCCL
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -48,6 +47,7 @@ def config(model: str, steps: int) -> dict:
 
 def run(strategy: str, path: Path, run_dir: Path, nproc: int, extra: list[str]) -> dict:
     from kss_lora.cli import main
+    from kss_lora.rundir import RunDirectory
 
     args = ["run", str(path), *extra, "--run-dir", str(run_dir)]
     if strategy != "single":
@@ -55,7 +55,10 @@ def run(strategy: str, path: Path, run_dir: Path, nproc: int, extra: list[str]) 
     t0 = time.perf_counter()
     rc = main(args)
     elapsed = time.perf_counter() - t0
-    result = json.loads((run_dir / "result.json").read_text())
+    record = RunDirectory(run_dir).read_result()  # CorruptRecord (one line) if unreadable
+    if record is None:
+        raise SystemExit(f"{strategy}: no result.json in {run_dir} (exit {rc})")
+    result = record.to_dict()
     if rc != 0 or result["status"] != "ok":
         raise SystemExit(f"{strategy}: run failed: {result.get('error')}")
     return {"result": result, "launch_to_exit_s": elapsed}

@@ -93,10 +93,10 @@ def plan(args: argparse.Namespace, heldout: str) -> list[tuple[str, str, list[st
 
 
 def finished(run_dir: Path) -> bool:
-    try:
-        return json.loads((run_dir / "result.json").read_text()).get("status") == "ok"
-    except (OSError, json.JSONDecodeError):
-        return False
+    """Finished ok (an unreadable result.json is a run to redo, as in ``kss sweep``)."""
+    from kss_lora.rundir import RunDirectory
+
+    return RunDirectory(run_dir).state() == "ok"
 
 
 def execute(runs: list[tuple[str, str, list[str]]], workers: int) -> dict[str, float]:
@@ -129,6 +129,7 @@ def execute(runs: list[tuple[str, str, list[str]]], workers: int) -> dict[str, f
 def analyse(args: argparse.Namespace, times: dict[str, float]) -> None:
     """``kss entropy`` over the finished runs, one data map, and a README with the settings."""
     from kss_lora.cli import main
+    from kss_lora.rundir import RunDirectory
 
     dirs = [str(RUNS / name) for name, _, _ in plan(args, SNLI) if finished(RUNS / name)]
     dirs += [d for d in args.extra_runs if finished(Path(d))]
@@ -144,7 +145,7 @@ def analyse(args: argparse.Namespace, times: dict[str, float]) -> None:
             (OUT / f"data_map_{name}.png").write_bytes((tmp / "data_map.png").read_bytes())
     wall = {}
     for d in dirs:
-        result = json.loads((Path(d) / "result.json").read_text())
+        result = RunDirectory(d).read_result().to_dict()  # finished(d) has read it
         wall[Path(d).name] = {
             k: result.get(k) for k in ("wall_time_s", "val_accuracy", "train_accuracy", "n_train", "steps", "lr")
         }

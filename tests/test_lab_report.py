@@ -324,3 +324,36 @@ def test_report_no_claims_and_bad_input(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     assert main(["report", str(tmp_path / "bad.csv"), "-o", str(tmp_path / "y")]) == 2
     assert "missing condition" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_report_counts_and_lists_corrupt_runs_and_reads_past_a_binary_config(tmp_path):
+    """A corrupt run is counted in "What was run" and listed with its reason; a binary config.yaml in an ok run
+    neither crashes the report nor drops the run."""
+    runs_dir = tmp_path / "runs"
+    for seed in range(3):
+        info = fake_run(
+            runs_dir, arm="standard", preset="standard", method="kss", gamma=0.5, sparsity=0.0, seed=seed,
+            noise=0.0, gap=0.3, val=1.2,
+        )  # fmt: skip
+    (runs_dir / info["name"] / "config.yaml").write_bytes(b"\xff\xfe\x00not yaml")
+    broken = runs_dir / "broken-0123456789ab"
+    broken.mkdir()
+    (broken / "result.json").write_bytes(b"\xff{garbage")
+    paths = write_report(runs_dir, tmp_path / "rep", claims=False)
+    md = paths["markdown"].read_text()
+    assert "4 runs: 3 ok, 0 failed, 0 unfinished, 1 corrupt." in md
+    failed = md[md.index("## Failed and unfinished runs") :]
+    assert "corrupt (an unreadable result.json or metrics.jsonl" in failed
+    assert "| broken-0123456789ab | corrupt |" in failed and "not a readable run record" in failed
+
+
+def test_kss_ls_prints_missing_numbers_as_the_one_missing_mark(tmp_path, capsys):
+    for status in ("ok", "failed"):
+        fake_run(
+            tmp_path / "runs", arm=f"a-{status}", preset=None, method="lora", gamma=1.0, sparsity=0.0, seed=0,
+            noise=0.0, gap=0.25, val=1.2, status=status,
+        )  # fmt: skip
+    assert main(["ls", str(tmp_path / "runs")]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:-1]]
+    by_status = {row[4]: row[5:8] for row in rows}
+    assert by_status == {"ok": ["0.9500", "1.2000", "0.2500"], "failed": ["–", "–", "–"]}

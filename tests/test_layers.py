@@ -36,6 +36,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "launcher_options",
             "config_files",
             "run_ids",
+            "recorded_paths",
+            "output_paths",
+            "run_summary",  # the human lines `kss run` ends with  # an output directory checked before anything is written  # data paths of a saved config, made absolute and found again
             "methods.specs",
             "methods.resolve",
             "methods.kss.config",

@@ -63,7 +63,12 @@ def _run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: rank 0 speaks for the run
         return 0 if result["status"] == "ok" else 1
     from .run_result import RunResult
+    from .run_summary import human_summary
+    from .runner import default_run_dir
 
+    # For a person on stderr; the JSON line stays the last line of stdout, for scripts.
+    where = args.run_dir or default_run_dir(cfg)
+    print(human_summary(result, where, task=cfg.model.task), file=sys.stderr)
     print(json.dumps(RunResult.from_dict(result).summary(cfg.model.task)))
     if result["status"] != "ok":
         print(f"error: run failed: {result.get('error')}", file=sys.stderr)

@@ -32,6 +32,7 @@ from .config_files import (  # noqa: F401 - re-exported: config.parse_yaml etc. 
 )
 from .errors import ConfigError
 from .launcher_options import check_launcher_args
+from .recorded_paths import absolute_data_paths
 from .run_ids import run_id_of
 
 TASKS = ("classification", "causal-lm")
@@ -535,8 +536,10 @@ def _drop_preset_for_other_method(raw: dict[str, Any], data: dict[str, Any], ove
 
 def to_yaml(cfg: RunConfig, method: Any = None) -> str:
     """The config as YAML; with ``method`` (a resolved method, e.g. ``methods.resolve_method(cfg.method)``)
-    the method block holds the values that were trained with instead of ``null`` defaults."""
+    the method block holds the values that were trained with instead of ``null`` defaults. Data paths are
+    written absolute, as they were read (see :mod:`kss_lora.recorded_paths`), so the file reruns from anywhere."""
     data = cfg.to_dict()
+    absolute_data_paths(data, cfg.data.path_bases, DATA_PATH_KEYS)
     if method is not None:
         block = data["method"]
         for key in ("name", "preset", "rank", "gamma", "sparsity", "mask_mode", "dropout", "target_modules"):

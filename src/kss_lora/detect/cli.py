@@ -106,13 +106,14 @@ def write_outputs(result: Any, out: Path) -> dict[str, Any]:
 @command("detect", "find label errors in a training set (RACT reconstruction and baselines)")(_add_detect_args)
 def _detect(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..output_paths import check_output_dir
     from .pipeline import detect_label_issues
     from .retrain import bounds, clean_and_retrain, retrain_table
     from .training import DetectionRunFailed
 
     cfg = load_config(args.config, args.overrides)
     detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
-    out = Path(args.out) if args.out else Path("runs") / "detect" / Path(args.config).stem
+    out = check_output_dir(args.out or Path("runs") / "detect" / Path(args.config).stem, "--out")
     try:
         result = detect_label_issues(
             cfg,

@@ -18,6 +18,8 @@ import pandas as pd
 
 from ..commands import command
 from ..errors import ConfigError
+from ..output_paths import check_output_dir
+from ..tables import fmt_num
 from .metrics import LN2
 
 FORMATS = ("csv", "parquet")
@@ -71,8 +73,9 @@ def _dynamics(args: argparse.Namespace) -> int:
     from . import plots
     from .analysis import load_run, run_capacity, run_separation, run_tables
 
+    chosen = check_output_dir(args.out, "--out") if args.out else None
     run = load_run(args.run_dir)
-    out = Path(args.out) if args.out else run.run_dir / "dynamics"
+    out = chosen or run.run_dir / "dynamics"
     out.mkdir(parents=True, exist_ok=True)
     train, heldout = run_tables(run, source=args.source, threshold=args.threshold)
     files = [_write_table(train, out / f"examples.{args.format}")]
@@ -141,9 +144,9 @@ def _entropy(args: argparse.Namespace) -> int:
 
     if args.n_boot < 0:
         raise ConfigError("--n-boot", f"must be >= 0, got {args.n_boot}")
+    out = check_output_dir(args.out, "--out")
     runs = [load_run(p) for p in find_runs(args.run_dirs)]
     report = entropy_analysis(runs, n_boot=args.n_boot, seed=args.seed)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = [
         _write_table(report.per_run, out / "correlations_per_run.csv"),
@@ -200,6 +203,8 @@ def _optimal_rank(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir)
     if not root.is_dir():
         raise DataError(f"{root}: no such runs directory")
+    if args.out:
+        check_output_dir(args.out, "--out")
     results = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
@@ -212,9 +217,9 @@ def _optimal_rank(args: argparse.Namespace) -> int:
     cells, best = optimal_rank(results, metric=args.metric)
     table = cells.pivot(index="rank", columns="noise_rate", values="mean")
     print(f"mean {args.metric} by LoRA rank (rows) and noise rate (columns)")
-    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(table.to_string(float_format=lambda v: fmt_num(v, 4)))
     print()
-    print(best.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(best.to_string(index=False, float_format=lambda v: fmt_num(v, 4)))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -3,99 +3,127 @@ entropy bucket, LoRA vs full fine-tuning on contested items, and the per-label c
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+import numpy as np
+
+from ..tables import MISSING, fmt_ci, fmt_num, fmt_p, markdown_table
 from .entropy_analysis import PAPER_RHO_RANGE, EntropyReport
 
 __all__ = ["entropy_markdown"]
 
 
-def _f(x: Any, digits: int = 3) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return "–" if math.isnan(v) else f"{v:.{digits}f}"
+def _item(x: Any) -> Any:
+    """A numpy scalar (pandas rows hold them) as the Python number the table formatters take."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return fmt_num(_item(x), digits)
+
+
+def _with_ci(value: Any, lo: Any, hi: Any) -> str:
+    """``0.412 [0.301, 0.515]``; the value alone when the interval is unknown."""
+    ci = fmt_ci(_item(lo), _item(hi), 3, signed=False)
+    return _num(value) + ("" if ci == MISSING else f" {ci}")
+
+
+def _section(title: str, rows: list[dict[str, Any]], text: str = "") -> list[str]:
+    return ["", f"### {title}", "", *([text, ""] if text else []), markdown_table(rows)]
 
 
 def entropy_markdown(report: EntropyReport) -> str:
     """Markdown tables: each condition's rho next to the paper's range, per-run rows, Δℓ per bucket,
     LoRA vs full fine-tuning on contested items."""
     lo, hi = PAPER_RHO_RANGE
-    out = [
-        f"Paper (Steele): Spearman ρ(H, AULC) = {lo}–{hi}, positive in all 25 conditions.",
-        "",
-        "### Per condition (seeds pooled: each item's AULC averaged over seeds)",
-        "",
+    out = [f"Paper (Steele): Spearman ρ(H, AULC) = {lo}–{hi}, positive in all 25 conditions."]
+    per_condition = [
+        {
+            "condition": r.condition,
+            "items": r.items,
+            "runs": r.runs,
+            "n": r.n,
+            "ρ [95% CI]": _with_ci(r.rho, r.ci_low, r.ci_high),
+            "per-seed ρ mean ± sd": f"{_num(r.rho_seed_mean)} ± {_num(r.rho_seed_std)}",
+            "partial ρ": f"{_num(r.partial_rho)} (p={fmt_p(_item(r.partial_p))})",
+            "partial ρ + prior": f"{_num(r.partial_rho_extra)} (p={fmt_p(_item(r.partial_p_extra))})",
+            "ΔR²": _num(r.delta_r2, 4),
+            "paper": f"{lo}–{hi}",
+            "in range": "yes" if r.in_paper_range else "no",
+        }
+        for r in report.per_condition.itertuples()
+    ]
+    out += _section(
+        "Per condition (seeds pooled: each item's AULC averaged over seeds)",
+        per_condition,
         "Partial ρ controls for text length and initial loss (Steele's confounders); partial ρ + prior also "
         "controls for −ln(training frequency of the majority label), the loss of a model that learned only "
         "the label prior. ΔR²: rank variance of AULC explained by entropy beyond length and initial loss.",
-        "",
-        "| condition | items | runs | n | ρ [95% CI] | per-seed ρ mean ± sd | partial ρ | partial ρ + prior "
-        "| ΔR² | paper | in range |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    )
+    per_run = [
+        {
+            "run": r.run,
+            "condition": r.condition,
+            "seed": r.seed,
+            "items": r.items,
+            "n": r.n,
+            "final acc": _num(r.final_accuracy),
+            "ρ [95% CI]": _with_ci(r.rho, r.ci_low, r.ci_high),
+            "p": fmt_p(_item(r.p)),
+            "partial ρ [95% CI]": _with_ci(r.partial_rho, r.partial_ci_low, r.partial_ci_high),
+        }
+        for r in report.per_run.itertuples()
     ]
-    for r in report.per_condition.itertuples():
-        out.append(
-            f"| {r.condition} | {r.items} | {r.runs} | {r.n} | {_f(r.rho)} [{_f(r.ci_low)}, {_f(r.ci_high)}] "
-            f"| {_f(r.rho_seed_mean)} ± {_f(r.rho_seed_std)} | {_f(r.partial_rho)} (p={r.partial_p:.2g}) "
-            f"| {_f(r.partial_rho_extra)} (p={r.partial_p_extra:.2g}) "
-            f"| {_f(r.delta_r2, 4)} | {lo}–{hi} | {'yes' if r.in_paper_range else 'no'} |"
-        )
-    out += [
-        "",
-        "### Per run",
-        "",
-        "| run | condition | seed | items | n | final acc | ρ [95% CI] | p | partial ρ [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|",
+    out += _section("Per run", per_run)
+    delta = [
+        {
+            "condition": r.condition,
+            "items": r.items,
+            "bucket": r.bucket,
+            "n": r.count,
+            "Δℓ": _num(r.mean),
+            "sem": _num(r.sem),
+            "share un-learned": _num(r.frac_unlearned, 2),
+        }
+        for r in report.delta.itertuples()
     ]
-    for r in report.per_run.itertuples():
-        out.append(
-            f"| {r.run} | {r.condition} | {r.seed} | {r.items} | {r.n} | {_f(r.final_accuracy)} "
-            f"| {_f(r.rho)} [{_f(r.ci_low)}, {_f(r.ci_high)}] | {r.p:.2g} "
-            f"| {_f(r.partial_rho)} [{_f(r.partial_ci_low)}, {_f(r.partial_ci_high)}] |"
-        )
-    out += [
-        "",
-        "### Un-learning Δℓ = loss_final − loss_initial per entropy bucket (mean ± sem; share with Δℓ > 0)",
-        "",
-        "| condition | items | bucket | n | Δℓ | sem | share un-learned |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in report.delta.itertuples():
-        out.append(
-            f"| {r.condition} | {r.items} | {r.bucket} | {r.count} | {_f(r.mean)} | {_f(r.sem)} "
-            f"| {_f(r.frac_unlearned, 2)} |"
-        )
+    out += _section(
+        "Un-learning Δℓ = loss_final − loss_initial per entropy bucket (mean ± sem; share with Δℓ > 0)", delta
+    )
     if not report.lora_vs_full.empty:
-        out += [
-            "",
-            "### Contested items: LoRA vs full fine-tuning (paired by item; bootstrap 95% CI of the mean difference)",
-            "",
-            "| model | items | LoRA | full FT | n | Δℓ LoRA | Δℓ full | share un-learned LoRA / full | diff [95% CI] |",
-            "|---|---|---|---|---|---|---|---|---|",
+        rows = [
+            {
+                "model": r.model,
+                "items": r.items,
+                "LoRA": r.lora,
+                "full FT": r.full,
+                "n": r.n_contested,
+                "Δℓ LoRA": _num(r.delta_lora),
+                "Δℓ full": _num(r.delta_full),
+                "share un-learned LoRA / full": f"{_num(r.frac_unlearned_lora, 2)} / {_num(r.frac_unlearned_full, 2)}",
+                "diff [95% CI]": _with_ci(r.diff, r.diff_ci_low, r.diff_ci_high),
+            }
+            for r in report.lora_vs_full.itertuples()
         ]
-        for r in report.lora_vs_full.itertuples():
-            out.append(
-                f"| {r.model} | {r.items} | {r.lora} | {r.full} | {r.n_contested} | {_f(r.delta_lora)} "
-                f"| {_f(r.delta_full)} | {_f(r.frac_unlearned_lora, 2)} / {_f(r.frac_unlearned_full, 2)} "
-                f"| {_f(r.diff)} [{_f(r.diff_ci_low)}, {_f(r.diff_ci_high)}] |"
-            )
+        out += _section(
+            "Contested items: LoRA vs full fine-tuning (paired by item; bootstrap 95% CI of the mean difference)", rows
+        )
     if not report.by_label.empty:
-        out += [
-            "",
-            "### Per majority label (all seeds' items pooled): does the label prior drive it?",
-            "",
-            "| condition | items | majority label | n | mean H | mean AULC | Δℓ | share un-learned | final acc |",
-            "|---|---|---|---|---|---|---|---|---|",
+        rows = [
+            {
+                "condition": r.condition,
+                "items": r.items,
+                "majority label": r.majority_label,
+                "n": r.n,
+                "mean H": _num(r.mean_entropy),
+                "mean AULC": _num(r.mean_aulc),
+                "Δℓ": _num(r.mean_unlearning),
+                "share un-learned": _num(r.frac_unlearned, 2),
+                "final acc": _num(r.final_accuracy, 2),
+            }
+            for r in report.by_label.itertuples()
         ]
-        for r in report.by_label.itertuples():
-            out.append(
-                f"| {r.condition} | {r.items} | {r.majority_label} | {r.n} | {_f(r.mean_entropy)} "
-                f"| {_f(r.mean_aulc)} | {_f(r.mean_unlearning)} | {_f(r.frac_unlearned, 2)} "
-                f"| {_f(r.final_accuracy, 2)} |"
-            )
+        out += _section("Per majority label (all seeds' items pooled): does the label prior drive it?", rows)
     if report.notes:
         out += ["", *(f"- {n}" for n in report.notes)]
     return "\n".join(out) + "\n"

@@ -4,17 +4,17 @@ and the ChaosNLI rows behind a run's tracked items (:func:`chaosnli_items`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from kss_lora.errors import DataError
 from kss_lora.methods.specs import recorded_uses_lora
+from kss_lora.recorded_paths import find_recorded_path
+from kss_lora.rundir import CONFIG_NAME, CorruptRecord, RunDirectory
 
 from .entropy import load_chaosnli
 from .records import DYNAMICS_NAME, Dynamics, load_dynamics
@@ -74,24 +74,25 @@ class RunInfo:
 
 
 def load_run(run_dir: str | Path) -> RunInfo:
-    """Read a run directory; a missing directory, config or dynamics file is a one-line :class:`DataError`."""
+    """Read a run directory through :class:`kss_lora.rundir.RunDirectory`.
+
+    A missing directory, config or dynamics file, or an unreadable config, is a one-line :class:`DataError`. An
+    unreadable result.json is not: the run reads with ``result == {"status": "corrupt", "error": ...}`` so an
+    analysis over many runs can skip it and say why.
+    """
     path = Path(run_dir)
     if not path.is_dir():
         raise DataError(f"{path}: no such run directory")
-    cfg_path = path / "config.yaml"
-    if not cfg_path.is_file():
-        raise DataError(f"{path}: not a run directory (no config.yaml)")
+    run = RunDirectory(path)
+    config = run.read_config()  # CorruptRecord (a DataError) when it cannot be read or parsed
+    if config is None:
+        raise DataError(f"{path}: not a run directory (no {CONFIG_NAME})")
+    result: dict[str, Any] | None
     try:
-        config = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError:
-        raise DataError(f"{cfg_path}: cannot parse the run's config") from None
-    result = None
-    result_path = path / "result.json"
-    if result_path.is_file():
-        try:
-            result = json.loads(result_path.read_text())
-        except json.JSONDecodeError:
-            result = None
+        record = run.read_result()
+        result = None if record is None else record.to_dict()
+    except CorruptRecord as exc:
+        result = {"status": "corrupt", "error": str(exc)}
     try:
         dynamics = load_dynamics(path)
     except (OSError, ValueError, KeyError) as exc:
@@ -112,7 +113,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         p = Path(raw)
         if not p.is_dir():
             raise DataError(f"{p}: no such run directory")
-        if (p / "config.yaml").is_file():
+        if RunDirectory(p).file(CONFIG_NAME).is_file():
             out.append(p)
             continue
         below = sorted(c for c in p.iterdir() if c.is_dir() and (c / DYNAMICS_NAME).is_file())
@@ -123,15 +124,8 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _resolve_data_path(run: RunInfo, raw: str) -> Path | None:
-    """Data paths in a config are relative to the directory the run started from (usually the project
-    root); try the current directory, then the run directory's ancestors (runs live below the root)."""
-    p = Path(raw)
-    if p.is_absolute():
-        return p if p.is_file() else None
-    for base in (Path.cwd(), *run.run_dir.resolve().parents):
-        if (base / p).is_file():
-            return base / p
-    return None
+    """A data file of the run's config: see :func:`kss_lora.recorded_paths.find_recorded_path`."""
+    return find_recorded_path(run.run_dir, raw)
 
 
 def chaosnli_items(run: RunInfo, which: str, *, required: bool = True) -> pd.DataFrame | None:

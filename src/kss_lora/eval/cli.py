@@ -10,6 +10,7 @@ from typing import Any
 
 from ..commands import command
 from ..errors import ConfigError, DataError
+from ..output_paths import check_output_file
 
 DEFAULT_CSV = "../shared/data/truthfulqa/TruthfulQA.csv"
 
@@ -64,8 +65,11 @@ def run_truthfulqa(args: argparse.Namespace) -> dict[str, Any]:
 
     from .truthfulqa import evaluate_truthfulqa, load_truthfulqa, sample_items
 
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit", f"must be at least 1, got {args.limit}")
+    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(flag, f"must be at least 1, got {value}")
+    if args.out:
+        check_output_file(args.out, "--out")
     items = load_truthfulqa(args.csv)
     n_all = len(items)
     excluded = 0
@@ -141,6 +145,7 @@ def run_model_name(run_dir: str) -> str | None:
 
 def trained_rows(run_dir: str, csv: str, *, strict: bool = True) -> set[int]:
     """CSV rows a run trained on (from its splits.json), when it trained on this CSV; else empty / an error."""
+    from ..recorded_paths import find_recorded_path
     from ..rundir import RunDirectory
     from ..tasks.causal_lm import SPLITS_NAME
 
@@ -151,7 +156,9 @@ def trained_rows(run_dir: str, csv: str, *, strict: bool = True) -> set[int]:
             raise DataError(f"--holdout: {run_dir} is not a causal-lm run directory (no config.yaml/splits.json)")
         return set()
     train_file = (cfg.get("data") or {}).get("train")
-    same = train_file is not None and Path(train_file).resolve() == Path(csv).resolve()
+    # Absolute in runs written now; a relative path (older runs) is looked for where the run started from.
+    recorded = find_recorded_path(run_dir, str(train_file)) if train_file else None
+    same = recorded is not None and recorded.resolve() == Path(csv).resolve()
     if not same:
         if strict:
             raise DataError(f"--holdout: {run_dir} trained on {train_file}, not on {csv}; nothing to hold out")

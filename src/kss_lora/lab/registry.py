@@ -23,6 +23,7 @@ import pandas as pd
 from .. import run_result
 from ..errors import KSSError
 from ..rundir import CorruptRecord, RunDirectory, find_run_directories
+from ..tables import MISSING, fmt_num
 from .sweep import MANIFEST_DIR, condition_label
 
 # The table's columns come from the run record's declaration (kss_lora.run_result), not a list kept here.
@@ -216,11 +217,11 @@ def format_runs(runs: pd.DataFrame, *, not_started: int = 0) -> str:
     lines = [header, "-" * len(header)]
 
     def num(v: Any, width: int, prec: int = 4) -> str:
-        return f"{v:{width}.{prec}f}" if v is not None and pd.notna(v) else " " * (width - 1) + "-"
+        return fmt_num(v, prec).rjust(width)
 
     for _, r in runs.iterrows():
-        seed = "-" if r["seed"] is None or pd.isna(r["seed"]) else str(int(r["seed"]))
-        noise = "-" if pd.isna(r["noise_rate"]) else f"{r['noise_rate']:.2f}"
+        seed = MISSING if r["seed"] is None or pd.isna(r["seed"]) else str(int(r["seed"]))
+        noise = fmt_num(r["noise_rate"], 2)
         cond = str(r["condition"])[:32]
         line = (
             f"{str(r['run_id'])[:12]:12s}  {cond:32s} {seed:>4s} {noise:>5s} {r['status']:10s} "

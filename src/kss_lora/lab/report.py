@@ -22,11 +22,12 @@ import pandas as pd
 
 from .. import rundir
 from ..errors import DataError
+from ..output_paths import check_output_dir
 from ..tables import MISSING, fmt_ci, fmt_mean_std, fmt_num, fmt_p, write_csv
 from . import figures
 from .claims import PUBLISHED_CONFIG, PUBLISHED_NOISE, RATIO_CONVENTION, claim_rows, dense_at, evaluate_claims
 from .registry import default_baseline, load_curves, load_runs, points_not_run
-from .stats import aggregate, markdown_table, mean_ci, summary_rows
+from .stats import aggregate, check_baseline, markdown_table, mean_ci, summary_rows
 from .verdicts import (
     CI_LEVEL,
     CLAIM_COLUMNS,
@@ -84,7 +85,8 @@ def write_report(
     ``runs_dir`` is a runs directory or a runs.csv file. ``claims=False`` leaves the published claims out (and
     writes no claims.csv): a report on the user's own sweep only.
     """
-    source, out = Path(runs_dir), Path(output)
+    source, out = Path(runs_dir), check_output_dir(output, "--output")
+    named_baseline = baseline is not None
     if not source.exists():
         raise DataError(f"{source}: no such runs directory or runs.csv")
     from_csv = source.is_file()
@@ -98,8 +100,10 @@ def write_report(
         runs = load_runs(source, sweep=sweep)
         baseline = baseline or default_baseline(source, runs, sweep=sweep)
         curves, not_run = load_curves(runs), len(points_not_run(source, sweep))
+    if named_baseline:
+        check_baseline(runs, baseline)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    table = aggregate(runs, baseline=baseline)
+    table = aggregate(runs, baseline=baseline, strict_baseline=False)
     ok = runs[runs["status"] == "ok"]
     conditions = list(dict.fromkeys(table["condition"])) if len(table) else []
     figs: dict[str, Path | None] = {
@@ -198,7 +202,13 @@ def build_sections(
         sections.append(
             {
                 "title": "Failed and unfinished runs",
-                "text": "",
+                "text": (
+                    "Every run that did not finish ok: failed (its error), unfinished (no final result.json yet) and "
+                    "corrupt (an unreadable result.json or metrics.jsonl: the file and why). `kss sweep` redoes "
+                    "unfinished and corrupt runs; `--retry-failed` reruns failed ones."
+                    if (failed["status"] == "corrupt").any()
+                    else ""
+                ),
                 "rows": [
                     {"run": str(r.get("name", r.get("run_id", ""))), "status": r["status"], "error": _text(r["error"])}
                     for _, r in failed.iterrows()
@@ -304,7 +314,7 @@ def setting_text(runs: pd.DataFrame, counts: dict[str, int], baseline: str | Non
     ok = runs[runs["status"] == "ok"]
     parts = [
         f"{len(runs)} runs: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed, "
-        f"{counts.get('unfinished', 0)} unfinished. Baseline arm: `{baseline}`."
+        f"{counts.get('unfinished', 0)} unfinished, {counts.get('corrupt', 0)} corrupt. Baseline arm: `{baseline}`."
     ]
     if len(ok):
 
@@ -422,7 +432,7 @@ def matched_rows(ok: pd.DataFrame) -> list[dict[str, str]]:
                 "gap ratio": fmt_num(c.ratio, 2),
                 "diff 90% CI": fmt_ci(c.ci_low, c.ci_high, 4),
                 "Holm p (one-sided)": fmt_p(c.p_adjusted),
-                "val loss KSS / dense": f"{g['val_loss'].mean():.4f} / {d['val_loss'].mean():.4f}",
+                "val loss KSS / dense": f"{fmt_num(g['val_loss'].mean())} / {fmt_num(d['val_loss'].mean())}",
                 "verdict": verdict,
             }
         )
@@ -486,7 +496,7 @@ def noise_rows(table: pd.DataFrame, baseline: str | None) -> list[dict[str, str]
                     "arm gap_clean": fmt_mean_std(r["gap_clean_mean"], r["gap_clean_std"]),
                     "gap_clean ratio": _gap_ratio(r, "gap_clean"),
                     "gap_clean diff 95% CI": fmt_ci(r.get("gap_clean_ci_lo"), r.get("gap_clean_ci_hi"), 4),
-                    "val acc base / arm": f"{b['val_accuracy_mean']:.3f} / {r['val_accuracy_mean']:.3f}",
+                    "val acc base / arm": f"{fmt_num(b['val_accuracy_mean'], 3)} / {fmt_num(r['val_accuracy_mean'], 3)}",
                     "published gaps": f"{published[0]} → {published[1]} (ratio {published[1] / published[0]:.2f})"
                     if published
                     else MISSING,

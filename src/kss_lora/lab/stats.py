@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..errors import ConfigError
 from ..tables import fmt_mean_std, fmt_num, fmt_p, fmt_pct
 from ..tables import markdown_table as _markdown_table
 from .verdicts import holm, welch_arrays
@@ -135,7 +136,19 @@ def _ratio(x: float, y: float) -> float:
     return x / y if y not in (0.0,) and math.isfinite(y) and math.isfinite(x) else float("nan")
 
 
-def aggregate(runs: pd.DataFrame, *, baseline: str | None = None, seed: int = 0) -> pd.DataFrame:
+def check_baseline(runs: pd.DataFrame, baseline: str | None) -> None:
+    """A named baseline must be an arm of ``runs`` (any status): else a one-line :class:`ConfigError` listing
+    the arms, instead of a table whose comparisons are all empty."""
+    if baseline is None or not len(runs) or "arm" not in runs:
+        return
+    arms = sorted({str(a) for a in runs["arm"].dropna()})
+    if baseline not in arms:
+        raise ConfigError("--baseline", f"no arm named {baseline!r} in these runs; arms: {', '.join(arms)}")
+
+
+def aggregate(
+    runs: pd.DataFrame, *, baseline: str | None = None, seed: int = 0, strict_baseline: bool = True
+) -> pd.DataFrame:
     """One row per condition (arm × stratum): n, mean/std of each metric, and comparisons with the baseline.
 
     Columns per metric ``m``: ``m_mean``, ``m_std``. Versus the baseline arm of the same stratum:
@@ -143,7 +156,11 @@ def aggregate(runs: pd.DataFrame, *, baseline: str | None = None, seed: int = 0)
     ``quality_cost`` ((val − val_base) / val_base), and for ``gap``, ``gap_clean`` and ``val_loss``: difference,
     Welch 95% interval, Welch p (and Holm-adjusted over the stratum's arms), Mann-Whitney p, range overlap.
     κ_rel is NaN where the baseline gap's 95% interval reaches 0. Only finished (``ok``) runs count.
+    ``strict_baseline``: a ``baseline`` that names no arm is an error (see :func:`check_baseline`); off for a
+    baseline a sweep declared, whose runs may not exist yet.
     """
+    if strict_baseline:
+        check_baseline(runs, baseline)
     ok = runs[runs["status"] == "ok"] if len(runs) else runs
     if baseline is None and "standard" in set(ok.get("arm", [])):
         baseline = "standard"

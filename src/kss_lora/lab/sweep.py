@@ -47,6 +47,7 @@ from .. import rundir
 from ..config import from_dict, load_raw, parse_override, parse_yaml, resolve_config_path, set_key
 from ..errors import ConfigError, KSSError
 from ..rundir import RunDirectory
+from ..tables import fmt_label
 
 SWEEP_KEYS = (
     "name",
@@ -194,12 +195,21 @@ def parse_sweep(data: dict[str, Any], *, source: str | Path = "<mapping>", defau
         strata=None if data.get("strata") is None else [str(s) for s in data["strata"]],
         runs_dir=Path(data.get("runs_dir") or f"runs/{name}"),
         executor=executor,
-        workers=None if data.get("workers") is None else int(data["workers"]),
+        workers=_workers(data.get("workers")),
         executor_options=_mapping(data.get("executor_options"), "sweep.executor_options"),
         tracking=tracking,
         description=str(data.get("description") or ""),
         source=str(source),
     )
+
+
+def _workers(value: Any) -> int | None:
+    """``workers``: a whole number of at least 1 (``2.5``, ``"two"`` or ``true`` would be read as something else)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("sweep.workers", f"must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -234,10 +244,6 @@ def strata_keys(spec: SweepSpec) -> list[str]:
     return [k for k in spec.grid if not is_seed_key(k) and not k.startswith("method.")]
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def _short(key: str) -> str:
     return SHORT_NAMES.get(key, key.split(".")[-1])
 
@@ -269,15 +275,15 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
             raw = copy.deepcopy(spec.base)
             for key, value in params.items():
                 set_key(raw, key, value)
-            where = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or "base"
+            where = ", ".join(f"{k}={fmt_label(v)}" for k, v in params.items()) or "base"
             try:
                 cfg = from_dict(raw)
             except ConfigError as exc:
                 raise ConfigError(exc.field, f"{exc.message} (sweep point {where})") from None
             arm = str(cond_name) if cond_name else _arm_name(cfg, params, strata)
-            stratum = ", ".join(f"{_short(k)}={_fmt(params[k])}" for k in strata)
+            stratum = ", ".join(f"{_short(k)}={fmt_label(params[k])}" for k in strata)
             label = "_".join(
-                [slug(arm)] + [slug(f"{_short(k)}{_fmt(params[k])}") for k in strata] + [f"s{cfg.train.seed}"]
+                [slug(arm)] + [slug(f"{_short(k)}{fmt_label(params[k])}") for k in strata] + [f"s{cfg.train.seed}"]
             )
             run_id = cfg.run_id()
             if run_id in seen:
@@ -301,7 +307,7 @@ def _arm_name(cfg: Any, params: dict[str, Any], strata: list[str]) -> str:
     """Method label (preset or method name) plus the method settings this point varies, e.g. ``kss ρ=0.3``."""
     label = cfg.method.preset or cfg.method.name
     extra = [
-        f"{_short(k)}={_fmt(v)}"
+        f"{_short(k)}={fmt_label(v)}"
         for k, v in params.items()
         if k.startswith("method.") and k not in ("method.preset", "method.name") and k not in strata
     ]

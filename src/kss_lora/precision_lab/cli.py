@@ -53,12 +53,13 @@ def check_args(args: argparse.Namespace) -> None:
 def _precision(args: argparse.Namespace) -> int:
     check_args(args)
     from kss_lora.config import PrecisionConfig, load_config
+    from kss_lora.output_paths import check_output_dir
     from kss_lora.precision_lab.probe import probe_run
     from kss_lora.precision_lab.report import write_probe_outputs
     from kss_lora.runner import Run
 
     cfg = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else Path(cfg.output.dir) / f"precision-{cfg.run_id()}"
+    out = check_output_dir(args.out or Path(cfg.output.dir) / f"precision-{cfg.run_id()}", "--out")
     # Probe in float32: the question is what each format would do, so no format may be applied already.
     run = Run(dataclasses.replace(cfg, precision=PrecisionConfig()))
     formats = [f.lower() for f in args.formats]

@@ -206,3 +206,47 @@ def test_progress_line_one_per_crossing():
     for step in (1, 2, 3):
         line.update(step, 1, 0.5)
     assert [x.split()[1] for x in out.getvalue().splitlines()] == ["30%", "60%", "100%"]
+
+
+def _trained(tmp_path: Path, name: str, **blocks: dict) -> tuple[Run, dict]:
+    blocks["train"] = {"epochs": 1, **blocks.get("train", {})}
+    cfg = from_dict(tiny_config(tmp_path, **blocks))
+    prepared = Run(cfg)
+    return prepared, prepared.execute(tmp_path / name)
+
+
+def test_bfloat16_classification_base_with_float32_trainables(tmp_path):
+    ref_run, ref = _trained(tmp_path, "fp32")
+    bf_run, bf = _trained(tmp_path, "bf16", model={"dtype": "bfloat16"})
+    assert bf["status"] == "ok"
+    named = list(bf_run.model.named_parameters())
+    frozen = {p.dtype for n, p in named if not p.requires_grad and "classifier" not in n}  # the body
+    trainable = {p.dtype for n, p in named if p.requires_grad}  # LoRA and the head
+    assert frozen == {torch.bfloat16} and trainable == {torch.float32}
+    assert {p.dtype for p in ref_run.model.parameters()} == {torch.float32}
+    # a different number (bf16 rounding of the body), but close
+    assert bf["train_loss"] != ref["train_loss"]
+    assert bf["train_loss"] == pytest.approx(ref["train_loss"], abs=0.05)
+
+
+def test_gradient_checkpointing_is_enabled_and_trains_the_same(tmp_path):
+    ref_run, ref = _trained(tmp_path, "plain")
+    gc_run, gc = _trained(tmp_path, "gc", train={"gradient_checkpointing": True})
+    assert gc["status"] == "ok"
+    assert gc_run.model.base_model.model.is_gradient_checkpointing
+    assert not ref_run.model.base_model.model.is_gradient_checkpointing
+    # recomputation with the RNG state preserved: the same training, to float tolerance
+    assert gc["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-5)
+
+
+def test_qlora_refused_clearly_here(tmp_path, capsys):
+    llm = tiny_config(tmp_path, model={"name": "tiny-llama", "task": "causal-lm", "quantization": "4bit"})
+    assert main(["run", _write(tmp_path, llm), "--run-dir", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model.quantization") and "\n" not in err
+    assert not (tmp_path / "q").exists()
+    cls = tiny_config(tmp_path, model={"quantization": "4bit"})
+    with pytest.raises(ConfigError, match="causal-lm"):
+        Run(from_dict(cls))
+    with pytest.raises(ConfigError, match="model.quantization"):
+        from_dict(tiny_config(tmp_path, model={"quantization": "3bit"})).validate()

@@ -250,3 +250,37 @@ def test_qlora_refused_clearly_here(tmp_path, capsys):
         Run(from_dict(cls))
     with pytest.raises(ConfigError, match="model.quantization"):
         from_dict(tiny_config(tmp_path, model={"quantization": "3bit"})).validate()
+
+
+def test_kss_mirror_exits_non_zero_when_a_copy_fails(tmp_path, capsys, monkeypatch):
+    from test_lab_report import fake_runs_dir
+
+    from kss_lora.lab import tracking
+
+    def boom(run_dir, experiment):
+        raise RuntimeError("tracking server down")
+
+    runs_dir = fake_runs_dir(tmp_path, matched=False, noise=False)
+    monkeypatch.setattr(tracking, "check_backends", lambda b: list(b))
+    monkeypatch.setitem(tracking.MIRRORS, "mlflow", boom)
+    assert main(["mirror", str(runs_dir), "--to", "mlflow"]) == 1
+    err = capsys.readouterr().err
+    assert "tracking server down" in err and "copies failed" in err
+    monkeypatch.setitem(tracking.MIRRORS, "mlflow", lambda run_dir, experiment: True)
+    assert main(["mirror", str(runs_dir), "--to", "mlflow"]) == 0
+
+
+def test_tensorboard_stream_during_the_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(tmp_path, train={"epochs": 2, "log_every_steps": 1}, tracking={"stream": ["tensorboard"]})
+    run_dir = tmp_path / "runs" / "r"
+    assert main(["run", _write(tmp_path, cfg), "--run-dir", str(run_dir)]) == 0
+    events = list((tmp_path / "runs" / "tensorboard-live" / "r").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    assert [e.step for e in acc.Scalars("step/loss")] == list(range(1, 9))
+    assert [e.step for e in acc.Scalars("epoch/val_loss")] == [4, 8]
+    val = [r["val_loss"] for r in RunDirectory(run_dir).read_metrics()]
+    assert [e.value for e in acc.Scalars("epoch/val_loss")] == pytest.approx(val, rel=1e-6)

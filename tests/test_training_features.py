@@ -96,14 +96,12 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
 def test_resume_refuses_a_different_config_or_no_checkpoint(tmp_path, capsys):
     cfg = tiny_config(tmp_path, train={"epochs": 1, "checkpoint_every": 2, "max_steps": 3})
     run_dir = tmp_path / "run"
-    # A run killed after its checkpoint: simulated by a finished run whose checkpoint is written back.
-    prepared = Run(from_dict(cfg))
-    prepared.cfg.train.max_steps = 2
-    assert prepared.execute(run_dir)["status"] == "ok"
+    # A finished run has removed its checkpoint: nothing to resume.
+    assert run(from_dict(cfg), run_dir)["status"] == "ok"
     assert main(["run", _write(tmp_path, cfg), "--run-dir", str(run_dir), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     other = tiny_config(tmp_path, train={"epochs": 1, "checkpoint_every": 2, "max_steps": 3, "lr": 1e-2})
-    (run_dir / "checkpoint").mkdir()
+    (run_dir / "checkpoint").mkdir()  # a checkpoint is there, but the config now differs
     (run_dir / "checkpoint" / "state.json").write_text("{}")
     assert main(["run", _write(tmp_path, other, "other.yaml"), "--run-dir", str(run_dir), "--resume"]) == 2
     err = capsys.readouterr().err
@@ -284,3 +282,26 @@ def test_tensorboard_stream_during_the_run(tmp_path):
     assert [e.step for e in acc.Scalars("epoch/val_loss")] == [4, 8]
     val = [r["val_loss"] for r in RunDirectory(run_dir).read_metrics()]
     assert [e.value for e in acc.Scalars("epoch/val_loss")] == pytest.approx(val, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.checkpoint_every=0",
+        "train.eval_every_steps=-1",
+        "train.log_every_steps=0",
+        "train.early_stopping_patience=0",
+        "tracking.stream=[neptune]",
+    ],
+)
+def test_new_keys_are_validated(tmp_path, capsys, override):
+    cfg_path = _write(tmp_path, tiny_config(tmp_path))
+    assert main(["run", cfg_path, override, "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {override.split('=')[0]}") and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_restore_best_needs_more_than_one_evaluation(tmp_path):
+    with pytest.raises(ConfigError, match="train.restore_best"):
+        Run(from_dict(tiny_config(tmp_path, train={"epochs": 1, "restore_best": True})))

@@ -63,7 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     from .lab.tracking import metrics_stream
     from .runner import default_run_dir, run
 
-    stream = metrics_stream(cfg, args.run_dir or default_run_dir(cfg))
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # only rank 0 writes metrics, so only it streams them
+    stream = metrics_stream(cfg, args.run_dir or default_run_dir(cfg)) if main_rank else None
     try:
         result = run(cfg, args.run_dir, resume=args.resume, on_metrics=stream)
     finally:

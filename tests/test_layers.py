@@ -59,6 +59,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tasks",
             "noise",
             "rundir",
+            "checkpoints",  # training state to safetensors + JSON (resume)
+            "loop_state",  # the epoch loop's position, early stopping, divergence guard, progress line
+            "run_records",  # a run's record at start, at a failed preparation, at a failure
             "run_result",
             "variants",
             "adapter",  # the portable adapter folder the runner saves

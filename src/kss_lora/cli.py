@@ -34,6 +34,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="ddp (replicated weights), fsdp2 (sharded) or an accelerate config file (overrides launcher.profile)",
     )
     p.add_argument("--nproc", type=int, help="processes per machine (overrides launcher.num_processes)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run from its run directory's checkpoint (train.checkpoint_every; same config)",
+    )
 
 
 @command("run", "train one run and write its run directory")(_add_run_args)
@@ -53,11 +58,15 @@ def _run(args: argparse.Namespace) -> int:
 
     if cfg.launcher.name != "none" and not launch.launched():
         child = ["run", args.config, *overrides] + (["--run-dir", args.run_dir] if args.run_dir else [])
+        child += ["--resume"] if args.resume else []
         return launch.relaunch(cfg.launcher, child)
-    from .runner import run
+    from .lab.tracking import metrics_stream
+    from .runner import default_run_dir, run
 
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # only rank 0 writes metrics, so only it streams them
+    stream = metrics_stream(cfg, args.run_dir or default_run_dir(cfg)) if main_rank else None
     try:
-        result = run(cfg, args.run_dir)
+        result = run(cfg, args.run_dir, resume=args.resume, on_metrics=stream)
     finally:
         launch.shutdown_distributed()
     if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: rank 0 speaks for the run

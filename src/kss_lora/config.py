@@ -43,6 +43,8 @@ SCHEDULERS = ("linear", "cosine", "constant")
 NOISE_KINDS = ("symmetric", "asymmetric", "response-swap")
 PRECISIONS = ("fp32", "bf16", "fp8", "emu-fp8", "emu-fp4")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZATIONS = ("4bit",)
+STREAM_BACKENDS = ("mlflow", "tensorboard", "wandb")
 LAUNCHERS = ("none", "accelerate", "torchrun")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 """The spellings of ``train.device``; whether that device exists is checked where the model is placed."""
@@ -65,11 +67,16 @@ class ModelConfig:
         "(LoRA tensors stay float32). Compute precision is precision.mode.",
         "float32",
     )
+    quantization: str | None = _help(
+        f"QLoRA: load the base model quantized, one of {QUANTIZATIONS} (causal-lm, bitsandbytes and a CUDA GPU)."
+    )
 
     def validate(self) -> None:
         _choice("model.task", self.task, TASKS)
         _positive("model.max_length", self.max_length)
         _choice("model.dtype", self.dtype, MODEL_DTYPES)
+        if self.quantization is not None:
+            _choice("model.quantization", self.quantization, QUANTIZATIONS)
 
 
 @dataclass
@@ -201,6 +208,11 @@ class TrainConfig:
     gradient_checkpointing: bool = _help(
         "Recompute activations in the backward pass (less memory, about 30% more compute); for 7-8B models.", False
     )
+    checkpoint_every: int | None = _help("Save the training state every N optimizer steps (for kss run --resume).")
+    eval_every_steps: int | None = _help("Also evaluate validation every N optimizer steps (metrics.jsonl kind eval).")
+    log_every_steps: int | None = _help("Write the training loss and lr every N steps (metrics.jsonl kind step).")
+    early_stopping_patience: int | None = _help("Stop after this many evaluations without a lower val_loss.")
+    restore_best: bool = _help("At the end, put back the adapter of the evaluation with the lowest val_loss.", False)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
@@ -226,6 +238,9 @@ class TrainConfig:
             raise ConfigError("train.device", f"unknown device {self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         if self.max_steps is not None:
             _positive("train.max_steps", self.max_steps)
+        for name in ("checkpoint_every", "eval_every_steps", "log_every_steps", "early_stopping_patience"):
+            if getattr(self, name) is not None:
+                _positive(f"train.{name}", getattr(self, name))
 
 
 @dataclass
@@ -263,8 +278,13 @@ class TrackingConfig:
     free: bool = _help("Also record the training forward pass's own logits (no extra compute).", False)
     every_steps: int | None = _help("Extra eval-mode checkpoint every N steps (epoch ends and step 0 always).")
     heldout: str | None = _help("A second file of items to track (same data settings), e.g. ChaosNLI SNLI.")
+    stream: list[str] | None = _help(
+        f"Send metrics to these trackers while the run trains, any of {STREAM_BACKENDS} (extra tracking)."
+    )
 
     def validate(self) -> None:
+        for backend in self.stream or ():
+            _choice("tracking.stream", backend, STREAM_BACKENDS)
         if self.every_steps is not None:
             _positive("tracking.every_steps", self.every_steps)
         if (self.free or self.every_steps or self.heldout) and not self.per_example:

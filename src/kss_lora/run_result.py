@@ -23,6 +23,10 @@ from typing import Any
 
 STATUSES = ("running", "ok", "failed")
 FINISHED = ("ok", "failed")
+# A run whose loss blew up is ``failed`` (so every reader counts it as not-ok, and a sweep does not retry it
+# unless asked) with an error starting with this prefix: a non-finite loss, a training loss 1e4 times its first
+# step's, or a validation loss beyond that bound (kss_lora.runner).
+DIVERGED_PREFIX = "diverged: "
 
 
 def _f(*tags: str, default: Any = None) -> Any:
@@ -77,6 +81,10 @@ class RunResult:
     test_perplexity: float | None = _f("optional")
     noise_rate_realised: float | None = _f("column")  # fraction of training labels actually corrupted
     wall_time_s: float | None = _f("column", "final")
+    stopped_early: bool | None = None  # train.early_stopping_patience ended the run before its last step
+    best_epoch: int | None = None  # epoch of the lowest val_loss (its adapter is the saved one with restore_best)
+    restored_best: bool | None = _f("optional")  # train.restore_best put the best evaluation's adapter back
+    resumed_from_step: int | None = _f("optional")  # `kss run --resume`: the checkpoint's optimizer step
     distributed: dict[str, Any] | None = _f("optional")  # data-parallel ranks' agreement and memory
     extra: dict[str, Any] = field(default_factory=dict)  # undeclared keys, kept for the round trip
 
@@ -124,6 +132,11 @@ class RunResult:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def diverged(self) -> bool:
+        """The run failed because its loss blew up (:data:`DIVERGED_PREFIX`)."""
+        return self.status == "failed" and (self.error or "").startswith(DIVERGED_PREFIX)
 
     def summary(self, task: str | None = None) -> dict[str, Any]:
         """The CLI's one-line JSON summary of a run (perplexity for causal-LM runs, accuracy otherwise)."""

@@ -5,7 +5,12 @@ Layout (``result.json`` is written last; its presence with a final status is wha
     .kss-run         marker: this directory was created by kss (only such a directory is ever replaced)
     config.yaml      resolved config: every default filled in, the method's resolved values (γ, ρ, dropout)
     env.json         package versions, git commit, hardware
-    metrics.jsonl    one line per epoch (keys: epoch, step, time_s and the ``epoch`` fields of RunResult)
+    metrics.jsonl    one line per epoch (keys: epoch, step, time_s and the ``epoch`` fields of RunResult); with
+                     train.log_every_steps / train.eval_every_steps also lines with ``"kind": "step"`` or
+                     ``"kind": "eval"`` (an epoch line has no kind; :meth:`RunDirectory.read_metrics` returns
+                     only epoch lines unless asked for the others)
+    checkpoint/      with train.checkpoint_every: the latest training state (safetensors + state.json), for
+                     ``kss run --resume``; removed when the run finishes ok
     noise.npz        clean/noisy labels and the truth mask, when noise was injected (classification)
     splits.json      causal-lm: which rows of the data files went to train/validation/test
     dynamics.npz     per-example logits, when tracking.per_example is on
@@ -47,6 +52,9 @@ CONFIG_NAME = "config.yaml"
 ENV_NAME = "env.json"
 ERROR_NAME = "error.log"
 ADAPTER_NAME = "adapter"
+CHECKPOINT_NAME = "checkpoint"
+CHECKPOINT_STATE = "state.json"
+EPOCH_KIND = "epoch"  # a metrics line without "kind" is an epoch line (every file written before kinds existed)
 TRACKED_PACKAGES = (
     "kss-lora",
     "torch",
@@ -181,6 +189,77 @@ class RunDirectory:
     def append_metrics(self, row: dict[str, Any]) -> None:
         append_jsonl(self.path / METRICS_NAME, row)
 
+    def keep_metrics_lines(self, count: int) -> None:
+        """Keep the first ``count`` lines of metrics.jsonl (a resumed run drops what it will write again)."""
+        path = self.path / METRICS_NAME
+        lines = path.read_text().split("\n")[:count] if path.is_file() else []
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_NAME
+
+    def write_checkpoint(self, tensors: dict[str, dict[str, Any]], state: dict[str, Any]) -> Path:
+        """Replace the checkpoint folder atomically: ``tensors`` groups go to ``<group>.safetensors``, ``state``
+        to state.json. Written in a temporary folder, then renamed; the previous checkpoint is removed only
+        once the new one is in place (a kill in between leaves the previous one as ``.checkpoint.old``)."""
+        from safetensors.torch import save_file
+
+        tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=".checkpoint."))
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())
+            for group, named in tensors.items():
+                save_file(named, str(tmp / f"{group}.safetensors"))
+            atomic_write_json(tmp / CHECKPOINT_STATE, state)
+            old = self.path / ".checkpoint.old"
+            if old.exists():
+                shutil.rmtree(old)
+            if self.checkpoint.exists():
+                os.replace(self.checkpoint, old)
+            os.replace(tmp, self.checkpoint)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.checkpoint
+
+    def _checkpoint_folder(self) -> Path | None:
+        for folder in (self.checkpoint, self.path / ".checkpoint.old"):  # .old: killed while replacing
+            if (folder / CHECKPOINT_STATE).is_file():
+                return folder
+        return None
+
+    def read_checkpoint_state(self) -> dict[str, Any] | None:
+        """state.json of the latest checkpoint; ``None`` when there is none."""
+        folder = self._checkpoint_folder()
+        if folder is None:
+            return None
+        try:
+            return json.loads((folder / CHECKPOINT_STATE).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptRecord(f"{folder}: unreadable checkpoint ({_reason(exc)}); rerun without --resume") from None
+
+    def read_checkpoint(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]] | None:
+        """``(tensor groups, state)`` of the latest checkpoint; ``None`` when there is none."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        state = self.read_checkpoint_state()
+        folder = self._checkpoint_folder()
+        if state is None or folder is None:
+            return None
+        try:
+            groups = {f.name.removesuffix(".safetensors"): load_file(str(f)) for f in folder.glob("*.safetensors")}
+        except (OSError, SafetensorError) as exc:
+            raise CorruptRecord(f"{folder}: unreadable checkpoint ({_reason(exc)}); rerun without --resume") from None
+        return groups, state
+
+    def remove_checkpoint(self) -> None:
+        for folder in (self.checkpoint, self.path / ".checkpoint.old"):
+            if folder.exists():
+                shutil.rmtree(folder)
+
     def write_result(self, result: RunResult) -> None:
         atomic_write_json(self.path / RESULT_NAME, result.to_dict())
 
@@ -213,8 +292,9 @@ class RunDirectory:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
             raise CorruptRecord(f"{path}: not a readable run record ({_reason(exc)}); rerun it") from None
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        """The epoch rows. A last line cut by a kill is ignored; any other bad line raises :class:`CorruptRecord`."""
+    def read_metrics(self, kinds: tuple[str, ...] = (EPOCH_KIND,)) -> list[dict[str, Any]]:
+        """The epoch rows (or the rows of ``kinds``: ``"epoch"``, ``"step"``, ``"eval"``; a line without a kind
+        is an epoch line). A last line cut by a kill is ignored; any other bad line raises :class:`CorruptRecord`."""
         path = self.path / METRICS_NAME
         if not path.is_file():
             return []
@@ -235,7 +315,8 @@ class RunDirectory:
                 raise CorruptRecord(f"{path}: line {number} is not JSON; rerun the run") from None
             if not isinstance(row, dict):
                 raise CorruptRecord(f"{path}: line {number} is not a mapping of metrics; rerun the run")
-            rows.append(row)
+            if row.get("kind", EPOCH_KIND) in kinds:
+                rows.append(row)
         return rows
 
     def read_config(self) -> dict[str, Any] | None:
@@ -316,9 +397,9 @@ def read_result(run_dir: str | Path) -> dict[str, Any] | None:
     return None if result is None else result.to_dict()
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+def read_metrics(run_dir: str | Path, kinds: tuple[str, ...] = (EPOCH_KIND,)) -> list[dict[str, Any]]:
     try:
-        return RunDirectory(run_dir).read_metrics()
+        return RunDirectory(run_dir).read_metrics(kinds)
     except CorruptRecord:
         return []
 

@@ -26,6 +26,7 @@ import math
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,16 +34,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoints import (
+    check_resume,
+    load_trainable_state,
+    restore_training_state,
+    save_training_state,
+    trainable_state,
+)
 from .config import RunConfig, to_yaml
 from .dynamics.records import DynamicsRecorder
 from .errors import KSSError, TrainingDiverged
 from .fsdp import full_trainable_state, resident_parameter_mb, shard_model
 from .launch import DistContext, init_distributed, mask_digest, params_digest, peak_memory_mb
+from .loop_state import LoopState, ProgressLine, check_loop_options, progress_bar
 from .methods import ResolvedMethod, masked_parameters, resolve_method, wrap_model
 from .methods.kss import attach_kss
 from .models import check_max_length, load_tokenizer, resolve_device
 from .precision.runtime import PrecisionRuntime
-from .run_result import RunResult
+from .run_records import _failure, default_run_dir, new_result, record_prepare_failure
+from .run_result import DIVERGED_PREFIX, RunResult
 from .rundir import RunDirectory
 from .tasks import EvalOutput, Task, make_task
 from .tasks.classification import Batches, collate, mean_loss, predict_logits, tokenize
@@ -87,35 +97,6 @@ def build_model(
     return model
 
 
-def new_result(cfg: RunConfig, method: ResolvedMethod, task: Task | None = None) -> RunResult:
-    """The record of a run about to train (``task`` prepared) or that could not be prepared (``task`` None)."""
-    result = RunResult(
-        status="running",
-        run_id=cfg.run_id(),
-        method=method.name,
-        preset=method.preset,
-        condition=method.label(),
-        rank=method.rank,
-        gamma=method.gamma,
-        sparsity=method.sparsity,
-        mask_mode=method.mask_mode,
-        seed=cfg.train.seed,
-        noise_rate=cfg.noise.rate,
-        noise_kind=cfg.noise.kind,
-        precision=cfg.precision.mode,
-        model=cfg.model.name,
-        task=cfg.model.task,
-        lr=cfg.train.lr,
-        description=cfg.description,
-    )
-    if task is not None:
-        result.n_train = len(task.train_batches)
-        result.n_val = len(task.val_batches)
-        result.n_test = len(task.test_batches) if task.test_batches is not None else 0
-        result.update(task.result_extra())
-    return result
-
-
 @dataclass
 class _Optimisation:
     """What the training step needs besides the model: parameters, optimizer, schedule, KSS mask."""
@@ -149,6 +130,7 @@ class Run:
         initial_adapter: torch.nn.Module | None = None,
         checkpoints_per_epoch: int | None = None,
         eval_examples: int | None = None,
+        on_metrics: Callable[[dict[str, Any]], None] | None = None,
     ):
         self.variant = RunVariant(
             train_index=None if train_index is None else np.asarray(train_index, dtype=np.int64),
@@ -160,9 +142,14 @@ class Run:
         ).validate(cfg.model.task)
         self.cfg = cfg
         self.method: ResolvedMethod = resolve_method(cfg.method)
+        self.on_metrics = on_metrics  # e.g. kss_lora.lab.tracking.metrics_stream: each metrics line as written
+        self.resumed_from_step: int | None = None
+        self._best: dict[str, torch.Tensor] | None = None
+        self.t0 = time.time()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.dist: DistContext = init_distributed(cfg.launcher, cfg.train.device)
+        check_loop_options(cfg, sharded=self.dist.fsdp is not None)
         self.device = self._device(cfg.train.device)
         self.task: Task = make_task(cfg)
         self.task.load_data()
@@ -262,8 +249,9 @@ class Run:
             self.recorder.record_checkpoint(step, train_out.record, heldout)
         return train_out
 
-    def epoch_metrics(self, epoch: int, step: int, running: float) -> dict[str, Any]:
-        train_out = self.checkpoint(step)
+    def epoch_metrics(self, epoch: int, step: int, running: float, *, record: bool = True) -> dict[str, Any]:
+        """An epoch row; ``record`` also makes it a dynamics checkpoint (off for a restored best adapter)."""
+        train_out = self.checkpoint(step) if record else self.evaluate_split(self.train_batches)
         clean = self.task.clean_train_output(train_out, self.evaluate_split)
         train = self.task.split_metrics("train", train_out)
         val = self.task.split_metrics("val", self.evaluate_split(self.val_batches))
@@ -302,8 +290,10 @@ class Run:
             named, params, optimizer, scheduler, kss, masker, tc.batch_size // tc.grad_accum, steps_per_epoch, total
         )
 
-    def train(self, directory: RunDirectory | Path) -> dict[str, Any]:
-        """The epoch loop: a permutation per epoch, a :meth:`step` per global batch, metrics at epoch ends."""
+    def train(self, directory: RunDirectory | Path, *, resume: bool = False) -> dict[str, Any]:
+        """The epoch loop: a permutation per epoch, a :meth:`step` per global batch, metrics at epoch ends (and
+        every ``train.eval_every_steps``), a checkpoint every ``train.checkpoint_every`` steps; ``resume``
+        continues from the run directory's checkpoint instead of step 0."""
         run_dir = directory if isinstance(directory, RunDirectory) else RunDirectory(directory)
         cfg, tc, dist = self.cfg, self.cfg.train, self.dist
         opt = self._optimisation()
@@ -315,36 +305,71 @@ class Run:
         # training (another run, a test) must not change this run's numbers.
         seed_everything(tc.seed)
         order_gen = np.random.default_rng(tc.seed)  # the same permutation on every rank
-        bar = _progress(opt.total, enabled=tc.progress and dist.is_main, desc=self.method.label())
-        step, history = 0, []
-        self.model.train()
-        for epoch in range(1, tc.epochs + 1):
-            perm = order_gen.permutation(len(self.train_batches))
-            running_sum, running_n = 0.0, 0.0
-            for start in range(0, len(perm), tc.batch_size):
-                loss_sum, n_examples = self.step(opt, perm[start : start + tc.batch_size], step, epoch)
-                running_sum += loss_sum
-                running_n += n_examples
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{running_sum / max(running_n, 1):.4f}", epoch=epoch)
-                if step >= opt.total:
-                    break
-                if track.every_steps and step % track.every_steps == 0 and step % opt.steps_per_epoch:
-                    self.checkpoint(step)
-            row = self.epoch_metrics(epoch, step, running_sum / max(running_n, 1))
-            row["time_s"] = round(time.time() - self.t0, 2)
-            if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
-                raise TrainingDiverged(f"evaluation loss is not finite after epoch {epoch}: {row}")
+        loop, self._best = LoopState(), None
+        if resume:
+            saved, self._best = restore_training_state(run_dir, self.model, opt.optimizer, opt.scheduler, opt.masker)
+            loop = LoopState.from_json(saved)
             if dist.is_main:
-                run_dir.append_metrics(row)
-            history.append(row)
-            if step >= opt.total:
-                break
+                run_dir.keep_metrics_lines(loop.metrics_lines)  # what comes after the checkpoint is written again
+            self.t0 = time.time() - loop.elapsed_s
+            self.resumed_from_step = loop.step
+        bar = progress_bar(opt.total, enabled=tc.progress and dist.is_main, desc=self.method.label())
+        bar.update(loop.step)
+        lines = ProgressLine(opt.total, enabled=tc.progress and dist.is_main, t0=self.t0)
+        n_train = len(self.train_batches)
+        self.model.train()
+        while loop.epoch <= tc.epochs and loop.step < opt.total and not loop.stopped_early:
+            if loop.order_state is None:
+                loop.order_state = order_gen.bit_generator.state
+            order_gen.bit_generator.state = loop.order_state  # a resumed epoch draws its permutation again
+            perm = order_gen.permutation(n_train)
+            while loop.position < n_train and loop.step < opt.total:
+                lr = float(opt.optimizer.param_groups[0]["lr"])
+                loss_sum, n_examples = self.step(
+                    opt, perm[loop.position : loop.position + tc.batch_size], loop.step, loop.epoch
+                )
+                loop.running_sum += loss_sum
+                loop.running_n += n_examples
+                loop.step += 1
+                loop.position += tc.batch_size
+                step_loss = loss_sum / max(n_examples, 1)
+                loop.check_divergence(step_loss, loop.step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loop.running_loss:.4f}", epoch=loop.epoch)
+                lines.update(loop.step, loop.epoch, loop.running_loss)
+                if tc.log_every_steps and loop.step % tc.log_every_steps == 0:
+                    self._emit(
+                        run_dir,
+                        loop,
+                        {"kind": "step", "epoch": loop.epoch, "step": loop.step, "loss": step_loss, "lr": lr},
+                    )
+                ends_epoch = loop.position >= n_train or loop.step >= opt.total
+                if not ends_epoch and track.every_steps and loop.step % track.every_steps == 0:
+                    self.checkpoint(loop.step)
+                if not ends_epoch and tc.eval_every_steps and loop.step % tc.eval_every_steps == 0:
+                    self._evaluate_val(run_dir, loop)
+                if tc.checkpoint_every and loop.step % tc.checkpoint_every == 0:
+                    self._save_checkpoint(run_dir, opt, loop)
+                if loop.stopped_early:
+                    break
+            row = self.epoch_metrics(loop.epoch, loop.step, loop.running_loss)
+            row["time_s"] = round(time.time() - self.t0, 2)
+            self._check_evaluation(loop, row)
+            self._emit(run_dir, loop, row)
+            loop.history.append(row)
+            if not loop.stopped_early:
+                self._evaluated(loop, row["val_loss"])
+            loop.epoch, loop.position, loop.order_state = loop.epoch + 1, 0, None
+            loop.running_sum = loop.running_n = 0.0
         bar.close()
-        out: dict[str, Any] = {"history": history, "steps": step, "kss": opt.kss}
+        final_row, restored = loop.history[-1], False
+        if tc.restore_best and self._best is not None and loop.best_step != loop.step:
+            load_trainable_state(self.model, self._best)
+            final_row, restored = self.epoch_metrics(loop.best_epoch, loop.best_step, float("nan"), record=False), True
+        out: dict[str, Any] = {"history": [final_row], "steps": loop.step, "kss": opt.kss, "loop": loop}
+        out["restored_best"] = restored if tc.restore_best else None
         if dist.enabled:
-            out["distributed"] = self._check_ranks_agree(opt.masker, opt.named, step)
+            out["distributed"] = self._check_ranks_agree(opt.masker, opt.named, loop.step)
         if opt.masker is not None:
             opt.masker.detach()
         if self.recorder is not None:
@@ -352,6 +377,50 @@ class Run:
             if dist.is_main:
                 self.recorder.save(run_dir.path)
         return out
+
+    def _emit(self, run_dir: RunDirectory, loop: LoopState, row: dict[str, Any]) -> None:
+        """One metrics.jsonl line (rank 0), also to the streaming callback; a failing callback never fails a run."""
+        loop.metrics_lines += 1
+        if not self.dist.is_main:
+            return
+        run_dir.append_metrics(row)
+        if self.on_metrics is not None:
+            try:
+                self.on_metrics(row)
+            except Exception as exc:  # noqa: BLE001 - a tracker is a mirror, the run directory is the record
+                print(f"warning: streaming metrics failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def _check_evaluation(self, loop: LoopState, row: dict[str, Any]) -> None:
+        if not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss") if k in row):
+            raise TrainingDiverged(f"{DIVERGED_PREFIX}evaluation loss is not finite at step {loop.step}: {row}")
+        loop.check_val_divergence(row["val_loss"])
+
+    def _evaluate_val(self, run_dir: RunDirectory, loop: LoopState) -> None:
+        """A validation evaluation between epoch ends (``train.eval_every_steps``): a kind-eval metrics line."""
+        val = self.task.split_metrics("val", self.evaluate_split(self.val_batches))
+        row = {"kind": "eval", "epoch": loop.epoch, "step": loop.step, **val, "time_s": round(time.time() - self.t0, 2)}
+        self._check_evaluation(loop, row)
+        self._emit(run_dir, loop, row)
+        self._evaluated(loop, row["val_loss"])
+
+    def _evaluated(self, loop: LoopState, val_loss: float) -> None:
+        best, _ = loop.evaluated(val_loss, self.cfg.train.early_stopping_patience)
+        if best and self.cfg.train.restore_best:
+            self._best = trainable_state(self.model)
+
+    def _save_checkpoint(self, run_dir: RunDirectory, opt: _Optimisation, loop: LoopState) -> None:
+        loop.elapsed_s = time.time() - self.t0
+        if self.dist.is_main:
+            save_training_state(
+                run_dir,
+                self.model,
+                opt.optimizer,
+                opt.scheduler,
+                opt.masker,
+                loop.to_json(),
+                self.cfg.run_id(),
+                self._best,
+            )
 
     def step(self, opt: _Optimisation, batch_idx: np.ndarray, step: int, epoch: int) -> tuple[float, float]:
         """One optimizer step on a global batch; returns (summed loss, examples) over every rank.
@@ -430,14 +499,15 @@ class Run:
         rec.free_index = [a for p in parts for a in p[1]]
         rec.free_logits = [a for p in parts for a in p[2]]
 
-    def execute(self, directory: Path | None = None) -> dict[str, Any]:
+    def execute(self, directory: Path | None = None, *, resume: bool = False) -> dict[str, Any]:
         """Train, evaluate and write the run directory; returns result.json's content (never raises for
         training failures: they are recorded with ``status: failed``). With data-parallel processes every
         rank trains and returns the result; only rank 0 writes. Raises :class:`~kss_lora.errors.ConfigError`
-        before anything is written when ``directory`` holds files kss did not write."""
+        before anything is written when ``directory`` holds files kss did not write. ``resume``: continue
+        from the directory's checkpoint (checked by :func:`~kss_lora.checkpoints.check_resume`), keeping its files."""
         run_dir = RunDirectory(directory if directory is not None else self.run_dir())
         main = self.dist.is_main
-        if main:
+        if main and not resume:
             run_dir.create()
             run_dir.write_config(to_yaml(self.cfg, self.method))
             run_dir.write_env()
@@ -445,10 +515,13 @@ class Run:
         self.t0 = time.time()
         result = self.base_result()
         try:
-            out = self.train(run_dir)
+            out = self.train(run_dir, resume=resume)
             result.update(self.final_metrics(out["history"]))
             result.steps, result.status = out["steps"], "ok"
             result.distributed = out.get("distributed")
+            loop = out["loop"]
+            result.stopped_early, result.best_epoch = loop.stopped_early, loop.best_epoch
+            result.restored_best, result.resumed_from_step = out["restored_best"], self.resumed_from_step
             if self.cfg.output.save_adapter:
                 # FSDP2: every rank takes part in gathering the trainable tensors; rank 0 writes them.
                 state = full_trainable_state(self.model) if self.dist.fsdp is not None else None
@@ -459,10 +532,12 @@ class Run:
                 run_dir.write_error(traceback.format_exc())
             else:  # only rank 0 writes files: another rank's failure goes to its stderr
                 print(f"[rank {self.dist.rank}] {traceback.format_exc()}", file=sys.stderr)
-            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+            result.status, result.error = "failed", _failure(exc)
         result.wall_time_s = round(time.time() - self.t0, 2)
         if main:
             run_dir.write_result(result)
+            if result.status == "ok":
+                run_dir.remove_checkpoint()  # a finished run is not resumed
         return result.to_dict()
 
     def base_result(self) -> RunResult:
@@ -488,43 +563,19 @@ class Run:
         )
 
 
-def default_run_dir(cfg: RunConfig, method: ResolvedMethod | None = None) -> Path:
-    """``output.dir/<run_name>``, else ``output.dir/<method label>-<run id>``."""
-    out = cfg.output
-    label = (method or resolve_method(cfg.method)).label()
-    return Path(out.dir) / (out.run_name or f"{label}-{cfg.run_id()}")
-
-
-def record_prepare_failure(cfg: RunConfig, directory: Path, exc: BaseException) -> dict[str, Any]:
-    """A run that could not even start still gets a run directory saying why, with the same record."""
-    method = resolve_method(cfg.method)
-    run_dir = RunDirectory(directory).create()
-    run_dir.write_config(to_yaml(cfg, method))
-    run_dir.write_error("".join(traceback.format_exception(exc)))
-    message = str(exc) if isinstance(exc, KSSError) else f"{type(exc).__name__}: {exc}"
-    result = new_result(cfg, method)
-    result.status, result.stage = "failed", "prepare"
-    result.error = message.splitlines()[0] if message else type(exc).__name__
-    run_dir.write_result(result)
-    return result.to_dict()
-
-
-def _progress(total: int, *, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    # disable=None lets tqdm switch itself off when stderr is not a terminal (logs stay readable).
-    return tqdm(total=total, disable=True if not enabled else None, desc=desc, unit="step", leave=False)
-
-
-def run(cfg: RunConfig, directory: str | Path | None = None, **variant: Any) -> dict[str, Any]:
+def run(cfg: RunConfig, directory: str | Path | None = None, *, resume: bool = False, **variant: Any) -> dict[str, Any]:
     """Prepare (raising :class:`KSSError` on bad input, before anything is written) and execute one run.
 
-    ``variant``: keyword arguments of :class:`Run` (a training subset, relabelled targets...).
+    ``resume``: continue the run in ``directory`` from its checkpoint (same config, else ConfigError).
+    ``variant``: keyword arguments of :class:`Run` (a training subset, relabelled targets, ``on_metrics``...).
     """
     target = Path(directory) if directory is not None else default_run_dir(cfg)
-    RunDirectory(target).check_replaceable()  # before the minutes of preparation, on every rank
+    if resume:
+        check_resume(cfg, target)
+    else:
+        RunDirectory(target).check_replaceable()  # before the minutes of preparation, on every rank
     prepared = Run(cfg, **variant)
-    return prepared.execute(target)
+    return prepared.execute(target, resume=resume)
 
 
 __all__ = [

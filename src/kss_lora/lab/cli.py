@@ -176,6 +176,9 @@ def _add_mirror_args(p: argparse.ArgumentParser) -> None:
 def _mirror(args: argparse.Namespace) -> int:
     from .tracking import mirror_runs
 
-    count = mirror_runs(args.runs_dir, args.to, experiment=args.experiment)
+    count, failures = mirror_runs(args.runs_dir, args.to, experiment=args.experiment, report_failures=True)
     print(f"mirrored {count} runs to {', '.join(args.to)}", file=sys.stderr)
+    if failures:
+        print(f"error: {failures} copies failed (see the warnings above)", file=sys.stderr)
+        return 1
     return 0

@@ -168,8 +168,11 @@ def check_backends(backends: Iterable[str]) -> list[str]:
     return backends
 
 
-def mirror_run(run_dir: str | Path, backends: Iterable[str], *, experiment: str = "kss-lora") -> dict[str, bool]:
-    """Mirror one finished run; returns ``{backend: mirrored now}``. Errors are warnings, never raised."""
+def mirror_run(
+    run_dir: str | Path, backends: Iterable[str], *, experiment: str = "kss-lora", failed: list[str] | None = None
+) -> dict[str, bool]:
+    """Mirror one finished run; returns ``{backend: mirrored now}``. Errors are warnings, never raised (each
+    failing backend is appended to ``failed`` when given)."""
     out = {}
     for b in backends:
         try:
@@ -181,15 +184,97 @@ def mirror_run(run_dir: str | Path, backends: Iterable[str], *, experiment: str 
                 f"warning: could not mirror {Path(run_dir).name} to {b}: {type(exc).__name__}: {exc}", file=sys.stderr
             )
             out[b] = False
+            if failed is not None:
+                failed.append(b)
     return out
 
 
-def mirror_runs(runs_dir: str | Path, backends: Iterable[str], *, experiment: str | None = None) -> int:
-    """Mirror every finished run of a runs directory; returns how many runs were newly mirrored anywhere."""
+def mirror_runs(
+    runs_dir: str | Path, backends: Iterable[str], *, experiment: str | None = None, report_failures: bool = False
+) -> Any:
+    """Mirror every finished run of a runs directory; returns how many runs were newly mirrored anywhere
+    (with ``report_failures``: ``(that count, how many copies failed)``, so ``kss mirror`` can exit non-zero)."""
     backends = check_backends(backends)
     experiment = experiment or Path(runs_dir).resolve().name
-    count = 0
+    count, failed = 0, []
     for d in find_run_directories(runs_dir):
-        if any(mirror_run(d, backends, experiment=experiment).values()):
+        if any(mirror_run(d, backends, experiment=experiment, failed=failed).values()):
             count += 1
-    return count
+    return (count, len(failed)) if report_failures else count
+
+
+def metrics_stream(cfg: Any, run_dir: str | Path) -> Any:
+    """The runner's ``on_metrics`` callback for ``tracking.stream``: each metrics.jsonl line, as it is written,
+    goes to the named trackers (epoch and eval lines by epoch/step, step lines by step); ``None`` when not set.
+
+    The run directory stays the record: a tracker that fails prints a warning (the runner catches it), and
+    ``kss mirror`` can still copy the finished run.
+    """
+    backends = check_backends(cfg.tracking.stream or ())
+    if not backends:
+        return None
+    writers: list[Any] = []
+    run_dir = Path(run_dir)
+    if "tensorboard" in backends:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writers.append(
+            _TensorBoardStream(SummaryWriter(log_dir=str(run_dir.parent / "tensorboard-live" / run_dir.name)))
+        )
+    if "mlflow" in backends:
+        writers.append(_MlflowStream(run_dir))
+    if "wandb" in backends:
+        writers.append(_WandbStream(run_dir))
+
+    def on_metrics(row: dict[str, Any]) -> None:
+        kind = row.get("kind", "epoch")
+        values = _numbers(row, [k for k in row if k not in ("epoch", "step", "kind", "time_s")])
+        step = int(row.get("step", 0))
+        for w in writers:
+            w.log({f"{kind}/{k}": v for k, v in values.items()}, step)
+
+    return on_metrics
+
+
+class _TensorBoardStream:
+    def __init__(self, writer: Any):
+        self.writer = writer
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, global_step=step)
+        self.writer.flush()
+
+
+class _MlflowStream:
+    def __init__(self, run_dir: Path):
+        import mlflow
+
+        root = run_dir.parent.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow-live.db'}")
+        mlflow.set_experiment(root.name)
+        self.mlflow, self.run = mlflow, mlflow.start_run(run_name=run_dir.name)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(
+            {k.replace("/", "."): v for k, v in values.items()}, step=step, run_id=self.run.info.run_id
+        )
+
+
+class _WandbStream:
+    def __init__(self, run_dir: Path):
+        import wandb
+
+        wandb_dir = run_dir.parent / "wandb"
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=run_dir.parent.resolve().name,
+            name=f"{run_dir.name}-live",
+            dir=str(wandb_dir),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            reinit="finish_previous",
+        )
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.run.log(values, step=step)

@@ -8,6 +8,9 @@ from .base import EvalOutput, Task, loss_to_pseudo_logits
 
 def make_task(cfg: RunConfig) -> Task:
     """The task object for ``cfg.model.task``."""
+    from .memory import check_quantization
+
+    check_quantization(cfg)
     if cfg.model.task == "causal-lm":
         from .causal_lm import CausalLMTask
 

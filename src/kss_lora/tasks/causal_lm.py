@@ -38,6 +38,7 @@ from ..errors import ConfigError, DataError
 from ..models import BUILTIN_MODELS, load_model
 from ..rundir import RunDirectory
 from .base import EvalOutput, Task, loss_to_pseudo_logits
+from .memory import prepare_quantized, quantization_config
 
 IGNORE = -100
 
@@ -243,7 +244,16 @@ class CausalLMTask(Task):
     def build_model(self, tokenizer: Any, extra_classes: int = 0) -> nn.Module:
         c = self.cfg
         dtype = getattr(torch, c.model.dtype)
-        if dtype != torch.float32 and c.model.name not in BUILTIN_MODELS:
+        if c.model.quantization is not None:  # checked by make_task: bitsandbytes and a CUDA GPU are there
+            model = _load_hf_causal_lm(
+                c.model.name,
+                dtype=torch.bfloat16,
+                trust_remote_code=c.model.trust_remote_code,
+                seed=c.train.seed,
+                quantization_config=quantization_config(),
+            )
+            model = prepare_quantized(model, c.train.gradient_checkpointing)
+        elif dtype != torch.float32 and c.model.name not in BUILTIN_MODELS:
             model = _load_hf_causal_lm(
                 c.model.name, dtype=dtype, trust_remote_code=c.model.trust_remote_code, seed=c.train.seed
             )
@@ -260,7 +270,7 @@ class CausalLMTask(Task):
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         model.config.use_cache = False  # training and scoring never reuse a cache
-        if c.train.gradient_checkpointing:
+        if c.train.gradient_checkpointing and c.model.quantization is None:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
 
@@ -381,12 +391,16 @@ def _safe_exp(x: float) -> float:
     return math.exp(x) if x < 700 else float("inf")
 
 
-def _load_hf_causal_lm(name: str, *, dtype: torch.dtype, trust_remote_code: bool, seed: int) -> nn.Module:
-    """An HF causal LM loaded straight in ``dtype`` (a 7-8B model in float32 needs 32 GB of host memory)."""
+def _load_hf_causal_lm(
+    name: str, *, dtype: torch.dtype, trust_remote_code: bool, seed: int, quantization_config: Any = None
+) -> nn.Module:
+    """An HF causal LM loaded straight in ``dtype`` (a 7-8B model in float32 needs 32 GB of host memory), or
+    quantized to 4 bits (QLoRA) with ``quantization_config``."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
+    extra = {} if quantization_config is None else {"quantization_config": quantization_config, "device_map": {"": 0}}
     try:
-        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
     except OSError as exc:
         raise ConfigError("model.name", f"cannot load {name!r} ({str(exc).splitlines()[0]})") from None

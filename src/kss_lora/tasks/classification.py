@@ -17,6 +17,7 @@ from ..dynamics.metrics import per_example_from_logits
 from ..models import load_model
 from ..rundir import RunDirectory
 from .base import EvalOutput, Task
+from .memory import enable_gradient_checkpointing, half_base_float_head
 
 
 @dataclass
@@ -121,7 +122,7 @@ class ClassificationTask(Task):
 
     def build_model(self, tokenizer: Any, extra_classes: int = 0) -> nn.Module:
         c = self.cfg
-        return load_model(
+        model = load_model(
             c.model.name,
             task="classification",
             num_labels=self.data.num_labels + extra_classes,
@@ -129,6 +130,11 @@ class ClassificationTask(Task):
             seed=c.train.seed,
             trust_remote_code=c.model.trust_remote_code,
         )
+        # Loaded in float32 (the new head's init is the same whatever the dtype), then the body is cast.
+        model = half_base_float_head(model, getattr(torch, c.model.dtype))
+        if c.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        return model
 
     def tokenize(self, tokenizer: Any) -> None:
         ml = self.cfg.model.max_length

@@ -237,3 +237,21 @@ def test_yaml_merge_keys_still_override(tmp_path):
 def test_bad_target_modules_regex_is_refused(tmp_path, capsys):
     err = kss_run(tmp_path, capsys, "method.target_modules=.*(query")
     assert err.startswith("error: method.target_modules: '.*(query' is not a valid regular expression (")
+
+
+def test_aggregate_and_ls_refuse_a_folder_as_their_output_file(tmp_path, capsys):
+    from kss_lora.cli import main
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for argv in (
+        ["aggregate", str(runs), "--csv", str(folder)],
+        ["aggregate", str(runs), "--markdown", str(folder)],
+        ["ls", str(runs), "--csv", str(folder)],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --") and "is a directory" in err and "\n" not in err
+    assert list(folder.iterdir()) == []

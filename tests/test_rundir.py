@@ -329,3 +329,12 @@ def test_run_variants_are_checked_before_anything_loads():
         RunVariant(checkpoints_per_epoch=0).validate("classification")
     assert RunVariant(checkpoints_per_epoch=3).every_steps(n_train=100, batch_size=10) == 4  # 10 steps / 3
     assert RunVariant(checkpoints_per_epoch=1).every_steps(n_train=100, batch_size=10) is None
+
+
+def test_run_id_ignores_fields_that_only_change_what_is_written():
+    from kss_lora.config import load_config
+
+    base = load_config("quickstart")
+    for override in ("train.checkpoint_every=5", "train.log_every_steps=1", "tracking.stream=[tensorboard]"):
+        assert load_config("quickstart", [override]).run_id() == base.run_id(), override
+    assert load_config("quickstart", ["train.early_stopping_patience=2"]).run_id() != base.run_id()

@@ -61,6 +61,15 @@ FIRST_ID_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Fields that never change what is computed, only what is written or shown along the way: never hashed, so
+# turning on checkpoints, step lines or a live tracker does not make a finished run look unfinished.
+# (train.progress predates this list and stays in FIRST_ID_FIELDS: removing it would move every published id.)
+NEVER_HASHED_FIELDS: dict[str, tuple[str, ...]] = {
+    "train": ("checkpoint_every", "log_every_steps"),
+    "tracking": ("stream",),
+}
+
+
 def run_id_of(blocks: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> str:
     """The id of a config given as ``{block: (values, defaults)}``.
 
@@ -72,7 +81,9 @@ def run_id_of(blocks: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> str:
     for name, (values, defaults) in blocks.items():
         if name in NOT_HASHED:
             continue
-        always = FIRST_ID_FIELDS.get(name, ())
-        hashed[name] = {k: v for k, v in values.items() if k in always or k not in defaults or v != defaults[k]}
+        always, never = FIRST_ID_FIELDS.get(name, ()), NEVER_HASHED_FIELDS.get(name, ())
+        hashed[name] = {
+            k: v for k, v in values.items() if k not in never and (k in always or k not in defaults or v != defaults[k])
+        }
     blob = json.dumps(hashed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -86,8 +86,11 @@ def _add_ls_args(p: argparse.ArgumentParser) -> None:
 
 @command("ls", "list the runs in a runs directory")(_add_ls_args)
 def _ls(args: argparse.Namespace) -> int:
+    from ..output_paths import check_output_file
     from .registry import format_runs, load_runs, points_not_run
 
+    if args.csv:
+        check_output_file(args.csv, "--csv")
     runs = load_runs(args.runs_dir, sweep=args.sweep)
     if args.status:
         runs = runs[runs["status"] == args.status]
@@ -114,9 +117,13 @@ def _add_aggregate_args(p: argparse.ArgumentParser) -> None:
     _add_aggregate_args
 )
 def _aggregate(args: argparse.Namespace) -> int:
+    from ..output_paths import check_output_file
     from .registry import default_baseline, load_runs
     from .stats import aggregate, to_markdown
 
+    for path, flag in ((args.csv, "--csv"), (args.markdown, "--markdown")):
+        if path:
+            check_output_file(path, flag)  # before any work: a folder named as the file is a one-line error
     runs = load_runs(args.runs_dir, sweep=args.sweep)
     table = aggregate(runs, baseline=args.baseline or default_baseline(args.runs_dir, runs, sweep=args.sweep))
     md = to_markdown(table)

@@ -59,3 +59,15 @@ def test_slurm_executor_via_submitit_local(tmp_path):
     summary = run_sweep(spec, progress=False)
     assert summary.done == 2
     assert list(load_runs(spec.runs_dir)["status"]) == ["ok", "ok"]
+
+
+def test_local_workers_keep_torchao_off_when_the_command_does(monkeypatch):
+    """`kss sweep` hides torchao (no warnings on every run); its spawned workers must too, and only then."""
+    pytest.importorskip("torchao")
+    import importlib.util
+
+    ((_, shown),) = list(map_unordered(importlib.util.find_spec, ["torchao"], executor="local", workers=1))
+    assert shown is not None  # a plain Python caller: the worker's imports are left alone
+    monkeypatch.setitem(__import__("sys").modules, "torchao", None)  # what kss_lora.cli.entry does
+    ((_, hidden),) = list(map_unordered(importlib.util.find_spec, ["torchao"], executor="local", workers=1))
+    assert hidden is None

@@ -22,6 +22,7 @@ out of memory, node lost), and the sweep leaves that run unfinished so the next 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -83,10 +84,15 @@ def default_workers() -> int:
     return len(visible_gpus()) or (os.cpu_count() or 1)
 
 
-def _init_worker(gpu_queue: Any, threads: int) -> None:
+def _init_worker(gpu_queue: Any, threads: int, defer_torchao: bool = False) -> None:
     """Runs first in each worker: pin one GPU (before torch initialises CUDA), size the CPU thread pool,
-    and ask Linux to kill this worker when the sweep process dies."""
+    and ask Linux to kill this worker when the sweep process dies. A worker of the ``kss`` command keeps
+    torchao off its default path as the command does (:mod:`kss_lora.optional_imports`)."""
     _die_with_parent()
+    if defer_torchao:
+        from ..optional_imports import defer_torchao as defer
+
+        defer()
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_queue.get()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -134,7 +140,10 @@ def _local(fn: Callable[[Any], Any], tasks: list[Any], workers: int) -> Iterator
     while pending:
         # Keep at most `workers` runs in flight so a pool that breaks (a worker killed) loses only those.
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(gpu_queue, threads)
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(gpu_queue, threads, "torchao" in sys.modules and sys.modules["torchao"] is None),
         )
         in_flight: dict[Future, Any] = {}
         broken = False

@@ -242,11 +242,8 @@ def compare(
         control=control_label,
         n_treatment=len(t),
         n_control=len(c),
-        effect=float(w["effect"]) if w else math.nan,
-        ci_low=float(w["ci_low"]) if w else math.nan,
-        ci_high=float(w["ci_high"]) if w else math.nan,
+        **_test_fields(w),
         test=f"Welch t, one-sided ({direction})",
-        p_value=float(w["p"]) if w else math.nan,
         direction=direction,
         scale=scale,
         claimed=claimed,
@@ -256,6 +253,12 @@ def compare(
         p_mwu=mann_whitney_p(t, c),
         role=role,
     )
+
+
+def _test_fields(result: dict[str, Any] | None) -> dict[str, float]:
+    """A test's effect, interval and p as Comparison fields (all NaN when an arm had no finite value)."""
+    keys = {"effect": "effect", "ci_low": "ci_low", "ci_high": "ci_high", "p_value": "p"}
+    return {field: float(result[key]) if result else math.nan for field, key in keys.items()}
 
 
 def compare_to_value(
@@ -278,11 +281,8 @@ def compare_to_value(
         control="",
         n_treatment=len(v),
         n_control=0,
-        effect=float(s["effect"]) if s else math.nan,
-        ci_low=float(s["ci_low"]) if s else math.nan,
-        ci_high=float(s["ci_high"]) if s else math.nan,
+        **_test_fields(s),
         test=f"one-sample t vs {value:g}, one-sided ({direction})",
-        p_value=float(s["p"]) if s else math.nan,
         direction=direction,
         scale="mean",
         role=role,
@@ -318,11 +318,8 @@ def compare_paired(
         control=control_label,
         n_treatment=len(d),
         n_control=len(d),
-        effect=float(s["effect"]) if s else math.nan,
-        ci_low=float(s["ci_low"]) if s else math.nan,
-        ci_high=float(s["ci_high"]) if s else math.nan,
+        **_test_fields(s),
         test=f"paired t over {pair}, one-sided ({direction})",
-        p_value=float(s["p"]) if s else math.nan,
         direction=direction,
         p_mwu=rank_p,
         role=role,

@@ -213,6 +213,10 @@ class TrainConfig:
     log_every_steps: int | None = _help("Write the training loss and lr every N steps (metrics.jsonl kind step).")
     early_stopping_patience: int | None = _help("Stop after this many evaluations without a lower val_loss.")
     restore_best: bool = _help("At the end, put back the adapter of the evaluation with the lowest val_loss.", False)
+    class_weights: str | None = _help(
+        "balanced: weight each class's training loss by its inverse frequency in the labels trained on (after noise "
+        "injection), normalised to mean 1 over classes; classification only; train_loss/val_loss stay unweighted."
+    )
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
@@ -234,6 +238,8 @@ class TrainConfig:
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError("train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         _choice("train.scheduler", self.scheduler, SCHEDULERS)
+        if self.class_weights is not None:
+            _choice("train.class_weights", self.class_weights, ("balanced",))
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError("train.device", f"unknown device {self.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
         if self.max_steps is not None:
@@ -368,6 +374,8 @@ class RunConfig:
             block = getattr(self, f.name)
             if dataclasses.is_dataclass(block):
                 block.validate()
+        if self.train.class_weights is not None and self.model.task != "classification":
+            raise ConfigError("train.class_weights", f"weights classes, so classification only; not {self.model.task}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

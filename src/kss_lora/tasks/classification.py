@@ -90,6 +90,17 @@ def predict_logits(
     return out
 
 
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency class weights normalised to mean 1 over the classes present (``train.class_weights:
+    balanced``, Steele's protocol, docs/spec.md §2). A class absent from ``labels`` gets weight 0: it has no
+    examples to weight, and counting it would inflate the others."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = 1.0 / counts[present]
+    return weights / weights[present].mean()
+
+
 def mean_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(per_example_from_logits(logits, labels).loss.mean())
 
@@ -100,6 +111,7 @@ NOISE_NAME = "noise.npz"
 class ClassificationTask(Task):
     name = "classification"
     peft_task_type = "SEQ_CLS"
+    class_weights: np.ndarray | None = None  # train.class_weights: balanced, set at the first training batch
 
     def load_data(self) -> None:
         self.data: ClassificationData = load_classification_data(self.cfg.data)
@@ -161,6 +173,14 @@ class ClassificationTask(Task):
             logits = model(**inputs).logits.float()
         labels = torch.as_tensor(batches.labels[index]).to(device)
         losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+        if self.cfg.train.class_weights == "balanced":
+            # Per example w[y_i] * CE_i, which the runner averages over the batch: unlike cross_entropy's
+            # weighted mean (divided by the batch's sum of weights) this sums exactly over micro-batches and
+            # data-parallel ranks; with mean-1 weights the two agree in expectation.
+            if self.class_weights is None:
+                # Once, from the labels trained on (after noise injection and any restriction by detect).
+                self.class_weights = balanced_class_weights(batches.labels, logits.shape[1])
+            losses = losses * torch.as_tensor(self.class_weights, dtype=losses.dtype, device=device)[labels]
         return losses, logits.detach().cpu().numpy()
 
     def evaluate(

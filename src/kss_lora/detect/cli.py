@@ -4,6 +4,10 @@ Writes to ``-o OUT`` (default ``runs/detect/<config name>``):
 
 - ``suspected_label_errors.csv``: the primary detector's flagged examples, most suspicious first
   (``rank, id, text, given_label, suggested_label, score, flagged`` and ``is_noisy`` when known);
+- ``label_issues.csv``: the same columns for every training example (+ ``row``, the data row in the user's
+  training file counted from 1, when data.source is file);
+- with ``--write-clean FILE``: the user's training file cleaned (``--clean-action drop|relabel``, see
+  :mod:`.clean_file`), which ``kss run CONFIG data.train=FILE`` takes as it is;
 - ``scores.csv``: every detector's score and flag for every training example;
 - ``evaluation.csv`` / ``evaluation_per_class.csv``: P/R/F1 at k and at flags, AUROC, AUPRC, when the
   config injects noise (the truth is then known);
@@ -36,6 +40,7 @@ def _int_list(text: str, where: str) -> list[int]:
 
 
 def _add_detect_args(p: argparse.ArgumentParser) -> None:
+    from .clean_file import CLEAN_ACTIONS
     from .pipeline import DETECTORS
 
     p.add_argument("config", help="YAML config path or shipped config name (e.g. agnews-detect)")
@@ -71,12 +76,28 @@ def _add_detect_args(p: argparse.ArgumentParser) -> None:
         help="clean with the flags and retrain; compare with the clean-label ceiling and the floor",
     )
     p.add_argument("--retrain-detectors", help="comma-separated detectors to clean with (default: the primary)")
+    p.add_argument(
+        "--write-clean",
+        metavar="FILE",
+        help="write the training file (data.source: file) cleaned with the primary detector's flags, same format",
+    )
+    p.add_argument(
+        "--clean-action",
+        choices=CLEAN_ACTIONS,
+        default="drop",
+        help="--write-clean: drop flagged rows (default) or relabel them to the suggested label",
+    )
+    p.add_argument("--overwrite", action="store_true", help="--write-clean: replace FILE if it exists")
 
 
-def write_outputs(result: Any, out: Path) -> dict[str, Any]:
-    """Write the CSVs of a :class:`~kss_lora.detect.pipeline.DetectionResult`; return the summary dict."""
+def write_outputs(result: Any, out: Path, *, rows: bool = False) -> dict[str, Any]:
+    """Write the CSVs of a :class:`~kss_lora.detect.pipeline.DetectionResult`; return the summary dict.
+    ``rows``: the ids are row positions in the user's training file (label_issues.csv gets ``row``)."""
     out.mkdir(parents=True, exist_ok=True)
+    from .clean_file import ISSUES_NAME, issues_table
+
     result.ranked().to_csv(out / "suspected_label_errors.csv", index=False)
+    issues_table(result, rows=rows).to_csv(out / ISSUES_NAME, index=False)
     table = pd.DataFrame({"id": result.ids, "given_label": result.labels, "suggested_label": result.suggested_labels})
     if result.is_noisy is not None:
         table["is_noisy"] = result.is_noisy
@@ -107,6 +128,7 @@ def write_outputs(result: Any, out: Path) -> dict[str, Any]:
 def _detect(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..output_paths import check_output_dir
+    from .clean_file import check_clean_target, write_clean_file
     from .pipeline import detect_label_issues
     from .retrain import bounds, clean_and_retrain, retrain_table
     from .training import DetectionRunFailed
@@ -114,6 +136,9 @@ def _detect(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
     out = check_output_dir(args.out or Path("runs") / "detect" / Path(args.config).stem, "--out")
+    clean_target = None
+    if args.write_clean:  # checked before any training: a bad target is one line, nothing written
+        clean_target = check_clean_target(cfg, args.write_clean, action=args.clean_action, overwrite=args.overwrite)
     try:
         result = detect_label_issues(
             cfg,
@@ -131,7 +156,10 @@ def _detect(args: argparse.Namespace) -> int:
             eval_examples=args.eval_examples,
             primary=args.primary,
         )
-        summary = write_outputs(result, out)
+        summary = write_outputs(result, out, rows=cfg.data.source == "file")
+        if clean_target is not None:
+            cleaned = write_clean_file(cfg, result, clean_target, action=args.clean_action)
+            summary["clean_file"] = cleaned.summary()
         if args.retrain != "none":
             chosen = [d.strip() for d in (args.retrain_detectors or result.primary).split(",") if d.strip()]
             unknown = [d for d in chosen if d not in result.flags]
@@ -164,4 +192,8 @@ def _detect(args: argparse.Namespace) -> int:
         f"rate estimate {result.rate_estimate:.3f} ({result.rate_source}); "
         f"{int(result.flags[result.primary].sum())} flagged by {result.primary}; wrote {out}"
     )
+    if "clean_file" in summary:
+        c = summary["clean_file"]
+        what = "dropped" if c["action"] == "drop" else f"relabelled {c['relabelled']} of"
+        print(f"cleaned training file {c['path']}: {what} {c['flagged']} flagged rows, {c['rows_out']} rows")
     return 0

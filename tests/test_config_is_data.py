@@ -67,18 +67,18 @@ def test_kss_run_refuses_a_shell_in_launcher_args_exit_2(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def _run_info(trust_in_config: bool):
+def _run_info(trust_in_config: bool, name: str = "someone/remote-model"):
     from kss_lora.dynamics.analysis import RunInfo
 
     dynamics = SimpleNamespace(arrays={"ckpt_logits": np.zeros((1, 4, 3))}, labels=np.zeros(4, dtype=int))
     config = {
-        "model": {"name": "someone/remote-model", "task": "classification", "trust_remote_code": trust_in_config},
+        "model": {"name": name, "task": "classification", "trust_remote_code": trust_in_config},
         "method": {"name": "kss", "rank": 4},
     }
     return RunInfo(run_dir=None, config=config, result=None, dynamics=dynamics)
 
 
-def test_dynamics_never_takes_trust_remote_code_from_the_run_directory(monkeypatch):
+def test_dynamics_never_takes_trust_remote_code_from_the_run_directory(monkeypatch, tmp_path):
     import transformers
 
     from kss_lora.dynamics import run_capacity as analysis
@@ -90,10 +90,13 @@ def test_dynamics_never_takes_trust_remote_code_from_the_run_directory(monkeypat
         raise OSError("stop here")
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake_from_pretrained)
-    run = _run_info(trust_in_config=True)  # the run directory asks for remote code
-    with pytest.raises(OSError):
+    # A local model folder (offline, a hub id is refused before transformers is asked): its config asks for
+    # remote code, and so does the run directory.
+    run = _run_info(trust_in_config=True, name=str(tmp_path))
+    # models.model_config turns transformers' OSError into a one-line ConfigError
+    with pytest.raises(ConfigError, match="stop here"):
         analysis._skeleton(run)
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match="stop here"):
         analysis._skeleton(run, trust_remote_code=True)  # the analyst's own --trust-remote-code
     assert seen == [False, True]
     # run_capacity (what `kss dynamics` calls) passes the flag through and reports the failure as a side note

@@ -23,6 +23,8 @@ LAB = {  # folder: baseline arm of its sweep
     "noise_sweep": "standard",
     "low_gamma": "kss ρ=0",
     "sparsity_sweep": "kss ρ=0",
+    "overfit_encoder": "standard",
+    "overfit_encoder_noise": "standard",
 }
 COPIED = ("claims.csv", "conditions.csv", "run_tiles.png", "gap_vs_noise.png", "gap_vs_sparsity.png", "gap_vs_rank.png")
 

@@ -126,6 +126,8 @@ def test_committed_results_have_claims_csv() -> None:
         "precision",
         "truthfulqa",
         "noise_detection",
+        "overfit_encoder",
+        "overfit_encoder_noise",
     ):
         assert (RESULTS / folder / "claims.csv").is_file(), folder
         assert (RESULTS / folder / "runs.csv").is_file(), folder

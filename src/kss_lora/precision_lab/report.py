@@ -123,6 +123,20 @@ def write_markdown(
     path.write_text("\n".join(text))
 
 
+def _plot_gamma_curves(
+    ax: Any, gamma_rows: Sequence[dict[str, Any]], tensor: str, fmt: str, styles: dict[str, str], color: Any
+) -> None:
+    """One line per scaling mode: the underflow fraction of ``tensor`` in ``fmt`` against γ."""
+    for scaling, ls in styles.items():
+        rs = sorted(
+            (r for r in gamma_rows if r["tensor"] == tensor and r["format"] == fmt and r["scaling"] == scaling),
+            key=lambda r: r["gamma"],
+        )
+        if rs:
+            x, y = [r["gamma"] for r in rs], [r["underflow_frac"] for r in rs]
+            ax.plot(x, y, ls, marker="o", ms=3, color=color, label=f"{fmt} {scaling}")
+
+
 def plot(
     path: Path,
     summary: Sequence[dict[str, Any]],
@@ -155,21 +169,7 @@ def plot(
     styles = {"none": "-", "tensor": "--", "block-mx": ":"}
     colors = {f: plt.get_cmap("tab10")(i) for i, f in enumerate(formats)}
     for fmt in formats:
-        for scaling, ls in styles.items():
-            rs = sorted(
-                (r for r in gamma_rows if r["tensor"] == "delta_w" and r["format"] == fmt and r["scaling"] == scaling),
-                key=lambda r: r["gamma"],
-            )
-            if rs:
-                ax2.plot(
-                    [r["gamma"] for r in rs],
-                    [r["underflow_frac"] for r in rs],
-                    ls,
-                    marker="o",
-                    ms=3,
-                    color=colors[fmt],
-                    label=f"{fmt} {scaling}",
-                )
+        _plot_gamma_curves(ax2, gamma_rows, "delta_w", fmt, styles, colors[fmt])
         threshold = next((r["claimed_threshold"] for r in gamma_rows if r["format"] == fmt), None)
         if threshold is not None:
             ax2.axvline(threshold, color=colors[fmt], alpha=0.3, lw=3)
@@ -181,21 +181,7 @@ def plot(
     ax2.legend(fontsize=7, ncol=2)
 
     for fmt in formats:
-        for scaling, ls in (("none", "-"), ("tensor", "--")):
-            rs = sorted(
-                (r for r in gamma_rows if r["tensor"] == "merged_w" and r["format"] == fmt and r["scaling"] == scaling),
-                key=lambda r: r["gamma"],
-            )
-            if rs:
-                ax3.plot(
-                    [r["gamma"] for r in rs],
-                    [r["underflow_frac"] for r in rs],
-                    ls,
-                    marker="o",
-                    ms=3,
-                    color=colors[fmt],
-                    label=f"{fmt} {scaling}",
-                )
+        _plot_gamma_curves(ax3, gamma_rows, "merged_w", fmt, {"none": "-", "tensor": "--"}, colors[fmt])
     ax3.set_xscale("log", base=2)
     ax3.set_ylim(-0.02, 1.02)
     ax3.set_xlabel("γ")

@@ -188,9 +188,16 @@ def test_create_replaces_only_a_kss_run_directory(tmp_path, monkeypatch):
     killed = tmp_path / "killed"  # an older version's run killed before its result: config + env
     killed.mkdir()
     (killed / "config.yaml").write_text("{}\n")
-    (killed / "env.json").write_text("{}\n")
+    (killed / "env.json").write_text(json.dumps({"python": "3.11.7", "packages": {"kss-lora": "0.1.0"}}))
     RunDirectory(killed).create()
     assert not (killed / "env.json").exists()
+    users = tmp_path / "users"  # a user's own config.yaml + env.json / result.json: not kss's, never replaced
+    users.mkdir()
+    for name, text in (("config.yaml", "{}\n"), ("env.json", '{"name": "mine"}'), ("result.json", '{"score": 1}')):
+        (users / name).write_text(text)
+    with pytest.raises(ConfigError, match="not a kss run"):
+        RunDirectory(users).create()
+    assert (users / "env.json").read_text() == '{"name": "mine"}'
     lone = tmp_path / "lone"  # a config.yaml alone may be the user's
     lone.mkdir()
     (lone / "config.yaml").write_text("{}\n")

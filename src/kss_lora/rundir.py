@@ -82,6 +82,15 @@ def _umask() -> int:
     return mask
 
 
+def _json_has(path: Path, test: Any) -> bool:
+    """Whether ``path`` is a readable JSON object passing ``test`` (False for anything else)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(test(data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write via a temporary file in the same directory and rename: readers see old or new, never half.
 
@@ -152,7 +161,11 @@ class RunDirectory:
             return False
         if (p / MARKER_NAME).is_file():
             return True
-        return (p / CONFIG_NAME).is_file() and ((p / RESULT_NAME).is_file() or (p / ENV_NAME).is_file())
+        # Older runs are recognised by what kss wrote in them, not by file names a user's folder may share.
+        return (p / CONFIG_NAME).is_file() and (
+            _json_has(p / RESULT_NAME, lambda d: "run_id" in d and "status" in d)
+            or _json_has(p / ENV_NAME, lambda d: "kss-lora" in (d.get("packages") or {}))
+        )
 
     def check_replaceable(self) -> None:
         """Raise :class:`ConfigError` unless creating this run directory deletes nothing kss did not write."""

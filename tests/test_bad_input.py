@@ -16,6 +16,7 @@ from conftest import tiny_config
 
 from kss_lora.cli import main
 from kss_lora.config import from_dict, load_config
+from kss_lora.errors import ConfigError
 
 
 def kss_run(tmp_path: Path, capsys, *overrides: str, cfg: dict | None = None, text: str | None = None) -> str:
@@ -255,3 +256,16 @@ def test_aggregate_and_ls_refuse_a_folder_as_their_output_file(tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: --") and "is a directory" in err and "\n" not in err
     assert list(folder.iterdir()) == []
+
+
+def test_half_precision_causal_lm_path_refuses_pickles_and_unknown_names_too(tmp_path, monkeypatch):
+    """`model.dtype: bfloat16` on a non-built-in causal LM loads through its own path: the same refusals hold."""
+    from kss_lora.tasks.causal_lm import _load_hf_causal_lm
+
+    folder = _tiny_bert_folder(tmp_path / "model", safetensors=False, pickled=True)
+    with pytest.raises(ConfigError, match="holds only pickled weights"):
+        _load_hf_causal_lm(str(folder), dtype=torch.bfloat16, trust_remote_code=False, seed=0)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ConfigError, match="unknown model 'no-such-model'"):
+        _load_hf_causal_lm("no-such-model", dtype=torch.bfloat16, trust_remote_code=False, seed=0)

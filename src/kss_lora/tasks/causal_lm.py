@@ -35,7 +35,7 @@ from torch import nn
 
 from ..data.instructions import InstructionData, InstructionSplit, Message, load_instruction_data, read_conversations
 from ..errors import ConfigError, DataError
-from ..models import BUILTIN_MODELS, load_model
+from ..models import BUILTIN_MODELS, check_safetensors, load_model, weights_path
 from ..rundir import RunDirectory
 from .base import EvalOutput, Task, loss_to_pseudo_logits
 from .memory import prepare_quantized, quantization_config
@@ -398,9 +398,15 @@ def _load_hf_causal_lm(
     quantized to 4 bits (QLoRA) with ``quantization_config``."""
     from transformers import AutoModelForCausalLM
 
+    # The same refusals as models.load_model: unknown names in one line, never a pickle (it can run code).
+    path = weights_path(name)
+    if Path(path).is_dir():
+        check_safetensors(Path(path), name)
     torch.manual_seed(seed)
     extra = {} if quantization_config is None else {"quantization_config": quantization_config, "device_map": {"": 0}}
     try:
-        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **extra
+        )
     except OSError as exc:
         raise ConfigError("model.name", f"cannot load {name!r} ({str(exc).splitlines()[0]})") from None

@@ -48,7 +48,7 @@ def lab_folder(name: str, baseline: str) -> None:
 
 
 def main(names: list[str]) -> int:
-    for name in names or [*LAB, "precision", "truthfulqa", "noise_detection"]:
+    for name in names or [*LAB, "precision", "truthfulqa", "truthfulqa_one_adapter", "noise_detection"]:
         if name in LAB:
             lab_folder(name, LAB[name])
         elif name == "precision":
@@ -57,10 +57,15 @@ def main(names: list[str]) -> int:
             write_precision_claims(HERE / "precision")
             print("precision: runs.csv (condition column), claims.csv, verdicts.md")
         elif name == "truthfulqa":
+            from kss_lora.eval.truthfulqa_runs import write_sweep_claims
+
+            write_sweep_claims(HERE / "truthfulqa")
+            print("truthfulqa: runs.csv (scores.csv + condition), claims.csv, verdicts.md")
+        elif name == "truthfulqa_one_adapter":
             from kss_lora.eval.truthfulqa import write_truthfulqa_claims
 
-            write_truthfulqa_claims(HERE / "truthfulqa")
-            print("truthfulqa: runs.csv (per question), claims.csv, verdicts.md")
+            write_truthfulqa_claims(HERE / "truthfulqa_one_adapter")
+            print("truthfulqa_one_adapter: runs.csv (per question), claims.csv, verdicts.md")
         elif name == "noise_detection":
             from kss_lora.detect.evaluate import write_detection_claims
 

@@ -125,6 +125,7 @@ def test_committed_results_have_claims_csv() -> None:
         "sparsity_sweep",
         "precision",
         "truthfulqa",
+        "truthfulqa_one_adapter",
         "noise_detection",
         "overfit_encoder",
         "overfit_encoder_noise",

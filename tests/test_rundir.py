@@ -47,6 +47,16 @@ LATER_SWEEPS = {
         160,
         "bf4fb2350d934de391e0b5f675113a59dcabc1f35245870f7eafc631f8212a1a",
     ),
+    (
+        "overfit_optimal_rank_cpu",
+        "overfit_optimal_rank_gpu",
+        "overfit_rank_cpu",
+        "overfit_rank_gpu",
+        "truthfulqa_sft_cpu",
+        "truthfulqa_sft_gpu",
+        "truthfulqa_sft_noise_cpu",
+        "truthfulqa_sft_noise_gpu",
+    ): (340, "fe50ceefdf642a8a6bd2eef9c209b57b1f5c997f48b59445c9fbf9a16ee9ca38"),
 }
 
 

@@ -149,7 +149,17 @@ def entry() -> Any:
     # The process is ours (the `kss` command), so hide torchao before transformers loads: it is imported only
     # for precision.mode fp8. Not in main(), which Python callers (tests) share a process with.
     defer_torchao()
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`kss sweep --dry-run | head`): not an error of ours, and no traceback. Point
+        # stdout at devnull so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+    sys.exit(code)
 
 
 if __name__ == "__main__":

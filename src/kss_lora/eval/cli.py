@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ..commands import command
-from ..errors import ConfigError, DataError
-from ..output_paths import check_output_file
+from ..errors import ConfigError
+from ..output_paths import check_output_dir, check_output_file
+from .run_models import adapter_dir, load_for_scoring, run_config, run_model_name, trained_rows
+
+__all__ = ["adapter_dir", "load_for_scoring", "run_model_name", "trained_rows"]  # re-exported: older imports
 
 DEFAULT_CSV = "../shared/data/truthfulqa/TruthfulQA.csv"
 
@@ -48,14 +51,67 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     t.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="model weights dtype")
     t.add_argument("--out", help="write the summary (JSON) here; per-question scores go next to it (.csv)")
+    runs = t.add_argument_group(
+        "every adapter of a sweep",
+        "score the base model and each finished run of --arms on the questions no run trained on; writes "
+        "scores.csv, per_question/, runs.csv, claims.csv and verdicts.md in --out-dir (resumable)",
+    )
+    runs.add_argument("--runs", metavar="RUNS_DIR", help="a sweep's runs directory (runs saved with their adapter)")
+    runs.add_argument("--sweep", help="the sweep whose runs (and condition names) to score")
+    runs.add_argument(
+        "--arms",
+        help="comma-separated conditions to score (default: standard, dense γ=1.0, dense γ=1.5, kss-default, "
+        "kss-highgamma)",
+    )
+    runs.add_argument("--out-dir", help="folder for the tables (required with --runs)")
 
 
 @command("eval", "evaluate a model or adapter on a benchmark (truthfulqa)")(_add_args)
 def _eval(args: argparse.Namespace) -> int:
-    if args.benchmark == "truthfulqa":
+    if args.benchmark == "truthfulqa" and args.runs:
+        score_sweep(args)
+    elif args.benchmark == "truthfulqa":
         summary = run_truthfulqa(args)
         print(json.dumps(summary))
     return 0
+
+
+def score_sweep(args: argparse.Namespace) -> None:
+    """``--runs``: every adapter of a sweep and the base model on shared held-out questions, then the claim."""
+    import torch
+
+    from ..lab.registry import load_runs
+    from .truthfulqa_runs import DEFAULT_ARMS, score_runs, write_sweep_claims
+
+    for flag in ("model", "adapter", "holdout", "out"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag}", "not with --runs (every run's adapter is scored; use --out-dir)")
+    if not args.out_dir:
+        raise ConfigError("--out-dir", "required with --runs")
+    if not args.sweep:
+        raise ConfigError("--sweep", "required with --runs (it names the conditions)")
+    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(flag, f"must be at least 1, got {value}")
+    out = check_output_dir(args.out_dir, "--out-dir")
+    arms = tuple(a.strip() for a in args.arms.split(",")) if args.arms else DEFAULT_ARMS
+    runs = load_runs(args.runs, args.sweep)
+    torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    score_runs(
+        runs,
+        out,
+        csv=args.csv,
+        arms=arms,
+        prompt=args.prompt,
+        limit=args.limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=device,
+        dtype=getattr(torch, args.dtype),
+    )
+    for path in write_sweep_claims(out):
+        print(f"wrote {path}")
 
 
 def run_truthfulqa(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,7 +150,7 @@ def run_truthfulqa(args: argparse.Namespace) -> dict[str, Any]:
             )
     torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    seed = (_run_config(args.adapter) or {}).get("train", {}).get("seed", 0) if args.adapter else 0
+    seed = (run_config(args.adapter) or {}).get("train", {}).get("seed", 0) if args.adapter else 0
     model, tokenizer = load_for_scoring(model_name, adapter, dtype=getattr(torch, args.dtype), device=device, seed=seed)
     if args.prompt == "chat" and not getattr(tokenizer, "chat_template", None):
         raise ConfigError("--prompt", f"{model_name} has no chat template; use --prompt qa")
@@ -122,60 +178,3 @@ def run_truthfulqa(args: argparse.Namespace) -> dict[str, Any]:
         result.per_question.to_csv(out.with_suffix(".csv"), index=False)
         out.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def adapter_dir(path: str) -> Path:
-    p = Path(path)
-    for candidate in (p / "adapter", p):
-        if (candidate / "adapter_config.json").is_file():
-            return candidate
-    raise DataError(f"--adapter: no PEFT adapter in {path} (a run saved with output.save_adapter: true?)")
-
-
-def _run_config(run_dir: str) -> dict[str, Any] | None:
-    from ..rundir import RunDirectory
-
-    return RunDirectory(run_dir).read_config()
-
-
-def run_model_name(run_dir: str) -> str | None:
-    cfg = _run_config(run_dir)
-    return cfg["model"]["name"] if cfg else None
-
-
-def trained_rows(run_dir: str, csv: str, *, strict: bool = True) -> set[int]:
-    """CSV rows a run trained on (from its splits.json), when it trained on this CSV; else empty / an error."""
-    from ..recorded_paths import find_recorded_path
-    from ..rundir import RunDirectory
-    from ..tasks.causal_lm import SPLITS_NAME
-
-    cfg = _run_config(run_dir)
-    splits = RunDirectory(run_dir).read_json(SPLITS_NAME)
-    if cfg is None or splits is None:
-        if strict:
-            raise DataError(f"--holdout: {run_dir} is not a causal-lm run directory (no config.yaml/splits.json)")
-        return set()
-    train_file = (cfg.get("data") or {}).get("train")
-    # Absolute in runs written now; a relative path (older runs) is looked for where the run started from.
-    recorded = find_recorded_path(run_dir, str(train_file)) if train_file else None
-    same = recorded is not None and recorded.resolve() == Path(csv).resolve()
-    if not same:
-        if strict:
-            raise DataError(f"--holdout: {run_dir} trained on {train_file}, not on {csv}; nothing to hold out")
-        return set()
-    return set(splits["train"])
-
-
-def load_for_scoring(name: str, adapter: Path | None, *, dtype: Any, device: Any, seed: int = 0) -> tuple[Any, Any]:
-    """Base causal LM (+ merged adapter) in eval mode, and its tokenizer. ``seed`` only matters for the
-    random built-in test models, whose base weights are a function of the training seed."""
-    from ..models import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(name)
-    model = load_model(name, task="causal-lm", tokenizer=tokenizer, seed=seed)
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    model = model.to(device=device, dtype=dtype).eval()
-    return model, tokenizer

@@ -282,7 +282,7 @@ def compare_to_value(
         n_treatment=len(v),
         n_control=0,
         **_test_fields(s),
-        test=f"one-sample t vs {value:g}, one-sided ({direction})",
+        test=f"one-sample t vs {value:.12g}, one-sided ({direction})",
         direction=direction,
         scale="mean",
         role=role,

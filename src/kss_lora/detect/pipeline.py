@@ -278,7 +278,10 @@ def detect_label_issues(
     from kss_lora.methods.registry import LORA_METHODS
 
     if ("ranks" in need or "dual" in need) and cfg.method.name not in LORA_METHODS:
-        raise ConfigError("method.name", f"RACT and dual-LoRA need a LoRA method, got {cfg.method.name!r}")
+        raise ConfigError(
+            "method.name",
+            f"RACT compares LoRA ranks (dual-lora trains two adapters); needs a LoRA method, got {cfg.method.name!r}",
+        )
     if true_labels is not None and given_labels is None:
         raise ConfigError("true_labels", "true labels from outside the config go with given_labels")
 

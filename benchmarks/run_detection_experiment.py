@@ -102,8 +102,8 @@ SETTINGS = {
     "n2000-sym40": Setting("agnews-detect", (*SYM40, *N2000), {"folds": 3}),
     "n2000-asym30": Setting("agnews-detect", (*ASYM30, *N2000), {"folds": 3}),
     "n2000-timing": Setting("agnews-detect", (*SYM20, *N2000), {"detectors": SINGLE_RUN}),
-    "chaosnli-snli": Setting("chaosnli-snli-detect", (), {"folds": 3}, human=True),
-    "chaosnli-mnli": Setting("chaosnli-mnli-detect", (), {"folds": 3}, human=True),
+    "chaosnli-snli": Setting("chaosnli-snli-detect", (), {"folds": 3, "checkpoints_per_epoch": 1}, human=True),
+    "chaosnli-mnli": Setting("chaosnli-mnli-detect", (), {"folds": 3, "checkpoints_per_epoch": 1}, human=True),
 }
 # Priority order: what must exist first comes first. (setting, seed, clean-and-retrain)
 JOBS = [

@@ -4,6 +4,7 @@ and ChaosNLI's human label errors: pure functions on hand-made arrays, then tiny
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,53 @@ def test_detection_trains_on_the_given_labels_and_scores_against_the_true_ones(t
     assert ev["n_noisy"].iloc[0] == 3 and res.flags["small-loss"].sum() == 3
     with pytest.raises(DataError, match="given_labels"):
         detect_label_issues(cfg, tmp_path / "bad", given_labels=given[:5], detectors=["small-loss"])
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+
+
+def test_benchmark_aggregate_writes_per_epoch_and_timing_tables(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_detection_experiment.py"
+    spec = importlib.util.spec_from_file_location("run_detection_experiment", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_detection_experiment", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "OUT", tmp_path)
+    monkeypatch.setattr(bench, "RAW", tmp_path / "raw")
+    (tmp_path / "raw").mkdir()
+    curve = [
+        {"what": "auroc", "of": "ract", "checkpoint": t, "step": 10 * t, "epoch": t, "epoch_end": t > 0, "value": v}
+        for t, v in enumerate([0.5, 0.2, 0.6])
+    ] + [
+        {
+            "what": "fitted_noisy",
+            "of": "rank-high",
+            "checkpoint": 2,
+            "step": 20,
+            "epoch": 2,
+            "epoch_end": True,
+            "value": 0.4,
+        }
+    ]
+    timing = {"prepare_s": 1, "train_steps_s": 10, "checkpoint_s": 5, "eval_s": 2, "other_s": 0, "wall_s": 18}
+    raw = {
+        "job": "ract-regime-s0", "setting": "ract-regime", "seed": 0, "rate_estimate": 0.2, "noise_rate_true": 0.2,
+        "evaluation": [{"detector": "ract", "f1_at_k": 0.5, "f1_flags": 0.5, "precision_flags": 0.5,
+                        "recall_flags": 0.5, "auroc": 0.6, "auprc": 0.4, "cost_runs": 2.0,
+                        "cost_example_epochs": 600.0, "cost_total_s": 36.0}],
+        "per_class": [{"detector": "ract", "class": 0, "n_noisy": 1, "f1_at_k": 0.5}],
+        "curves": curve, "timings": {"reference": timing, "rank-low": {**timing, "wall_s": 17}},
+        "wall_s": 40.0, "detect_wall_s": 39.0,
+    }  # fmt: skip
+    (tmp_path / "raw" / "ract-regime-s0.json").write_text(json.dumps(raw))
+    assert bench.aggregate(None) == 0
+    per_epoch = pd.read_csv(tmp_path / "per_epoch.csv")
+    assert len(per_epoch) == 4 and set(per_epoch["setting"]) == {"ract-regime"}
+    timings = pd.read_csv(tmp_path / "timings.csv")
+    assert timings["train_steps_s"].sum() == 20
+    table = (tmp_path / "table.md").read_text()
+    assert "| 2 | 0.600 | 0.400 |" in table  # epoch 2: ract's AUROC, rank-high's fitted share
+    assert "| ract-regime | 2 | 2 | 20 | 10 | 4 | 0 | 35 | 39 |" in table
+    assert "| ract | 0.500 |" in table and "| 2 | 600 | 36 |" in table

@@ -1,22 +1,33 @@
-"""AG News label-noise detection: every detector side by side, several seeds, and clean-and-retrain.
+"""Label-noise detection experiments: every detector side by side, several seeds, clean-and-retrain, detection
+over training time, detection at n = 2,000, and real human label errors (ChaosNLI).
 
 Usage (from the project root):
 
-    .venv/bin/python benchmarks/run_detection_experiment.py run [--workers 2] [--jobs sym20-s0,sym40-s0]
+    .venv/bin/python benchmarks/run_detection_experiment.py run [--workers 2] [--jobs sym20-s0,ract-regime-s0]
     .venv/bin/python benchmarks/run_detection_experiment.py aggregate
+    .venv/bin/python benchmarks/run_detection_experiment.py list        # every job, its settings and size
 
-``run`` executes jobs in priority order (20% symmetric x 3 seeds with clean-and-retrain first, then 40%
-symmetric and the asymmetric pattern), at most ``--workers`` at a time, each job in its own process
-(one torch thread each). A job writes ``results/noise_detection/raw/<job>.json``; a job whose JSON exists
-is skipped, so the script can be re-run to extend the grid. ``aggregate`` writes ``table.md`` /
-``detection.csv`` / ``retrain.csv`` (mean ± std over seeds) next to the raw files.
+``run`` executes jobs in priority order, at most ``--workers`` at a time, each in its own process (one torch
+thread each). A job writes ``results/noise_detection/raw/<job>.json``; a job whose JSON exists is skipped, so
+the script can be re-run to extend the grid. ``aggregate`` writes ``table.md``, ``detection.csv`` (with each
+detector's cost: runs, examples x epochs, seconds), ``detection_per_class.csv``, ``retrain.csv``,
+``per_epoch.csv`` (each detector's AUROC / AUPRC / F1 at k and each run's share of fitted noisy labels per
+checkpoint) and ``timings.csv`` (per run: prepare, optimizer steps, eval-mode checkpoints, validation/test,
+scoring) next to the raw files.
 
-Per job: base config ``agnews-detect`` (MiniLM, LoRA r=16, 400 training examples, 32 tokens, 2 epochs),
-``train.seed = noise.seed = seed``; RACT with ranks 1 (low) and 16 (high = the reference run, reused),
-curriculum continuing the rank-1 adapter grown to r=16 on the kept set, seeded by the low-rank AULC
-(``ract-low``; see docs/detection.md for why not SPEC's discrepancy); AUM with 2 threshold-sample
-passes; confident learning with 2-fold cross-fitting (3+ folds did not fit the CPU budget). The noise rate is estimated (confident joint on
-cross-fitted probabilities): no oracle count is used for flags.
+Settings (``SETTINGS``; the first three are the original 400-example grid, unchanged):
+
+- ``sym20`` / ``sym40`` / ``asym30``: ``agnews-detect`` (MiniLM, LoRA r=16, 400 examples, 32 tokens,
+  2 epochs) at 20% / 40% symmetric and 30% asymmetric noise; RACT ranks 1 vs 16 (the reference, reused),
+  curriculum grown to 16 seeded by ``ract-low``, AUM 2 passes, confident learning 2-fold.
+- ``ract-regime``: RACT in its own regime (issue 15 item 2): 300 examples, **30 epochs**, one checkpoint
+  per epoch, rank 1 vs a separate rank-64 adapter (the reference stays r=16), 200 validation examples.
+- ``n2000-sym20`` / ``n2000-sym40`` / ``n2000-asym30``: 2,000 examples (item 3), every detector, confident
+  learning on **3-fold** out-of-sample probabilities, dual-LoRA.
+- ``n2000-timing``: 2,000 examples, the single-run detectors only (small-loss, aulc, cartography,
+  forgetting: one reference run), for item 6's "within 30 minutes".
+- ``chaosnli-snli`` / ``chaosnli-mnli``: ChaosNLI items trained on their original labels, truth = original
+  label != 100-vote majority (item 4; ``kss_lora.detect.human``).
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "noise_detection"
@@ -36,23 +49,22 @@ RUNS = ROOT / "runs" / "noise_detection"
 
 # AG News label order (sorted names): 0 Business, 1 Sci/Tech, 2 Sports, 3 World.
 ASYM_PAIRS = "{0: 1, 1: 0, 3: 0, 2: 3}"  # Business<->Sci/Tech, World->Business, Sports->World
-SETTINGS = {
-    "sym20": ["noise.kind=symmetric", "noise.rate=0.2"],
-    "sym40": ["noise.kind=symmetric", "noise.rate=0.4"],
-    "asym30": ["noise.kind=asymmetric", "noise.rate=0.3", f"noise.pairs={ASYM_PAIRS}"],
-}
-# Priority order: what must exist first comes first.
-JOBS = [
-    ("sym20", 0, True),
-    ("sym20", 1, True),
-    ("sym20", 2, True),
-    ("sym40", 0, False),
-    ("asym30", 0, False),
-    ("sym40", 1, False),
-    ("asym30", 1, False),
-    ("sym40", 2, False),
-    ("asym30", 2, False),
-]
+SYM20 = ["noise.kind=symmetric", "noise.rate=0.2"]
+SYM40 = ["noise.kind=symmetric", "noise.rate=0.4"]
+ASYM30 = ["noise.kind=asymmetric", "noise.rate=0.3", f"noise.pairs={ASYM_PAIRS}"]
+# The ten detectors of the original grid (before ract-neg and dual-lora existed): its jobs rerun as they ran.
+ORIGINAL_DETECTORS = (
+    "ract",
+    "ract-final",
+    "ract-low",
+    "ract-curriculum",
+    "small-loss",
+    "aulc",
+    "aum",
+    "cartography",
+    "forgetting",
+    "confident-learning",
+)
 DETECT = {
     "low_rank": 1,
     "high_rank": 16,
@@ -63,11 +75,70 @@ DETECT = {
     "checkpoints_per_epoch": 2,
     "eval_examples": 64,
 }
+SINGLE_RUN = ("small-loss", "aulc", "cartography", "forgetting")
+RACT_REGIME = ("ract", "ract-neg", "ract-final", "ract-low", *SINGLE_RUN, "aum")
+N2000 = ["data.max_train_examples=2000"]
 RETRAIN_WITH = ("ract-curriculum", "confident-learning")
+
+
+@dataclass(frozen=True)
+class Setting:
+    config: str
+    overrides: tuple[str, ...]
+    detect: dict[str, Any] = field(default_factory=dict)  # changes to DETECT
+    human: bool = False  # ChaosNLI: train on the original labels, truth = != 100-vote majority
+
+
+SETTINGS = {
+    "sym20": Setting("agnews-detect", tuple(SYM20), {"detectors": ORIGINAL_DETECTORS}),
+    "sym40": Setting("agnews-detect", tuple(SYM40), {"detectors": ORIGINAL_DETECTORS}),
+    "asym30": Setting("agnews-detect", tuple(ASYM30), {"detectors": ORIGINAL_DETECTORS}),
+    "ract-regime": Setting(
+        "agnews-detect",
+        (*SYM20, "data.max_train_examples=300", "data.max_eval_examples=200", "train.epochs=30"),
+        {"detectors": RACT_REGIME, "high_rank": 64, "checkpoints_per_epoch": 1},
+    ),
+    "n2000-sym20": Setting("agnews-detect", (*SYM20, *N2000), {"folds": 3}),
+    "n2000-sym40": Setting("agnews-detect", (*SYM40, *N2000), {"folds": 3}),
+    "n2000-asym30": Setting("agnews-detect", (*ASYM30, *N2000), {"folds": 3}),
+    "n2000-timing": Setting("agnews-detect", (*SYM20, *N2000), {"detectors": SINGLE_RUN}),
+    "chaosnli-snli": Setting("chaosnli-snli-detect", (), {"folds": 3, "checkpoints_per_epoch": 1}, human=True),
+    "chaosnli-mnli": Setting("chaosnli-mnli-detect", (), {"folds": 3, "checkpoints_per_epoch": 1}, human=True),
+}
+# Priority order: what must exist first comes first. (setting, seed, clean-and-retrain)
+JOBS = [
+    ("sym20", 0, True),
+    ("sym20", 1, True),
+    ("sym20", 2, True),
+    ("sym40", 0, False),
+    ("asym30", 0, False),
+    ("sym40", 1, False),
+    ("asym30", 1, False),
+    ("sym40", 2, False),
+    ("asym30", 2, False),
+    ("ract-regime", 0, False),
+    ("n2000-timing", 0, False),
+    ("n2000-sym20", 0, False),
+    ("n2000-sym40", 0, False),
+    ("n2000-asym30", 0, False),
+    ("chaosnli-snli", 0, False),
+    ("chaosnli-mnli", 0, False),
+    ("n2000-sym20", 1, False),
+    ("n2000-sym40", 1, False),
+    ("n2000-asym30", 1, False),
+    ("ract-regime", 1, False),
+    ("chaosnli-snli", 1, False),
+    ("chaosnli-mnli", 1, False),
+    ("ract-regime", 2, False),
+]
 
 
 def job_name(setting: str, seed: int) -> str:
     return f"{setting}-s{seed}"
+
+
+def job_options(setting: str) -> dict[str, Any]:
+    return {**DETECT, **SETTINGS[setting].detect}
 
 
 def run_job(setting: str, seed: int, retrain: bool) -> str:
@@ -80,28 +151,38 @@ def run_job(setting: str, seed: int, retrain: bool) -> str:
 
     hf_logging.set_verbosity_error()
     from kss_lora.config import load_config
-    from kss_lora.detect import detect_label_issues
+    from kss_lora.detect import chaosnli_human_labels, detect_label_issues
     from kss_lora.detect.retrain import bounds, clean_and_retrain, retrain_table
 
     name = job_name(setting, seed)
-    overrides = [*SETTINGS[setting], f"train.seed={seed}", f"noise.seed={seed}"]
-    cfg = load_config("agnews-detect", overrides)
+    spec = SETTINGS[setting]
+    noise_seed = [] if spec.human else [f"noise.seed={seed}"]
+    overrides = [*spec.overrides, f"train.seed={seed}", *noise_seed]
+    cfg = load_config(spec.config, overrides)
+    opts = job_options(setting)
     runs = RUNS / name
     t0 = time.time()
-    res = detect_label_issues(cfg, runs, **DETECT)
+    human: dict[str, Any] = {}
+    if spec.human:
+        given, majority, info = chaosnli_human_labels(cfg)
+        human = {"given_labels": given, "true_labels": majority}
+    res = detect_label_issues(cfg, runs, **human, **opts)
     t_detect = time.time() - t0
     out = {
         "job": name,
         "setting": setting,
         "seed": seed,
+        "config": spec.config,
         "overrides": overrides,
-        "detect_options": DETECT,
+        "detect_options": opts,
         "n_train": int(res.ids.size),
         "noise_rate_true": float(res.is_noisy.mean()),
         "rate_estimate": res.rate_estimate,
         "rate_source": res.rate_source,
         "evaluation": res.evaluation().to_dict(orient="records"),
         "per_class": res.evaluation_per_class().to_dict(orient="records"),
+        "curves": res.curves,
+        "timings": res.timings,
         "runs": {
             k: {
                 "test_accuracy": v.get("test_accuracy"),
@@ -111,9 +192,12 @@ def run_job(setting: str, seed: int, retrain: bool) -> str:
             }
             for k, v in res.run_results.items()
         },
+        "extras": {k: v for k, v in res.extras.items() if not hasattr(v, "shape")},
         "aum_threshold_score": res.extras.get("aum_threshold_score"),
         "detect_wall_s": t_detect,
     }
+    if spec.human:
+        out["human_labels"] = info
     RAW.mkdir(parents=True, exist_ok=True)
     out["wall_s"] = time.time() - t0
     (RAW / f"{name}.json").write_text(json.dumps(out, indent=1, default=float))  # detection survives a cut
@@ -206,6 +290,7 @@ def aggregate(args: argparse.Namespace) -> int:
         "",
     ]
     metrics = ["f1_at_k", "f1_flags", "precision_flags", "recall_flags", "auroc", "auprc"]
+    costs = [c for c in ("cost_runs", "cost_example_epochs", "cost_total_s") if c in det]
     for setting, g in det.groupby("setting", sort=False):
         seeds = sorted(g["seed"].unique())
         rates = g.drop_duplicates("seed")
@@ -213,14 +298,17 @@ def aggregate(args: argparse.Namespace) -> int:
             f"## {setting} (seeds {', '.join(map(str, seeds))}; true rate "
             f"{_mean_std(rates['noise_rate_true'].tolist())}, estimated {_mean_std(rates['rate_estimate'].tolist())})",
             "",
-            "| detector | " + " | ".join(metrics) + " |",
-            "|---" * (len(metrics) + 1) + "|",
+            "| detector | " + " | ".join(metrics + costs) + " |",
+            "|---" * (len(metrics) + len(costs) + 1) + "|",
         ]
         order = g.groupby("detector", sort=False)["f1_at_k"].mean().sort_values(ascending=False).index
         for d in order:
             rows = g[g["detector"] == d]
-            lines.append(f"| {d} | " + " | ".join(_mean_std(rows[m].tolist()) for m in metrics) + " |")
+            cells = [_mean_std(rows[m].tolist()) for m in metrics]
+            cells += [_mean_std(rows[c].tolist(), ".0f") for c in costs]
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _per_epoch(raws) + _timings(raws)
     lines += [
         "## Per class (F1 at the class's own k, mean over seeds; class = given label: "
         "0 Business, 1 Sci/Tech, 2 Sports, 3 World)",
@@ -259,11 +347,93 @@ def aggregate(args: argparse.Namespace) -> int:
         lines.append("")
     walls = [f"{r['job']}: {r['wall_s']:.0f} s" for r in raws]
     lines += [
-        "Wall time per job (2 jobs in parallel, 1 torch thread each, shared 2-core machine): " + "; ".join(walls),
+        "Wall time per job (1 torch thread each, shared 2-core machine): " + "; ".join(walls),
         "",
     ]
     (OUT / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    return 0
+
+
+def _per_epoch(raws: list[dict[str, Any]]) -> list[str]:
+    """per_epoch.csv (every checkpoint) and, per setting, a table at epoch ends: AUROC of each trajectory
+    detector and the share of flipped labels each run predicts as given (mean over seeds)."""
+    import pandas as pd
+
+    rows = [{"setting": r["setting"], "seed": r["seed"], **c} for r in raws for c in r.get("curves", [])]
+    if not rows:
+        return []
+    df = pd.DataFrame(rows)
+    df.to_csv(OUT / "per_epoch.csv", index=False)
+    lines = [
+        "## Over training (epoch ends; `per_epoch.csv` has every checkpoint)",
+        "",
+        "AUROC of each detector recomputed from the checkpoints up to that epoch, and `fitted` = share of the "
+        "flipped labels a run predicts as given (it has memorised them); mean over seeds.",
+        "",
+    ]
+    for setting, g in df[df["epoch_end"] | (df["step"] == 0)].groupby("setting", sort=False):
+        au = g[g["what"] == "auroc"].pivot_table(index="epoch", columns="of", values="value")
+        fit = g[g["what"] == "fitted_noisy"].pivot_table(index="epoch", columns="of", values="value")
+        wide = pd.concat([au.add_prefix("auroc "), fit.add_prefix("fitted ")], axis=1)
+        step = max(1, len(wide) // 12)  # at most about a dozen rows per setting
+        keep = wide.iloc[list(range(0, len(wide), step)) + ([len(wide) - 1] if (len(wide) - 1) % step else [])]
+        lines += [
+            f"### {setting} (seeds {', '.join(map(str, sorted(g['seed'].unique())))})",
+            "",
+            "| epoch | " + " | ".join(keep.columns) + " |",
+            "|---" * (len(keep.columns) + 1) + "|",
+        ]
+        lines += [f"| {e:g} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for e, row in keep.iterrows()]
+        lines.append("")
+    return lines
+
+
+def _timings(raws: list[dict[str, Any]]) -> list[str]:
+    """timings.csv (per run, seconds by phase) and a table of where each setting's time goes."""
+    import pandas as pd
+
+    rows = [
+        {"setting": r["setting"], "seed": r["seed"], "run": k, **t}
+        for r in raws
+        for k, t in r.get("timings", {}).items()
+    ]
+    if not rows:
+        return []
+    df = pd.DataFrame(rows).drop_duplicates(["setting", "seed", "wall_s"])  # a reused run is listed once
+    df.to_csv(OUT / "timings.csv", index=False)
+    phases = [c for c in ("prepare_s", "train_steps_s", "checkpoint_s", "eval_s", "score_s", "other_s") if c in df]
+    lines = [
+        "## Where the time goes (seconds per job, summed over its runs; mean over seeds)",
+        "",
+        "`checkpoint_s` = eval-mode passes over the training set (the trajectories every detector reads); "
+        "`eval_s` = validation and test passes; `score_s` = scoring held-out rows after training.",
+        "",
+        "| setting | runs | " + " | ".join(phases) + " | wall_s | job wall_s |",
+        "|---" * (len(phases) + 4) + "|",
+    ]
+    walls = {(r["setting"], r["seed"]): r.get("detect_wall_s", r["wall_s"]) for r in raws}
+    for setting, g in df.groupby("setting", sort=False):
+        per_seed = g.fillna(0.0).groupby("seed")[[*phases, "wall_s"]].sum()
+        n_runs = g.groupby("seed")["run"].count().mean()
+        job = [walls[(setting, s)] for s in per_seed.index]
+        lines.append(
+            f"| {setting} | {n_runs:.0f} | "
+            + " | ".join(f"{per_seed[c].mean():.0f}" for c in [*phases, "wall_s"])
+            + f" | {sum(job) / len(job):.0f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def list_jobs(args: argparse.Namespace) -> int:
+    for setting, seed, retrain in JOBS:
+        name = job_name(setting, seed)
+        spec = SETTINGS[setting]
+        done = "done" if (RAW / f"{name}.json").exists() else "todo"
+        print(
+            f"{name:22s} {done}  {spec.config} {' '.join(spec.overrides)}  {spec.detect}{'  +retrain' if retrain else ''}"
+        )
     return 0
 
 
@@ -274,8 +444,9 @@ def main() -> int:
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--jobs", help="comma-separated job names (default: all, in priority order)")
     sub.add_parser("aggregate")
+    sub.add_parser("list")
     args = p.parse_args()
-    return run(args) if args.cmd == "run" else aggregate(args)
+    return {"run": run, "aggregate": aggregate, "list": list_jobs}[args.cmd](args)
 
 
 if __name__ == "__main__":

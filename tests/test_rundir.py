@@ -29,6 +29,8 @@ from kss_lora.rundir import MARKER_NAME, CorruptRecord, RunDirectory, atomic_wri
 SHIPPED_RUN_IDS = {
     "agnews": "8313d9a6c648",
     "agnews-detect": "b261480d32a7",
+    "chaosnli-mnli-detect": "4034718318d3",
+    "chaosnli-snli-detect": "28eb1b69ed55",
     "entropy_minilm_fullft": "47cd4486ee0a",
     "entropy_minilm_lora": "f50dacb6dd38",
     "entropy_smollm2_lora": "55ec3471fc1b",

@@ -11,6 +11,8 @@ Writes to ``-o OUT`` (default ``runs/detect/<config name>``):
 - ``scores.csv``: every detector's score and flag for every training example;
 - ``evaluation.csv`` / ``evaluation_per_class.csv``: P/R/F1 at k and at flags, AUROC, AUPRC, when the
   config injects noise (the truth is then known);
+- ``curves.csv``: per checkpoint, each trajectory detector's AUROC / AUPRC / F1 at k and each run's share of
+  noisy (and clean) examples whose prediction equals the given label, when the truth is known;
 - ``retrain.csv`` with ``--retrain drop|relabel``: test accuracy after cleaning vs ceiling and floor;
 - ``summary.json`` and the training runs under ``OUT/runs/``.
 
@@ -41,7 +43,7 @@ def _int_list(text: str, where: str) -> list[int]:
 
 def _add_detect_args(p: argparse.ArgumentParser) -> None:
     from .clean_file import CLEAN_ACTIONS
-    from .pipeline import DETECTORS
+    from .options import DETECTORS
 
     p.add_argument("config", help="YAML config path or shipped config name (e.g. agnews-detect)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. noise.rate=0.4 train.seed=1")
@@ -64,6 +66,13 @@ def _add_detect_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--folds", type=int, default=3, help="k of the cross-fitting for confident learning (default 3)")
     p.add_argument("--aum-passes", type=int, default=2, help="AUM runs with disjoint threshold samples (default 2)")
+    p.add_argument(
+        "--dual-noisy",
+        default="suspected",
+        choices=("suspected", "all"),
+        help="dual-lora: the noisy LoRA trains on the suspected examples (default) or is the reference run",
+    )
+    p.add_argument("--dual-epochs", type=int, help="epochs of the dual-LoRA runs (default train.epochs)")
     p.add_argument("--checkpoints-per-epoch", type=int, default=2, help="eval checkpoints per epoch (default 2)")
     p.add_argument(
         "--eval-examples", type=int, help="validation examples in auxiliary runs (no test pass there); default: all"
@@ -114,7 +123,11 @@ def write_outputs(result: Any, out: Path, *, rows: bool = False) -> dict[str, An
         "n_flagged": {d: int(f.sum()) for d, f in result.flags.items()},
         "runs": {k: str(v) for k, v in result.runs.items()},
         "extras": {k: v for k, v in result.extras.items() if not isinstance(v, np.ndarray)},
+        "costs": result.costs,
+        "timings": result.timings,
     }
+    if result.curves:
+        pd.DataFrame(result.curves).to_csv(out / "curves.csv", index=False)
     evaluation = result.evaluation()
     if evaluation is not None:
         evaluation.to_csv(out / "evaluation.csv", index=False)
@@ -152,6 +165,8 @@ def _detect(args: argparse.Namespace) -> int:
             curriculum_seed=args.curriculum_seed,
             folds=args.folds,
             aum_passes=args.aum_passes,
+            dual_noisy=args.dual_noisy,
+            dual_epochs=args.dual_epochs,
             checkpoints_per_epoch=args.checkpoints_per_epoch,
             eval_examples=args.eval_examples,
             primary=args.primary,

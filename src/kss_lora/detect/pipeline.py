@@ -2,230 +2,66 @@
 
 One entry point, :func:`detect_label_issues` (config in, :class:`DetectionResult` out), in the style of
 ``cleanlab.filter.find_label_issues``: every detector produces a per-example score (higher = more
-suspicious) and boolean flags, over the training split of the config (after noise injection).
+suspicious) and boolean flags, over the training split of the config (after noise injection, or with the
+``given_labels`` the caller passes, e.g. ChaosNLI's original labels: :mod:`.human`).
 
 Runs it trains (only those the chosen detectors need), all on the same examples and labels:
 
 - ``reference``: the config as given, with eval-mode checkpoints -> ``small-loss``, ``aulc``,
   ``cartography``, ``forgetting``.
 - ``rank-low`` / ``rank-high``: the same with LoRA rank ``low_rank`` / ``high_rank`` -> ``ract``
-  (``d = AULC_low - AULC_high``), ``ract-final`` (final-loss discrepancy) and ``ract-low`` (the
-  low-rank model's final loss alone: the capacity argument without the discrepancy, an ablation; final
-  rather than AULC because a rank-1 adapter learns slowly, so its AULC mostly measures learning speed).
+  (``d = AULC_low - AULC_high``), ``ract-neg`` (``-d``: the other sign, which is the right one before the
+  high rank memorises noise), ``ract-final`` (final-loss discrepancy) and ``ract-low`` (the low-rank model's
+  final loss alone: the capacity argument without the discrepancy, an ablation).
 - ``curriculum-<s>``: RACT's curriculum: continue the low-rank adapter, rank grown to the next of
   ``curriculum_ranks``, on the examples the previous stage kept -> ``ract-curriculum``.
 - ``aum-<p>``: ``aum_passes`` runs with one extra (fake) class given to disjoint random subsets of
   ``N / (K + 1)`` examples (threshold samples, Pleiss et al. 2020) -> ``aum``.
 - ``fold-<f>``: k-fold cross-fitting; fold f's model never sees fold f, which it scores ->
   ``confident-learning`` (cleanlab ``find_label_issues`` on the out-of-sample probabilities).
+- ``dual-clean`` / ``dual-noisy``: two LoRAs on the examples the reference's small loss keeps / suspects ->
+  ``dual-lora`` (in the spirit of Delora, :mod:`.dual_lora`).
 
 RACT is **a reconstruction** (docs/spec.md §2): the paper ("Why LoRA Resists Label Noise", Steele) publishes no
-algorithm. Our reading — low- vs high-rank adapters, discrepancy of per-example loss, flag the top estimated
-noise fraction, continue on the kept set while growing rank — is documented in docs/detection.md together
-with where it loses to simpler baselines.
+algorithm; docs/detection.md says where our reading loses to simpler baselines.
 
-Flags: ``aum`` uses the threshold-sample rule and ``confident-learning`` cleanlab's own pruning; every
-other detector flags the top ``rate_estimate`` fraction. The rate is estimated (no oracle): confident
-joint on the cross-fitted probabilities when confident learning ran, else on the low-rank (or reference)
-model's in-sample probabilities, which underestimate — unless the caller passes ``rate``.
+Flags: ``aum`` uses the threshold-sample rule, ``confident-learning`` cleanlab's own pruning, ``dual-lora``
+its noisy LoRA as the threshold; every other detector flags the top ``rate_estimate`` fraction. The rate is
+estimated (no oracle): confident joint on the cross-fitted probabilities when confident learning ran, else
+on the low-rank (or reference) model's in-sample probabilities, which underestimate — unless ``rate`` is given.
+
+When the truth is known the result also carries per-checkpoint curves (:mod:`.curves`); every result
+carries per-run phase timings and per-detector costs (runs, examples x epochs trained, seconds).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from kss_lora.config import RunConfig
-from kss_lora.errors import ConfigError, KSSError
+from kss_lora.errors import ConfigError, DataError, KSSError
 
 from . import scores as S
+from .curves import detector_curves, fitted_curves, prefix_scorers
 from .estimate import estimate_noise_rate
-from .evaluate import evaluate_detection, evaluate_per_class
+from .options import DEFAULT_DETECTORS, DETECTORS, NEEDS, RACT_DETECTORS, DetectionResult, DetectOptions
 from .training import Trained, configure, prepare, softmax, subset_batches, train
 
-__all__ = ["DETECTORS", "DetectOptions", "DetectionResult", "cross_fit_folds", "detect_label_issues"]
-
-DETECTORS = (
-    "ract",
-    "ract-final",
-    "ract-low",
-    "ract-curriculum",
-    "small-loss",
-    "aulc",
-    "aum",
-    "cartography",
-    "forgetting",
-    "confident-learning",
-)
-RACT_DETECTORS = ("ract", "ract-final", "ract-low", "ract-curriculum")
-DEFAULT_DETECTORS = DETECTORS
-_NEEDS = {
-    "ract": "ranks",
-    "ract-final": "ranks",
-    "ract-low": "ranks",
-    "ract-curriculum": "ranks",
-    "small-loss": "reference",
-    "aulc": "reference",
-    "cartography": "reference",
-    "forgetting": "reference",
-    "aum": "aum",
-    "confident-learning": "folds",
-}
-
-
-@dataclass
-class DetectOptions:
-    """Detection settings (keyword options of :func:`detect_label_issues`).
-
-    Attributes:
-        detectors: which detectors to run (see :data:`DETECTORS`).
-        low_rank / high_rank: RACT's two LoRA ranks. The low rank is meant to lack the capacity
-            ``r (d + k - r)`` to memorise the flipped labels; the high rank to have it.
-        curriculum_ranks: ranks of the curriculum stages after the low-rank one (each continues the
-            previous adapter, grown, on the examples the previous stage kept).
-        curriculum_epochs: epochs per curriculum stage (default: the config's ``train.epochs``).
-        curriculum_seed: the score whose top fraction the curriculum's first stage drops: ``"ract"``
-            (SPEC's discrepancy, the default), ``"ract-final"`` or ``"ract-low"`` (the low-rank model's final
-            loss alone).
-        folds: k of the k-fold cross-fitting for confident learning (>= 2).
-        aum_passes: runs with disjoint threshold-sample sets (>= 2, so every example is scored).
-        aum_percentile: Pleiss et al.'s percentile of threshold-sample AUMs used as the cut (99).
-        rate: known noise rate; ``None`` estimates it (see module docstring).
-        checkpoints_per_epoch: eval-mode checkpoints per epoch for trajectories (AULC, cartography...).
-        eval_examples: cap on validation examples (and no test pass) in auxiliary runs — other ranks,
-            AUM passes, folds — whose metrics are not reported; ``None`` evaluates them fully.
-        primary: detector whose ranking the suspected-errors CSV follows (default: confident-learning
-            when run, else the first detector named).
-    """
-
-    detectors: Sequence[str] = DEFAULT_DETECTORS
-    low_rank: int = 1
-    high_rank: int = 64
-    curriculum_ranks: Sequence[int] = (8,)
-    curriculum_epochs: int | None = None
-    curriculum_seed: str = "ract"
-    folds: int = 3
-    aum_passes: int = 2
-    aum_percentile: float = 99.0
-    rate: float | None = None
-    checkpoints_per_epoch: int = 2
-    eval_examples: int | None = None
-    primary: str | None = None
-
-    def validate(self) -> DetectOptions:
-        dets = list(self.detectors)
-        if not dets:
-            raise ConfigError("detectors", f"choose at least one of {', '.join(DETECTORS)}")
-        unknown = [d for d in dets if d not in DETECTORS]
-        if unknown:
-            raise ConfigError("detectors", f"unknown {unknown[0]!r}; allowed: {', '.join(DETECTORS)}")
-        if len(set(dets)) != len(dets):
-            raise ConfigError("detectors", "each detector may be named once")
-        self.detectors = tuple(dets)
-        for name in ("low_rank", "high_rank", "checkpoints_per_epoch"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(name.replace("_", "-"), f"must be at least 1, got {getattr(self, name)}")
-        if self.low_rank >= self.high_rank:
-            raise ConfigError("low-rank", f"must be below high-rank ({self.high_rank}), got {self.low_rank}")
-        ranks = [self.low_rank, *self.curriculum_ranks]
-        if any(b < a for a, b in zip(ranks, ranks[1:])) or not self.curriculum_ranks:
-            raise ConfigError("curriculum-ranks", f"must be non-empty and non-decreasing from low-rank, got {ranks}")
-        if self.curriculum_seed not in ("ract", "ract-final", "ract-low"):
-            raise ConfigError("curriculum-seed", f"must be ract, ract-final or ract-low, got {self.curriculum_seed!r}")
-        if self.folds < 2:
-            raise ConfigError("folds", f"must be at least 2, got {self.folds}")
-        if self.aum_passes < 2:
-            raise ConfigError(
-                "aum-passes",
-                f"must be at least 2 (each pass scores the others' threshold samples), got {self.aum_passes}",
-            )
-        if not 0.0 < self.aum_percentile <= 100.0:
-            raise ConfigError("aum-percentile", f"must be in (0, 100], got {self.aum_percentile}")
-        if self.rate is not None and not 0.0 <= self.rate < 1.0:
-            raise ConfigError("rate", f"must be in [0, 1), got {self.rate}")
-        if self.eval_examples is not None and self.eval_examples < 1:
-            raise ConfigError("eval-examples", f"must be at least 1, got {self.eval_examples}")
-        if self.curriculum_epochs is not None and self.curriculum_epochs < 1:
-            raise ConfigError("curriculum-epochs", f"must be at least 1, got {self.curriculum_epochs}")
-        if self.primary is not None and self.primary not in self.detectors:
-            raise ConfigError(
-                "primary", f"must be one of the detectors run {list(self.detectors)}, got {self.primary!r}"
-            )
-        return self
-
-
-@dataclass
-class DetectionResult:
-    """Scores, flags and bookkeeping of one detection pipeline (arrays aligned with ``ids``)."""
-
-    ids: np.ndarray
-    texts: list[str]
-    text_pairs: list[str] | None
-    labels: np.ndarray
-    label_names: list[str]
-    scores: dict[str, np.ndarray]
-    flags: dict[str, np.ndarray]
-    suggested_labels: np.ndarray
-    rate_estimate: float
-    rate_source: str
-    primary: str
-    is_noisy: np.ndarray | None = None
-    clean_labels: np.ndarray | None = None
-    runs: dict[str, Path] = field(default_factory=dict)
-    run_results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    folds: np.ndarray | None = None
-    fold_train_ids: list[np.ndarray] = field(default_factory=list)
-    fold_scored_ids: list[np.ndarray] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def evaluation(self) -> pd.DataFrame | None:
-        """One row per detector (:func:`evaluate_detection`), or None when the truth is unknown."""
-        if self.is_noisy is None:
-            return None
-        rows = [
-            {"detector": d, **evaluate_detection(self.is_noisy, s, self.flags.get(d))} for d, s in self.scores.items()
-        ]
-        return pd.DataFrame(rows)
-
-    def evaluation_per_class(self) -> pd.DataFrame | None:
-        if self.is_noisy is None:
-            return None
-        frames = []
-        for d, s in self.scores.items():
-            df = evaluate_per_class(self.is_noisy, s, self.labels, self.flags.get(d))
-            df.insert(0, "detector", d)
-            frames.append(df)
-        return pd.concat(frames, ignore_index=True)
-
-    def ranked(self, detector: str | None = None, *, flagged_only: bool = True) -> pd.DataFrame:
-        """The suspected label errors, most suspicious first: ``id, text, given_label, suggested_label,
-        score`` (+ ``text_pair``, ``rank``, ``flagged``, and ``is_noisy`` when the truth is known)."""
-        d = detector or self.primary
-        s = self.scores[d]
-        order = np.argsort(-s, kind="stable")
-        names = np.asarray(self.label_names, dtype=object)
-        df = pd.DataFrame(
-            {
-                "rank": np.arange(1, s.size + 1),
-                "id": self.ids[order],
-                "text": [self.texts[i] for i in order],
-                "given_label": names[self.labels[order]],
-                "suggested_label": names[self.suggested_labels[order]],
-                "score": s[order],
-                "flagged": self.flags[d][order],
-            }
-        )
-        if self.text_pairs is not None:
-            df.insert(3, "text_pair", [self.text_pairs[i] for i in order])
-        if self.is_noisy is not None:
-            df["is_noisy"] = self.is_noisy[order]
-        return df[df["flagged"]].reset_index(drop=True) if flagged_only else df
+__all__ = [
+    "DEFAULT_DETECTORS",
+    "DETECTORS",
+    "RACT_DETECTORS",
+    "DetectOptions",
+    "DetectionResult",
+    "cross_fit_folds",
+    "detect_label_issues",
+]
 
 
 def cross_fit_folds(labels: Any, *, folds: int, seed: int) -> np.ndarray:
@@ -246,6 +82,30 @@ def cross_fit_folds(labels: Any, *, folds: int, seed: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- runs
 
 
+@dataclass
+class _Ctx:
+    """What every run of one pipeline shares: config, output folder, options, the labels trained on."""
+
+    cfg: RunConfig
+    out: Path
+    opts: DetectOptions
+    labels: np.ndarray
+    given: bool  # labels come from the caller (given_labels), not from the config
+    res: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def prep(self, cfg: RunConfig, **variant: Any) -> Any:
+        """``prepare`` with the pipeline's labels (when given) unless the variant relabels itself."""
+        if self.given and variant.get("train_labels") is None:
+            variant["train_labels"] = self.labels
+        return prepare(cfg, **variant)
+
+    def record(self, name: str, trained: Trained) -> None:
+        self.res["runs"][name] = trained.directory
+        self.res["run_results"][name] = trained.result
+        self.timings[name] = {**trained.timing, "_dir": str(trained.directory)}  # _dir: shared runs counted once
+
+
 def _trajectories(trained: Trained) -> Any:
     """Eval-mode trajectories [T, N] on the trained-on labels (step 0 included: SPEC's AULC)."""
     return trained.dynamics().checkpoint()
@@ -256,53 +116,53 @@ def _after_start(arr: np.ndarray) -> np.ndarray:
     return arr[1:] if arr.shape[0] > 1 else arr
 
 
-def _full_run(
-    cfg: RunConfig, out: Path, name: str, opts: DetectOptions, *, rank: int | None = None, auxiliary: bool = False
-) -> Trained:
-    run = prepare(
-        configure(cfg, rank=rank),
-        checkpoints_per_epoch=opts.checkpoints_per_epoch,
-        eval_examples=opts.eval_examples if auxiliary else None,
+def _full_run(ctx: _Ctx, name: str, *, rank: int | None = None, auxiliary: bool = False) -> Trained:
+    run = ctx.prep(
+        configure(ctx.cfg, rank=rank),
+        checkpoints_per_epoch=ctx.opts.checkpoints_per_epoch,
+        eval_examples=ctx.opts.eval_examples if auxiliary else None,
     )
-    return train(run, out / name)
+    return train(run, ctx.out / name)
 
 
-def _cross_fit(cfg: RunConfig, out: Path, labels: np.ndarray, opts: DetectOptions, res: dict[str, Any]) -> np.ndarray:
+def _cross_fit(ctx: _Ctx) -> np.ndarray:
     """Out-of-sample probabilities [N, K]: fold f's model trains on folds != f and predicts fold f only."""
-    folds = cross_fit_folds(labels, folds=opts.folds, seed=cfg.train.seed)
+    opts, labels, res = ctx.opts, ctx.labels, ctx.res
+    folds = cross_fit_folds(labels, folds=opts.folds, seed=ctx.cfg.train.seed)
     probs: np.ndarray | None = None
     res["folds"] = folds
     for f in range(opts.folds):
         held = np.flatnonzero(folds == f)
-        run = prepare(
-            configure(cfg, track=False), train_index=np.flatnonzero(folds != f), eval_examples=opts.eval_examples
+        run = ctx.prep(
+            configure(ctx.cfg, track=False), train_index=np.flatnonzero(folds != f), eval_examples=opts.eval_examples
         )
         full = run.full_train_batches
-        trained = train(run, out / f"fold-{f}")
+        trained = train(run, ctx.out / f"fold-{f}")
+        t0 = time.perf_counter()
         logits = run.logits(subset_batches(full, held))
+        trained.timing["score_s"] = time.perf_counter() - t0
+        trained.timing["wall_s"] += trained.timing["score_s"]
         if probs is None:
             probs = np.full((labels.size, logits.shape[1]), np.nan)
         probs[held] = softmax(logits)
         res["fold_train_ids"].append(trained.train_ids)
         res["fold_scored_ids"].append(full.ids[held].copy())
-        res["runs"][f"fold-{f}"] = trained.directory
-        res["run_results"][f"fold-{f}"] = trained.result
+        ctx.record(f"fold-{f}", trained)
         del run, trained
     assert probs is not None and not np.isnan(probs).any()
     return probs
 
 
-def _aum(
-    cfg: RunConfig, out: Path, labels: np.ndarray, k: int, opts: DetectOptions, res: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    """AUM scores and flags with threshold samples (Pleiss et al. 2020).
+def _aum(ctx: _Ctx, k: int) -> tuple[np.ndarray, np.ndarray, list[tuple[Any, np.ndarray]]]:
+    """AUM scores and flags with threshold samples (Pleiss et al. 2020), and each pass's trajectories.
 
     Pass p gives the fake class K to a random subset of ``N / (K + 1)`` examples (disjoint across passes);
     an example's score is the mean of its negated AUM over the passes in which it kept its label; the
     cut is the ``aum_percentile`` of the threshold samples' AUMs (on the fake label), pooled over passes.
     """
+    opts, labels = ctx.opts, ctx.labels
     n = labels.size
-    rng = np.random.default_rng(cfg.train.seed + 7919)
+    rng = np.random.default_rng(ctx.cfg.train.seed + 7919)
     per_pass = n // (k + 1)
     if per_pass * opts.aum_passes > n:
         raise ConfigError("aum-passes", f"{opts.aum_passes} disjoint sets of {per_pass} exceed {n} examples")
@@ -310,88 +170,120 @@ def _aum(
     total = np.zeros(n)
     count = np.zeros(n)
     thresh_scores: list[np.ndarray] = []
+    passes: list[tuple[Any, np.ndarray]] = []
     for p in range(opts.aum_passes):
         fake = order[p * per_pass : (p + 1) * per_pass]
         y = labels.copy()
         y[fake] = k
-        run = prepare(
-            configure(cfg),
+        run = ctx.prep(
+            configure(ctx.cfg),
             extra_classes=1,
             train_labels=y,
             checkpoints_per_epoch=opts.checkpoints_per_epoch,
             eval_examples=opts.eval_examples,
         )
-        trained = train(run, out / f"aum-{p}")
-        margins = _after_start(_trajectories(trained).margin)
-        s = S.aum_scores(margins)
+        trained = train(run, ctx.out / f"aum-{p}")
+        traj = _trajectories(trained)
+        s = S.aum_scores(_after_start(traj.margin))
         keep = np.ones(n, dtype=bool)
         keep[fake] = False
         total[keep] += s[keep]
         count[keep] += 1
         thresh_scores.append(s[fake])
-        res["runs"][f"aum-{p}"] = trained.directory
-        res["run_results"][f"aum-{p}"] = trained.result
+        passes.append((traj, keep))
+        ctx.record(f"aum-{p}", trained)
         del run, trained
     scores = total / np.maximum(count, 1)
     cut = S.aum_threshold(np.concatenate(thresh_scores), percentile=opts.aum_percentile)
-    res["extras"]["aum_threshold_score"] = cut
-    return scores, scores >= cut
+    ctx.res["extras"]["aum_threshold_score"] = cut
+    return scores, scores >= cut, passes
 
 
-def _curriculum(
-    cfg: RunConfig,
-    out: Path,
-    low: Trained,
-    first_scores: np.ndarray,
-    n_flag: int,
-    opts: DetectOptions,
-    res: dict[str, Any],
-) -> np.ndarray:
+def _curriculum(ctx: _Ctx, low: Trained, first_scores: np.ndarray, n_flag: int) -> np.ndarray:
     """RACT curriculum (reconstruction): flag the top ``n_flag`` by the previous stage's score, continue
     the adapter — rank grown — on the kept examples, score everything by the grown model's final loss."""
+    from kss_lora.dynamics.metrics import per_example_from_logits
+
     prev_model, scores = low.run.model, first_scores
     full_labels = low.run.train_batches.labels
-    for s, rank in enumerate(opts.curriculum_ranks, start=1):
+    for s, rank in enumerate(ctx.opts.curriculum_ranks, start=1):
         kept = ~S.flag_top(scores, count=n_flag)
-        stage_cfg = configure(cfg, rank=rank)
-        if opts.curriculum_epochs is not None:
-            stage_cfg.train.epochs = opts.curriculum_epochs
-        run = prepare(
+        stage_cfg = configure(ctx.cfg, rank=rank)
+        if ctx.opts.curriculum_epochs is not None:
+            stage_cfg.train.epochs = ctx.opts.curriculum_epochs
+        run = ctx.prep(
             stage_cfg,
             initial_adapter=prev_model,
             train_index=np.flatnonzero(kept),
-            checkpoints_per_epoch=opts.checkpoints_per_epoch,
+            checkpoints_per_epoch=ctx.opts.checkpoints_per_epoch,
         )
         full = run.full_train_batches
-        trained = train(run, out / f"curriculum-{s}")
-        logits = run.logits(full)
-        from kss_lora.dynamics.metrics import per_example_from_logits
-
-        scores = per_example_from_logits(logits, full_labels).loss
-        res["runs"][f"curriculum-{s}"] = trained.directory
-        res["run_results"][f"curriculum-{s}"] = trained.result
+        trained = train(run, ctx.out / f"curriculum-{s}")
+        t0 = time.perf_counter()
+        scores = per_example_from_logits(run.logits(full), full_labels).loss
+        trained.timing["score_s"] = time.perf_counter() - t0
+        trained.timing["wall_s"] += trained.timing["score_s"]
+        ctx.record(f"curriculum-{s}", trained)
         prev_model = run.model
     return scores
 
 
-def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> DetectionResult:
+def _costs(opts: DetectOptions, timings: dict[str, dict[str, float]], scoring_s: dict[str, float]) -> dict:
+    """Per detector: the runs it reads (a run shared with another rank counted once), examples x epochs
+    trained, and seconds (those runs' wall time plus the detector's own scoring)."""
+    out: dict[str, dict[str, float]] = {}
+    for d in opts.detectors:
+        names = [r for r in opts.runs_of(d, list(timings)) if r in timings]
+        unique = {timings[r]["_dir"]: timings[r] for r in names}.values()
+        out[d] = {
+            "runs": float(len(unique)),
+            "example_epochs": float(sum(t["n_train"] * t["epochs"] for t in unique)),
+            "train_s": float(sum(t["wall_s"] for t in unique)),
+            "score_s": float(scoring_s.get(d, 0.0)),
+        }
+        out[d]["total_s"] = out[d]["train_s"] + out[d]["score_s"]
+    return out
+
+
+def _class_array(name: str, values: Any, n: int, k: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.shape != (n,) or (arr.size and arr.dtype.kind not in "iu"):
+        raise DataError(f"{name}: need {n} integer classes (one per training example), got shape {arr.shape}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= k):
+        raise DataError(f"{name}: classes must be in [0, {k})")
+    return arr
+
+
+def detect_label_issues(
+    cfg: RunConfig, out_dir: str | Path, *, given_labels: Any = None, true_labels: Any = None, **options: Any
+) -> DetectionResult:
     """Run the chosen detectors on the training split of ``cfg`` and return scores and flags.
 
     Args:
         cfg: the run config (model, data, method, training, and optionally ``noise`` to plant errors with a
             known truth). Tracking settings are set per run; adapters are not saved.
         out_dir: directory for the training runs (``<out_dir>/<run name>/``).
+        given_labels: labels to train and score on instead of the config's (aligned with its training split),
+            e.g. ChaosNLI's original labels (:func:`~kss_lora.detect.human.chaosnli_human_labels`).
+        true_labels: with ``given_labels``, the labels believed right (e.g. ChaosNLI's 100-vote majority); the
+            truth mask is then ``given_labels != true_labels``. Planted noise (``cfg.noise``) brings its own.
         **options: fields of :class:`DetectOptions` (``detectors``, ``low_rank``, ``high_rank``, ``folds``,
             ``rate``...).
     """
     opts = DetectOptions(**options).validate()
     out = Path(out_dir)
     cfg = copy.deepcopy(cfg).validate()
-    need = {_NEEDS[d] for d in opts.detectors}
+    need = {NEEDS[d] for d in opts.detectors}
     from kss_lora.methods.registry import LORA_METHODS
 
-    if "ranks" in need and cfg.method.name not in LORA_METHODS:
-        raise ConfigError("method.name", f"RACT compares LoRA ranks; needs a LoRA method, got {cfg.method.name!r}")
+    if ("ranks" in need or "dual" in need) and cfg.method.name not in LORA_METHODS:
+        raise ConfigError(
+            "method.name",
+            f"RACT compares LoRA ranks (dual-lora trains two adapters); needs a LoRA method, got {cfg.method.name!r}",
+        )
+    if true_labels is not None and given_labels is None:
+        raise ConfigError("true_labels", "true labels from outside the config go with given_labels")
 
     probe = prepare(configure(cfg, track=False))  # data, noise and labels every run will see
     split = probe.data.train
@@ -401,36 +293,39 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
     label_names = list(probe.data.label_names)
     is_noisy = None if probe.is_noisy is None else probe.is_noisy.copy()
     clean = probe.task.clean_train_labels.copy() if is_noisy is not None else None
+    del probe
+    if given_labels is not None:
+        if is_noisy is not None:
+            raise ConfigError("noise.rate", "given_labels replace the training labels: plant no noise with them")
+        labels = _class_array("given_labels", given_labels, labels.size, k)
+        if true_labels is not None:
+            clean = _class_array("true_labels", true_labels, labels.size, k)
+            is_noisy = labels != clean
     if np.unique(labels).size < 2:
         raise KSSError("detect: the training split needs at least two classes")
-    del probe
 
-    res: dict[str, Any] = {
-        "runs": {},
-        "run_results": {},
-        "extras": {},
-        "fold_train_ids": [],
-        "fold_scored_ids": [],
-        "folds": None,
-    }
+    ctx = _Ctx(cfg, out, opts, labels, given_labels is not None)
+    ctx.res.update(runs={}, run_results={}, extras={}, fold_train_ids=[], fold_scored_ids=[], folds=None)
+    res = ctx.res
     scores: dict[str, np.ndarray] = {}
     flags: dict[str, np.ndarray] = {}
+    scoring_s: dict[str, float] = {}
     oos_probs = None
     if "folds" in need:
-        oos_probs = _cross_fit(cfg, out, labels, opts, res)
+        oos_probs = _cross_fit(ctx)
 
     ref = low = high = None
-    if "reference" in need:
-        ref = _full_run(cfg, out, "reference", opts)
+    if "reference" in need or "dual" in need:
+        ref = _full_run(ctx, "reference")
     if "ranks" in need:
         # A rank equal to the config's own reuses the reference run (same config, same seed: same model).
         low = ref if ref is not None and opts.low_rank == cfg.method.rank else None
-        low = low or _full_run(cfg, out, "rank-low", opts, rank=opts.low_rank, auxiliary=True)
+        low = low or _full_run(ctx, "rank-low", rank=opts.low_rank, auxiliary=True)
         high = ref if ref is not None and opts.high_rank == cfg.method.rank else None
-        high = high or _full_run(cfg, out, "rank-high", opts, rank=opts.high_rank, auxiliary=True)
+        high = high or _full_run(ctx, "rank-high", rank=opts.high_rank, auxiliary=True)
     for name, t in (("reference", ref), ("rank-low", low), ("rank-high", high)):
         if t is not None and name not in res["runs"]:
-            res["runs"][name], res["run_results"][name] = t.directory, t.result
+            ctx.record(name, t)
             if not np.array_equal(t.run.train_batches.labels, labels):
                 raise KSSError(f"detect: run {name} trained on different labels than the others (noise seed?)")
 
@@ -452,6 +347,7 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
     assert suggest_probs is not None or "aum" in need
     n_flag = int(round(rate * labels.size))
 
+    t0 = time.perf_counter()
     if "confident-learning" in opts.detectors:
         from cleanlab.filter import find_label_issues
 
@@ -460,36 +356,64 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
         # n_jobs=1: cleanlab's per-class pool shares data through fork-inherited globals, which fails
         # (NameError) in processes whose start method is spawn; K classes need no parallelism anyway.
         flags["confident-learning"] = find_label_issues(labels, oos_probs, filter_by="prune_by_noise_rate", n_jobs=1)
-    if ref is not None:
-        traj = _trajectories(ref)
-        trained_part = S._as_traj("p", _after_start(traj.prob))
-        correct = _after_start(traj.correct)
+    scoring_s["confident-learning"] = time.perf_counter() - t0
+    ref_traj = _trajectories(ref) if ref is not None else None
+    if ref_traj is not None:
+        trained_part = S._as_traj("p", _after_start(ref_traj.prob))
+        correct = _after_start(ref_traj.correct)
         if "small-loss" in opts.detectors:
-            scores["small-loss"] = S.small_loss_scores(traj.loss, reduce="final")
+            scores["small-loss"] = S.small_loss_scores(ref_traj.loss, reduce="final")
         if "aulc" in opts.detectors:
-            scores["aulc"] = S.aulc_scores(traj.loss)
+            scores["aulc"] = S.aulc_scores(ref_traj.loss)
         if "cartography" in opts.detectors:
             scores["cartography"] = S.cartography_scores(trained_part, correct)
             res["extras"]["cartography_hard_to_learn"] = S.hard_to_learn(trained_part, correct)
         if "forgetting" in opts.detectors:
             scores["forgetting"] = S.forgetting_scores(correct)
+    lo_traj = hi_traj = None
     if low is not None and high is not None:
-        lo, hi = _trajectories(low).loss, _trajectories(high).loss
+        lo_traj, hi_traj = _trajectories(low), _trajectories(high)
+        lo, hi = lo_traj.loss, hi_traj.loss
+        d = S.rank_discrepancy_scores(lo, hi, reduce="mean")
         ract = {
-            "ract": S.rank_discrepancy_scores(lo, hi, reduce="mean"),
+            "ract": d,
+            "ract-neg": -d,
             "ract-final": S.rank_discrepancy_scores(lo, hi, reduce="final"),
             "ract-low": S.small_loss_scores(lo, reduce="final"),
         }
-        for d in ("ract", "ract-final", "ract-low"):
-            if d in opts.detectors:
-                scores[d] = ract[d]
+        for name in ract:
+            if name in opts.detectors:
+                scores[name] = ract[name]
         if "ract-curriculum" in opts.detectors:
-            seed_scores = ract[opts.curriculum_seed]
-            scores["ract-curriculum"] = _curriculum(cfg, out, low, seed_scores, n_flag, opts, res)
+            scores["ract-curriculum"] = _curriculum(ctx, low, ract[opts.curriculum_seed], n_flag)
+    aum_passes: list[tuple[Any, np.ndarray]] = []
     if "aum" in need:
-        scores["aum"], flags["aum"] = _aum(cfg, out, labels, k, opts, res)
+        scores["aum"], flags["aum"], aum_passes = _aum(ctx, k)
+    if "dual" in need:
+        from .dual_lora import dual_lora_scores
+
+        assert ref_traj is not None
+        scores["dual-lora"], flags["dual-lora"], extra = dual_lora_scores(
+            cfg,
+            out,
+            labels,
+            ref_traj.loss[-1],
+            n_flag,
+            prep=ctx.prep,
+            record=ctx.record,
+            noisy_on=opts.dual_noisy,
+            epochs=opts.dual_epochs,
+            eval_examples=opts.eval_examples,
+        )
+        res["extras"].update(extra)
     for d in opts.detectors:
         flags.setdefault(d, S.flag_top(scores[d], count=n_flag))
+
+    curves: list[dict[str, Any]] = []
+    if is_noisy is not None:
+        t0 = time.perf_counter()
+        curves = _curves(is_noisy, opts, ref, low, high, ref_traj, lo_traj, hi_traj, aum_passes)
+        res["extras"]["curves_s"] = time.perf_counter() - t0
 
     if suggest_probs is None:
         suggested = labels.copy()
@@ -498,14 +422,15 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
     # Default ranking for the CSV: confident learning (out-of-sample, established) when run; not SPEC's
     # `ract`, whose sign depends on the training regime (docs/detection.md).
     primary = opts.primary or ("confident-learning" if "confident-learning" in opts.detectors else opts.detectors[0])
-    ordered = {d: scores[d] for d in opts.detectors}
+    costs = _costs(opts, ctx.timings, scoring_s)
+    timings = {name: {k2: v for k2, v in t.items() if k2 != "_dir"} for name, t in ctx.timings.items()}
     return DetectionResult(
         ids=ids,
         texts=list(split.texts),
         text_pairs=split.text_pairs,
         labels=labels,
         label_names=label_names,
-        scores=ordered,
+        scores={d: scores[d] for d in opts.detectors},
         flags={d: np.asarray(flags[d], dtype=bool) for d in opts.detectors},
         suggested_labels=suggested.astype(np.int64),
         rate_estimate=rate,
@@ -519,4 +444,38 @@ def detect_label_issues(cfg: RunConfig, out_dir: str | Path, **options: Any) -> 
         fold_train_ids=res["fold_train_ids"],
         fold_scored_ids=res["fold_scored_ids"],
         extras=res["extras"],
+        curves=curves,
+        timings=timings,
+        costs=costs,
     )
+
+
+def _curves(
+    truth: np.ndarray,
+    opts: DetectOptions,
+    ref: Trained | None,
+    low: Trained | None,
+    high: Trained | None,
+    ref_traj: Any,
+    lo_traj: Any,
+    hi_traj: Any,
+    aum_passes: list[tuple[Any, np.ndarray]],
+) -> list[dict[str, Any]]:
+    """Per-checkpoint detector metrics and fitted shares (:mod:`.curves`) from the recorded trajectories."""
+    grids: dict[str, tuple[np.ndarray, int]] = {}
+    correct: dict[str, np.ndarray] = {}
+    for name, t, traj in (("reference", ref, ref_traj), ("rank-low", low, lo_traj), ("rank-high", high, hi_traj)):
+        if t is None or traj is None:
+            continue
+        dyn = t.dynamics()
+        grids[name] = (np.asarray(dyn.ckpt_step), int(dyn.arrays["steps_per_epoch"]))
+        correct[name] = traj.correct
+    rows = fitted_curves(truth, correct, {n: g[0] for n, g in grids.items()}, {n: g[1] for n, g in grids.items()})
+    if not grids:
+        return rows
+    steps, spe = next(iter(grids.values()))
+    if any(not np.array_equal(g[0], steps) for g in grids.values()):
+        return rows  # different checkpoint grids: per-checkpoint detector curves are not comparable
+    usable_aum = [(tr, kept) for tr, kept in aum_passes if tr.loss.shape[0] == steps.size]
+    scorers = prefix_scorers(ref_traj, lo_traj, hi_traj, usable_aum)
+    return rows + detector_curves(truth, scorers, steps, spe, detectors=opts.detectors)

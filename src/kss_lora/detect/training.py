@@ -10,12 +10,20 @@ Classification tasks only (:class:`kss_lora.tasks.classification.ClassificationT
 Every run trains on exactly ``run.train_batches``, so :attr:`Trained.train_ids` is the authoritative list
 of examples a model saw (cross-fitting's no-leak guarantee is checked against it); ``run.full_train_batches``
 is the training split before any subset (the rows a fold's model scores).
+
+Timing: :func:`prepare` records how long building the run took (data, tokenizer, model, tokenization) and
+:func:`train` times the run's own phases by wrapping three of that instance's methods while it executes —
+``step`` (optimizer steps), ``checkpoint`` (eval-mode passes over the training set: the dynamics checkpoints
+every detector reads, epoch ends included) and ``evaluate_split`` (every eval pass; validation and test are
+what is left after the checkpoints) — so :attr:`Trained.timing` says what dominates a detector's cost.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +58,7 @@ class Trained:
     directory: Path
     result: dict[str, Any]
     train_ids: np.ndarray
+    timing: dict[str, float] = field(default_factory=dict)
 
     def dynamics(self) -> Any:
         from kss_lora.dynamics.records import load_dynamics
@@ -83,7 +92,10 @@ def prepare(cfg: RunConfig, *, checkpoints_per_epoch: int = 2, **variant: Any) -
 
     if cfg.model.task != "classification":
         raise KSSError(f"detect: label-noise detection needs model.task=classification, got {cfg.model.task!r}")
-    return Run(cfg, checkpoints_per_epoch=checkpoints_per_epoch, **variant)
+    t0 = time.perf_counter()
+    run = Run(cfg, checkpoints_per_epoch=checkpoints_per_epoch, **variant)
+    run.detect_prepare_s = time.perf_counter() - t0  # read by train(): building the run is part of its cost
+    return run
 
 
 def training_labels(cfg: RunConfig) -> np.ndarray:
@@ -95,14 +107,55 @@ def training_labels(cfg: RunConfig) -> np.ndarray:
     return np.asarray(task.data.train.labels, dtype=np.int64).copy()
 
 
+PHASES = {"step": "train_steps_s", "checkpoint": "checkpoint_s", "evaluate_split": "eval_all_s"}
+
+
+def _timed(seconds: dict[str, float], key: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            seconds[key] += time.perf_counter() - t0
+
+    return timed
+
+
 def train(run: Any, directory: str | Path) -> Trained:
-    """Execute a prepared run; raise :class:`DetectionRunFailed` if it failed."""
+    """Execute a prepared run, timing its phases; raise :class:`DetectionRunFailed` if it failed.
+
+    ``Trained.timing``: ``prepare_s`` (building the run), ``train_steps_s``, ``checkpoint_s`` (eval-mode
+    passes over the training set), ``eval_s`` (validation and test passes), ``other_s`` (the rest of
+    ``execute``: run directory, recorder, result), ``wall_s`` (prepare + execute) and ``n_train``, ``epochs``.
+    """
     directory = Path(directory)
     train_ids = np.asarray(run.train_batches.ids).copy()
-    result = run.execute(directory)
+    seconds = dict.fromkeys(PHASES.values(), 0.0)
+    for name, key in PHASES.items():  # instance attributes shadow the class's methods while the run executes
+        setattr(run, name, _timed(seconds, key, getattr(run, name)))
+    t0 = time.perf_counter()
+    try:
+        result = run.execute(directory)
+    finally:
+        for name in PHASES:
+            delattr(run, name)
+    execute_s = time.perf_counter() - t0
     if result.get("status") != "ok":
         raise DetectionRunFailed(f"run {directory} failed: {result.get('error')}")
-    return Trained(run=run, directory=directory, result=result, train_ids=train_ids)
+    prepare_s = float(getattr(run, "detect_prepare_s", 0.0))
+    eval_s = max(seconds["eval_all_s"] - seconds["checkpoint_s"], 0.0)
+    used = seconds["train_steps_s"] + seconds["checkpoint_s"] + eval_s
+    timing = {
+        "prepare_s": prepare_s,
+        "train_steps_s": seconds["train_steps_s"],
+        "checkpoint_s": seconds["checkpoint_s"],
+        "eval_s": eval_s,
+        "other_s": max(execute_s - used, 0.0),
+        "wall_s": prepare_s + execute_s,
+        "n_train": float(train_ids.size),
+        "epochs": float(run.cfg.train.epochs),
+    }
+    return Trained(run=run, directory=directory, result=result, train_ids=train_ids, timing=timing)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

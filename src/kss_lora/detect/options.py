@@ -1,0 +1,247 @@
+"""What a detection pipeline is asked for (:class:`DetectOptions`) and what it returns (:class:`DetectionResult`).
+
+Kept apart from :mod:`.pipeline` (which trains) so the options can be validated, and a result read, without
+the training code. The detector names, the runs each needs and its cost accounting live here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kss_lora.errors import ConfigError
+
+from .evaluate import evaluate_detection, evaluate_per_class
+
+__all__ = ["DEFAULT_DETECTORS", "DETECTORS", "RACT_DETECTORS", "DetectOptions", "DetectionResult"]
+
+DETECTORS = (
+    "ract",
+    "ract-neg",
+    "ract-final",
+    "ract-low",
+    "ract-curriculum",
+    "small-loss",
+    "aulc",
+    "aum",
+    "cartography",
+    "forgetting",
+    "confident-learning",
+    "dual-lora",
+)
+RACT_DETECTORS = ("ract", "ract-neg", "ract-final", "ract-low", "ract-curriculum")
+DEFAULT_DETECTORS = DETECTORS
+# What each detector needs trained: "reference" (the config's run), "ranks" (low- and high-rank runs),
+# "aum" (threshold-sample passes), "folds" (k-fold cross-fitting), "dual" (reference + the clean LoRA).
+NEEDS = {
+    "ract": "ranks",
+    "ract-neg": "ranks",
+    "ract-final": "ranks",
+    "ract-low": "ranks",
+    "ract-curriculum": "ranks",
+    "small-loss": "reference",
+    "aulc": "reference",
+    "cartography": "reference",
+    "forgetting": "reference",
+    "aum": "aum",
+    "confident-learning": "folds",
+    "dual-lora": "dual",
+}
+DUAL_NOISY = ("suspected", "all")
+
+
+@dataclass
+class DetectOptions:
+    """Detection settings (keyword options of :func:`~kss_lora.detect.pipeline.detect_label_issues`).
+
+    Attributes:
+        detectors: which detectors to run (see :data:`DETECTORS`).
+        low_rank / high_rank: RACT's two LoRA ranks. The low rank is meant to lack the capacity
+            ``r (d + k - r)`` to memorise the flipped labels; the high rank to have it.
+        curriculum_ranks: ranks of the curriculum stages after the low-rank one (each continues the
+            previous adapter, grown, on the examples the previous stage kept).
+        curriculum_epochs: epochs per curriculum stage (default: the config's ``train.epochs``).
+        curriculum_seed: the score whose top fraction the curriculum's first stage drops: ``"ract"``
+            (SPEC's discrepancy, the default), ``"ract-final"`` or ``"ract-low"`` (the low-rank model's final
+            loss alone).
+        folds: k of the k-fold cross-fitting for confident learning (>= 2).
+        aum_passes: runs with disjoint threshold-sample sets (>= 2, so every example is scored).
+        aum_percentile: Pleiss et al.'s percentile of threshold-sample AUMs used as the cut (99).
+        dual_noisy: what the dual-LoRA detector's *noisy* LoRA trains on: ``"suspected"`` (the examples the
+            reference run's small loss flags, default) or ``"all"`` (every example: the reference run itself).
+        dual_epochs: epochs of the dual-LoRA runs (default: the config's ``train.epochs``).
+        rate: known noise rate; ``None`` estimates it (see the pipeline's docstring).
+        checkpoints_per_epoch: eval-mode checkpoints per epoch for trajectories (AULC, cartography...).
+        eval_examples: cap on validation examples (and no test pass) in auxiliary runs — other ranks,
+            AUM passes, folds, dual-LoRA runs — whose metrics are not reported; ``None`` evaluates them fully.
+        primary: detector whose ranking the suspected-errors CSV follows (default: confident-learning
+            when run, else the first detector named).
+    """
+
+    detectors: Sequence[str] = DEFAULT_DETECTORS
+    low_rank: int = 1
+    high_rank: int = 64
+    curriculum_ranks: Sequence[int] = (8,)
+    curriculum_epochs: int | None = None
+    curriculum_seed: str = "ract"
+    folds: int = 3
+    aum_passes: int = 2
+    aum_percentile: float = 99.0
+    dual_noisy: str = "suspected"
+    dual_epochs: int | None = None
+    rate: float | None = None
+    checkpoints_per_epoch: int = 2
+    eval_examples: int | None = None
+    primary: str | None = None
+
+    def validate(self) -> DetectOptions:
+        dets = list(self.detectors)
+        if not dets:
+            raise ConfigError("detectors", f"choose at least one of {', '.join(DETECTORS)}")
+        unknown = [d for d in dets if d not in DETECTORS]
+        if unknown:
+            raise ConfigError("detectors", f"unknown {unknown[0]!r}; allowed: {', '.join(DETECTORS)}")
+        if len(set(dets)) != len(dets):
+            raise ConfigError("detectors", "each detector may be named once")
+        self.detectors = tuple(dets)
+        for name in ("low_rank", "high_rank", "checkpoints_per_epoch"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(name.replace("_", "-"), f"must be at least 1, got {getattr(self, name)}")
+        if self.low_rank >= self.high_rank:
+            raise ConfigError("low-rank", f"must be below high-rank ({self.high_rank}), got {self.low_rank}")
+        ranks = [self.low_rank, *self.curriculum_ranks]
+        if any(b < a for a, b in zip(ranks, ranks[1:])) or not self.curriculum_ranks:
+            raise ConfigError("curriculum-ranks", f"must be non-empty and non-decreasing from low-rank, got {ranks}")
+        if self.curriculum_seed not in ("ract", "ract-final", "ract-low"):
+            raise ConfigError("curriculum-seed", f"must be ract, ract-final or ract-low, got {self.curriculum_seed!r}")
+        if self.folds < 2:
+            raise ConfigError("folds", f"must be at least 2, got {self.folds}")
+        if self.aum_passes < 2:
+            raise ConfigError(
+                "aum-passes",
+                f"must be at least 2 (each pass scores the others' threshold samples), got {self.aum_passes}",
+            )
+        if not 0.0 < self.aum_percentile <= 100.0:
+            raise ConfigError("aum-percentile", f"must be in (0, 100], got {self.aum_percentile}")
+        if self.dual_noisy not in DUAL_NOISY:
+            raise ConfigError("dual-noisy", f"must be one of {', '.join(DUAL_NOISY)}, got {self.dual_noisy!r}")
+        for name in ("curriculum_epochs", "dual_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(name.replace("_", "-"), f"must be at least 1, got {value}")
+        if self.rate is not None and not 0.0 <= self.rate < 1.0:
+            raise ConfigError("rate", f"must be in [0, 1), got {self.rate}")
+        if self.eval_examples is not None and self.eval_examples < 1:
+            raise ConfigError("eval-examples", f"must be at least 1, got {self.eval_examples}")
+        if self.primary is not None and self.primary not in self.detectors:
+            raise ConfigError(
+                "primary", f"must be one of the detectors run {list(self.detectors)}, got {self.primary!r}"
+            )
+        return self
+
+    def runs_of(self, detector: str, run_names: Sequence[str]) -> list[str]:
+        """The training runs (names as in ``DetectionResult.runs``) whose outputs ``detector`` reads."""
+        need = NEEDS[detector]
+        if need == "reference":
+            return ["reference"]
+        if need == "folds":
+            return [r for r in run_names if r.startswith("fold-")]
+        if need == "aum":
+            return [r for r in run_names if r.startswith("aum-")]
+        if need == "dual":
+            return ["reference", *(r for r in run_names if r.startswith("dual-"))]
+        if detector == "ract-low":
+            return ["rank-low"]
+        if detector == "ract-curriculum":
+            first = ["rank-low"] if self.curriculum_seed == "ract-low" else ["rank-low", "rank-high"]
+            return [*first, *(r for r in run_names if r.startswith("curriculum-"))]
+        return ["rank-low", "rank-high"]
+
+
+@dataclass
+class DetectionResult:
+    """Scores, flags and bookkeeping of one detection pipeline (arrays aligned with ``ids``).
+
+    ``curves``: per-checkpoint rows (``what`` = ``auroc``/``auprc``/``f1_at_k`` of a detector, or
+    ``fitted_noisy``/``fitted_clean`` of a run: the share of noisy / clean examples whose prediction equals
+    the given label), when the truth is known. ``timings``: per run, seconds by phase (``prepare_s``,
+    ``train_steps_s``, ``checkpoint_s``, ``eval_s``, ``other_s``, ``wall_s``) and its size (``n_train``,
+    ``epochs``). ``costs``: per detector, the runs it needs and their summed size and seconds.
+    """
+
+    ids: np.ndarray
+    texts: list[str]
+    text_pairs: list[str] | None
+    labels: np.ndarray
+    label_names: list[str]
+    scores: dict[str, np.ndarray]
+    flags: dict[str, np.ndarray]
+    suggested_labels: np.ndarray
+    rate_estimate: float
+    rate_source: str
+    primary: str
+    is_noisy: np.ndarray | None = None
+    clean_labels: np.ndarray | None = None
+    runs: dict[str, Path] = field(default_factory=dict)
+    run_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    folds: np.ndarray | None = None
+    fold_train_ids: list[np.ndarray] = field(default_factory=list)
+    fold_scored_ids: list[np.ndarray] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def evaluation(self) -> pd.DataFrame | None:
+        """One row per detector (:func:`evaluate_detection`, plus its ``cost_*`` columns), or None when the
+        truth is unknown."""
+        if self.is_noisy is None:
+            return None
+        rows = [
+            {
+                "detector": d,
+                **evaluate_detection(self.is_noisy, s, self.flags.get(d)),
+                **{f"cost_{k}": v for k, v in self.costs.get(d, {}).items()},
+            }
+            for d, s in self.scores.items()
+        ]
+        return pd.DataFrame(rows)
+
+    def evaluation_per_class(self) -> pd.DataFrame | None:
+        if self.is_noisy is None:
+            return None
+        frames = []
+        for d, s in self.scores.items():
+            df = evaluate_per_class(self.is_noisy, s, self.labels, self.flags.get(d))
+            df.insert(0, "detector", d)
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True)
+
+    def ranked(self, detector: str | None = None, *, flagged_only: bool = True) -> pd.DataFrame:
+        """The suspected label errors, most suspicious first: ``id, text, given_label, suggested_label,
+        score`` (+ ``text_pair``, ``rank``, ``flagged``, and ``is_noisy`` when the truth is known)."""
+        d = detector or self.primary
+        s = self.scores[d]
+        order = np.argsort(-s, kind="stable")
+        names = np.asarray(self.label_names, dtype=object)
+        df = pd.DataFrame(
+            {
+                "rank": np.arange(1, s.size + 1),
+                "id": self.ids[order],
+                "text": [self.texts[i] for i in order],
+                "given_label": names[self.labels[order]],
+                "suggested_label": names[self.suggested_labels[order]],
+                "score": s[order],
+                "flagged": self.flags[d][order],
+            }
+        )
+        if self.text_pairs is not None:
+            df.insert(3, "text_pair", [self.text_pairs[i] for i in order])
+        if self.is_noisy is not None:
+            df["is_noisy"] = self.is_noisy[order]
+        return df[df["flagged"]].reset_index(drop=True) if flagged_only else df

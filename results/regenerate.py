@@ -25,6 +25,9 @@ LAB = {  # folder: baseline arm of its sweep
     "sparsity_sweep": "kss ρ=0",
     "overfit_encoder": "standard",
     "overfit_encoder_noise": "standard",
+    "truthfulqa_sft": "standard",
+    "truthfulqa_sft_noise": "standard",
+    "rank_sweep": "dense γ=1.0",
 }
 COPIED = ("claims.csv", "conditions.csv", "run_tiles.png", "gap_vs_noise.png", "gap_vs_sparsity.png", "gap_vs_rank.png")
 

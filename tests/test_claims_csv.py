@@ -129,6 +129,10 @@ def test_committed_results_have_claims_csv() -> None:
         "noise_detection",
         "overfit_encoder",
         "overfit_encoder_noise",
+        "truthfulqa_sft",
+        "truthfulqa_sft_noise",
+        "rank_sweep",
+        "optimal_rank",
     ):
         assert (RESULTS / folder / "claims.csv").is_file(), folder
         assert (RESULTS / folder / "runs.csv").is_file(), folder

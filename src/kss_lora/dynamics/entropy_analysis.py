@@ -55,8 +55,14 @@ def item_frame(run: RunInfo, which: str) -> pd.DataFrame | None:
 
     ``which`` is ``"heldout"`` (the ``tracking.heldout`` items, never trained on) or ``"train"`` (in-training
     items, scored against the *clean* majority label even if noise was injected; only the ``tracked`` rows of
-    a study file, Steele's tracked items). None if not tracked. ``attrs["loss"]`` holds the ``[T, n]`` losses.
+    a study file, Steele's tracked items). None if not tracked.
     """
+    got = _item_losses(run, which)
+    return None if got is None else got[0]
+
+
+def _item_losses(run: RunInfo, which: str) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """:func:`item_frame` and the items' ``[T, n]`` losses (for the per-bucket trajectories)."""
     dyn = run.dynamics
     if which == "heldout":
         out = dyn.heldout()
@@ -92,8 +98,7 @@ def item_frame(run: RunInfo, which: str) -> pd.DataFrame | None:
             "final_correct": out.correct[-1],
         }
     )
-    frame.attrs["loss"] = out.loss
-    return frame
+    return frame, out.loss
 
 
 def correlate(
@@ -265,9 +270,10 @@ def entropy_analysis(
                 "label prior"
             )
         for which in ("heldout", "train"):
-            frame = item_frame(run, which)
-            if frame is None:
+            got = _item_losses(run, which)
+            if got is None:
                 continue
+            frame, loss = got
             stats = correlate(
                 frame["entropy"], frame["aulc"], frame[list(CONFOUNDERS)], n_boot=n_boot, seed=seed, extra=frame[PRIOR]
             )
@@ -297,7 +303,7 @@ def entropy_analysis(
                     lora=run.uses_lora,
                 )
             )
-            trajectories[(run.run_dir.name, which)] = _bucket_trajectory(run, frame)
+            trajectories[(run.run_dir.name, which)] = _bucket_trajectory(run, frame, loss)
     if not rows:
         raise DataError(
             "no usable runs: entropy analysis needs runs with data.source: chaosnli and dynamics"
@@ -380,10 +386,10 @@ def _by_label(items: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _bucket_trajectory(run: RunInfo, frame: pd.DataFrame) -> pd.DataFrame:
+def _bucket_trajectory(run: RunInfo, frame: pd.DataFrame, loss: np.ndarray) -> pd.DataFrame:
     """Mean loss per entropy bucket at each checkpoint (x in epochs): the un-learning picture."""
     dyn = run.dynamics
-    loss, buckets = frame.attrs["loss"], frame["bucket"].to_numpy()
+    buckets = frame["bucket"].to_numpy()
     x = dyn.ckpt_step / int(dyn.arrays["steps_per_epoch"])
     return pd.DataFrame(
         {b: loss[:, buckets == b].mean(axis=1) if (buckets == b).any() else np.nan for b in BUCKETS},

@@ -62,7 +62,9 @@ def stratified_item_split(buckets: Sequence[str], fraction: float, *, seed: int)
     codes = np.array([BUCKETS.index(b) for b in buckets])
     counts = np.bincount(codes, minlength=len(BUCKETS))
     if np.any((counts > 0) & (counts < 2)):
-        raise DataError(f"a stratified split needs at least 2 items per entropy bucket, got {dict(zip(BUCKETS, counts))}")
+        raise DataError(
+            f"a stratified split needs at least 2 items per entropy bucket, got {dict(zip(BUCKETS, counts))}"
+        )
     splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     kept, held = next(splitter.split(np.zeros(len(codes)), codes))
     return np.sort(kept), np.sort(held)

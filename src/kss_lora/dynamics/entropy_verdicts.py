@@ -15,6 +15,8 @@ needs at least 3 counted runs per arm, else ``too few runs``.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from kss_lora.lab.verdicts import (
@@ -52,8 +54,16 @@ def contested_delta_per_run(items: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _effect(c: Comparison) -> str:
+    """``+0.126 [+0.065, +0.175]``; the interval left out when it is undefined (fewer than 2 runs)."""
+    ci = f" [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" if math.isfinite(c.ci_low) and math.isfinite(c.ci_high) else ""
+    return f"{c.effect:+.3f}{ci}"
+
+
 def _fmt(c: Comparison) -> str:
-    return f"{c.treatment}: {c.effect:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n_treatment}, {c.verdict})"
+    n = f"n={c.n_treatment}" + (f"/{c.n_control}" if c.control else "")
+    name = f"{c.treatment} − {c.control}" if c.control else c.treatment
+    return f"{name}: {_effect(c)} ({n}, {c.verdict})"
 
 
 def _rho_claim(per_run: pd.DataFrame) -> ClaimVerdict:
@@ -109,13 +119,7 @@ def _unlearn_claim(items: pd.DataFrame) -> ClaimVerdict:
     with_full = sum(1 for c in judged if c.control)
     # every LoRA condition has two parts; a missing full fine-tuning arm leaves the claim unjudged
     verdict = combine([c.verdict for c in judged], expected=2 * lora["condition"].nunique())
-    measured = "; ".join(
-        (f"{c.treatment} − {c.control}" if c.control else f"{c.treatment} vs 0")
-        + f": {c.effect:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n_treatment}"
-        + (f"/{c.n_control}" if c.control else "")
-        + f", {c.verdict})"
-        for c in judged
-    )
+    measured = "; ".join(_fmt(c) for c in judged)
     note = "" if with_full else "no full fine-tuning run passed the gate: the contrast is not measured"
     return ClaimVerdict(CLAIM_UNLEARN, text, published, measured, verdict, note=note, comparisons=judged)
 

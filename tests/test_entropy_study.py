@@ -247,6 +247,11 @@ def test_entropy_cli_writes_gate_columns_and_claims(gated_runs, tmp_path):
         "partial_rho",
     ]
     assert per_run["counts"].sum() == 18  # 9 counted runs x 2 item sets
+    from test_claims_csv import recompute
+
+    assert recompute(out / "claims.csv", out / "runs.csv") == 7  # 3 conditions + 2 x 2 LoRA parts, from runs.csv
+    runs = pd.read_csv(out / "runs.csv")
+    assert (runs["status"] == "ok").sum() == 9 and len(runs) == 11
     claims = pd.read_csv(out / "claims.csv")
     assert set(claims["claim"]) == {"entropy_rho_positive", "lora_unlearns_contested"}
     assert set(claims["verdict"]) <= {"holds", "does not hold", "inconclusive", "too few runs", "not measured"}

@@ -154,6 +154,7 @@ def _entropy(args: argparse.Namespace) -> int:
     from . import plots
     from .analysis import entropy_analysis, entropy_markdown, find_runs, load_run
     from .entropy_report import claims_table
+    from .entropy_verdicts import verdict_runs
 
     if args.n_boot < 0:
         raise ConfigError("--n-boot", f"must be >= 0, got {args.n_boot}")
@@ -167,6 +168,7 @@ def _entropy(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     files = [
         _write_table(claims_table(report.verdicts), out / "claims.csv"),
+        _write_table(verdict_runs(report.per_run, report.items), out / "runs.csv"),
         _write_table(report.per_run, out / "correlations_per_run.csv"),
         _write_table(report.per_condition, out / "correlations_per_condition.csv"),
         _write_table(report.delta, out / "unlearning_by_bucket.csv"),

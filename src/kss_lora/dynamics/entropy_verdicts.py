@@ -29,8 +29,10 @@ from kss_lora.lab.verdicts import (
     judge_family,
 )
 
-__all__ = ["CLAIM_RHO", "CLAIM_UNLEARN", "contested_delta_per_run", "entropy_verdicts"]
+__all__ = ["CLAIM_RHO", "CLAIM_UNLEARN", "contested_delta_per_run", "entropy_verdicts", "verdict_runs"]
 
+RHO_METRIC = "rho (tracked items)"
+DELTA_METRIC = "mean Δℓ of contested tracked items"
 CLAIM_RHO = "entropy_rho_positive"
 CLAIM_UNLEARN = "lora_unlearns_contested"
 ITEMS = "train"
@@ -73,9 +75,7 @@ def _rho_claim(per_run: pd.DataFrame) -> ClaimVerdict:
     if rows.empty:
         return ClaimVerdict(CLAIM_RHO, text, published, "no run passed the accuracy gate", NOT_MEASURED)
     comps = [
-        compare_to_value(
-            g["rho"], claim=CLAIM_RHO, metric="rho (tracked items)", label=cond, value=0.0, direction="greater"
-        )
+        compare_to_value(g["rho"], claim=CLAIM_RHO, metric=RHO_METRIC, label=cond, value=0.0, direction="greater")
         for cond, g in rows.groupby("condition", sort=True)
     ]
     judged = judge_family(comps)
@@ -96,7 +96,7 @@ def _unlearn_claim(items: pd.DataFrame) -> ClaimVerdict:
             compare_to_value(
                 g["delta_contested"],
                 claim=CLAIM_UNLEARN,
-                metric="mean Δℓ of contested tracked items",
+                metric=DELTA_METRIC,
                 label=cond,
                 value=0.0,
                 direction="greater",
@@ -109,7 +109,7 @@ def _unlearn_claim(items: pd.DataFrame) -> ClaimVerdict:
                     g["delta_contested"],
                     f["delta_contested"],
                     claim=CLAIM_UNLEARN,
-                    metric="mean Δℓ of contested tracked items",
+                    metric=DELTA_METRIC,
                     treatment_label=cond,
                     control_label=cond_full,
                     direction="greater",
@@ -127,3 +127,28 @@ def _unlearn_claim(items: pd.DataFrame) -> ClaimVerdict:
 def entropy_verdicts(per_run: pd.DataFrame, items: pd.DataFrame) -> list[ClaimVerdict]:
     """Both claims judged from the counted runs' per-run rows and items (see the module docstring)."""
     return [_rho_claim(per_run), _unlearn_claim(items)]
+
+
+def verdict_runs(per_run: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """runs.csv beside claims.csv: one row per run with the two metrics the verdicts test, so every claims.csv
+    row can be recomputed from it (docs/spec.md §5). ``status`` is ``ok`` for counted runs, ``not counted``
+    for runs that failed the accuracy gate (their metrics are left out: the verdicts do not use them)."""
+    rows = per_run[per_run["items"] == ITEMS]
+    delta = contested_delta_per_run(items).set_index("run")["delta_contested"]
+    out = pd.DataFrame(
+        {
+            "run": rows["run"],
+            "condition": rows["condition"],
+            "model": rows["model"],
+            "method": rows["method"],
+            "lora_rank": rows["lora_rank"],
+            "seed": rows["seed"],
+            "status": ["ok" if c else "not counted" for c in rows["counts"]],
+            "val_accuracy": rows["val_accuracy"],
+            "majority_rate": rows["majority_rate"],
+            "gate_margin": rows["gate_margin"],
+            RHO_METRIC: rows["rho"].where(rows["counts"]),
+            DELTA_METRIC: rows["run"].map(delta),
+        }
+    )
+    return out.reset_index(drop=True)

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "mirror": "kss_lora.lab.cli",
     "dynamics": "kss_lora.dynamics.cli",
     "entropy": "kss_lora.dynamics.cli",
+    "entropy-data": "kss_lora.dynamics.cli",
     "optimal-rank": "kss_lora.dynamics.cli",
     "detect": "kss_lora.detect.cli",
     "precision": "kss_lora.precision_lab.cli",

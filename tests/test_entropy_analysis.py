@@ -71,9 +71,28 @@ def make_counts(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([100 - second - third, second, third])
 
 
-def fake_run(root: Path, name: str, method: str, seed: int, counts: np.ndarray, items: Path, unlearn: bool) -> Path:
+def write_validation(path: Path, n: int = 30) -> Path:
+    """A balanced validation file (labels e, n, c in turn): majority-class rate 1/3."""
+    write_chaosnli(path, np.array([[100 if k == i % 3 else 0 for k in range(3)] for i in range(n)]))
+    return path
+
+
+def fake_run(
+    root: Path,
+    name: str,
+    method: str,
+    seed: int,
+    counts: np.ndarray,
+    items: Path,
+    unlearn: bool,
+    *,
+    val_accuracy: float = 0.6,
+    validation: Path | None = None,
+    rank: int = 4,
+) -> Path:
     """A run directory with dynamics whose held-out losses rise with entropy (LoRA: contested items get
-    *worse* over training) or all fall (full fine-tuning)."""
+    *worse* over training) or all fall (full fine-tuning). Its validation accuracy (``val_accuracy``) is
+    against a balanced validation file (majority-class rate 1/3): 0.6 passes the 10-point gate."""
     d = root / name
     d.mkdir(parents=True)
     h = annotation_entropy(counts)
@@ -96,16 +115,17 @@ def fake_run(root: Path, name: str, method: str, seed: int, counts: np.ndarray, 
     for step in range(t):
         rec.record_checkpoint(step, logits[step], logits[step])
     rec.save(d)
+    validation = validation or write_validation(root / "validation.jsonl")
     cfg = {
         "model": {"name": "tiny-bert"},
-        "data": {"source": "chaosnli", "train": str(items)},
-        "method": {"name": method, "rank": 4, "preset": None},
+        "data": {"source": "chaosnli", "train": str(items), "validation": str(validation)},
+        "method": {"name": method, "rank": rank, "preset": None},
         "train": {"seed": seed},
         "tracking": {"per_example": True, "heldout": str(items)},
         "noise": {"rate": 0.0},
     }
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (d / "result.json").write_text(json.dumps({"status": "ok"}))
+    (d / "result.json").write_text(json.dumps({"status": "ok", "val_accuracy": val_accuracy}))
     return d
 
 

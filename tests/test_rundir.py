@@ -34,6 +34,9 @@ SHIPPED_RUN_IDS = {
     "entropy_minilm_fullft": "47cd4486ee0a",
     "entropy_minilm_lora": "f50dacb6dd38",
     "entropy_smollm2_lora": "55ec3471fc1b",
+    "entropy_snli_minilm_fullft": "7507b3ddaeb0",  # Steele's protocol (issue 15), shipped later
+    "entropy_snli_minilm_lora16": "68719e670622",
+    "entropy_snli_minilm_lora4": "2bca7ebcb22d",
     "llama31_8b_truthfulqa_qa": "862bcd4591b3",
     "quickstart": "a32aa4baa0d3",
     "qwen25_7b_truthfulqa_qa": "7cbac2ab897f",

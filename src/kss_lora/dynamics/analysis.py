@@ -9,7 +9,8 @@ Each job has its own module; this one re-exports their public names (``kss dynam
   (:func:`run_separation`).
 - :mod:`.run_capacity`: the run's LoRA capacity against its training-set size (:func:`run_capacity`).
 - :mod:`.entropy_analysis`: Steele's annotation-entropy analysis over many runs (:func:`entropy_analysis`,
-  :func:`correlate`, :func:`item_frame`); :mod:`.entropy_report` writes it as Markdown.
+  :func:`correlate`, :func:`item_frame`, the accuracy gate :func:`run_gate`); :mod:`.entropy_verdicts` judges
+  his two claims; :mod:`.entropy_report` writes it as Markdown; :mod:`.entropy_data` builds the study's data.
 - :mod:`.optimal_rank`: the best LoRA rank per noise rate (:func:`optimal_rank`).
 """
 
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 from .entropy_analysis import (
     CONFOUNDERS,
+    GATE_MARGIN,
     PAPER_RHO_RANGE,
     PRIOR,
     EntropyReport,
     correlate,
     entropy_analysis,
     item_frame,
+    run_gate,
 )
 from .entropy_report import entropy_markdown
 from .optimal_rank import RANK_METRICS, optimal_rank
@@ -32,6 +35,7 @@ from .tables import SOURCES, per_epoch_heldout, run_separation, run_tables
 
 __all__ = [
     "CONFOUNDERS",
+    "GATE_MARGIN",
     "PAPER_RHO_RANGE",
     "PRIOR",
     "RANK_METRICS",
@@ -46,6 +50,7 @@ __all__ = [
     "item_frame",
     "load_run",
     "optimal_rank",
+    "run_gate",
     "per_epoch_heldout",
     "run_capacity",
     "run_separation",

@@ -133,6 +133,18 @@ def _add_entropy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", default="entropy_report", help="output folder (default: ./entropy_report)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--gate-split",
+        choices=("validation", "test"),
+        default="validation",
+        help="the split whose accuracy must beat its majority-class rate for a run to count (default validation)",
+    )
+    p.add_argument(
+        "--gate-margin",
+        type=float,
+        default=0.10,
+        help="how far above the majority-class rate (accuracy, 0.10 = 10 points; default 0.10)",
+    )
 
 
 @command("entropy", "annotation entropy vs per-example AULC / un-learning over ChaosNLI runs (Steele)")(
@@ -141,14 +153,22 @@ def _add_entropy_args(p: argparse.ArgumentParser) -> None:
 def _entropy(args: argparse.Namespace) -> int:
     from . import plots
     from .analysis import entropy_analysis, entropy_markdown, find_runs, load_run
+    from .entropy_report import claims_table
+    from .entropy_verdicts import verdict_runs
 
     if args.n_boot < 0:
         raise ConfigError("--n-boot", f"must be >= 0, got {args.n_boot}")
+    if not (math.isfinite(args.gate_margin) and 0 <= args.gate_margin < 1):
+        raise ConfigError("--gate-margin", f"must be in [0, 1) (accuracy points as a fraction), got {args.gate_margin}")
     out = check_output_dir(args.out, "--out")
     runs = [load_run(p) for p in find_runs(args.run_dirs)]
-    report = entropy_analysis(runs, n_boot=args.n_boot, seed=args.seed)
+    report = entropy_analysis(
+        runs, n_boot=args.n_boot, seed=args.seed, gate_split=args.gate_split, gate_margin=args.gate_margin
+    )
     out.mkdir(parents=True, exist_ok=True)
     files = [
+        _write_table(claims_table(report.verdicts), out / "claims.csv"),
+        _write_table(verdict_runs(report.per_run, report.items), out / "runs.csv"),
         _write_table(report.per_run, out / "correlations_per_run.csv"),
         _write_table(report.per_condition, out / "correlations_per_condition.csv"),
         _write_table(report.delta, out / "unlearning_by_bucket.csv"),
@@ -165,17 +185,20 @@ def _entropy(args: argparse.Namespace) -> int:
             )
             files.append(plots.unlearning_bars(report.delta, out / f"unlearning_{which}.png", which=which))
             first = {}
-            for r in report.per_run[report.per_run["items"] == which].itertuples():
+            counted = report.per_run[(report.per_run["items"] == which) & report.per_run["counts"]]
+            for r in counted.itertuples():
                 first.setdefault(r.condition, report.trajectories[(r.run, which)])
             files.append(
                 plots.bucket_trajectories(
                     first,
                     out / f"loss_by_bucket_{which}.png",
-                    title=f"mean loss per entropy bucket ({which} items, first seed)",
+                    title=f"mean loss per entropy bucket ({which} items, first counted seed)",
                 )
             )
     for f in files:
         print(f)
+    for v in report.verdicts:
+        print(f"verdict {v.id}: {v.verdict}")
     for r in report.per_condition.itertuples():
         print(
             f"{r.condition:40s} {r.items:8s} rho={r.rho:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
@@ -183,6 +206,64 @@ def _entropy(args: argparse.Namespace) -> int:
         )
     for note in report.notes:
         print(f"note: {note}")
+    return 0
+
+
+def _add_entropy_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--chaosnli",
+        default="../shared/data/chaosnli/chaosNLI_snli.jsonl",
+        help="ChaosNLI SNLI or MNLI file (default: ../shared/data/chaosnli/chaosNLI_snli.jsonl)",
+    )
+    p.add_argument(
+        "--bulk",
+        nargs="+",
+        default=["../shared/data/snli/snli_1.0_dev_sample.jsonl", "../shared/data/snli/snli_1.0_test_sample.jsonl"],
+        help="SNLI-format jsonl files of bulk rows (default: the two SNLI samples in ../shared/data/snli)",
+    )
+    p.add_argument("-o", "--out", required=True, help="output folder, e.g. runs/entropy_data/snli")
+    p.add_argument("--split-seed", type=int, default=42, help="seed of the 80/20 item split (default 42, Steele's)")
+    p.add_argument("--heldout-fraction", type=float, default=0.2, help="share of items held out (default 0.2)")
+    p.add_argument(
+        "--bulk-val", type=int, default=300, help="bulk rows held out (by premise) as the validation set (default 300)"
+    )
+    p.add_argument("--bulk-max", type=int, help="keep at most this many bulk training rows (seeded; Steele: 20000)")
+    p.add_argument("--bulk-seed", type=int, default=42, help="seed of the bulk validation rows and subsample")
+
+
+@command("entropy-data", "the entropy study's data (Steele): bulk NLI rows + 80% of ChaosNLI's items, 20% held out")(
+    _add_entropy_data_args
+)
+def _entropy_data(args: argparse.Namespace) -> int:
+    from .entropy_data import build_study_data
+
+    if not 0 < args.heldout_fraction < 1:
+        raise ConfigError("--heldout-fraction", f"must be in (0, 1), got {args.heldout_fraction}")
+    if args.bulk_val < 0:
+        raise ConfigError("--bulk-val", f"must be >= 0, got {args.bulk_val}")
+    if args.bulk_max is not None and args.bulk_max < 1:
+        raise ConfigError("--bulk-max", f"must be >= 1, got {args.bulk_max}")
+    out = check_output_dir(args.out, "--out")
+    m = build_study_data(
+        args.chaosnli,
+        args.bulk,
+        out,
+        split_seed=args.split_seed,
+        val_fraction=args.heldout_fraction,
+        bulk_val=args.bulk_val,
+        bulk_max=args.bulk_max,
+        bulk_seed=args.bulk_seed,
+    )
+    for name in m["files"]:
+        print(out / name)
+    print(out / "manifest.json")
+    rows, rate = m["rows"], m["majority_rate"]
+    print(
+        f"train: {rows['bulk']} bulk rows + {rows['tracked']} tracked items; held out: {rows['heldout']} items "
+        f"(majority-class rate {rate['heldout']:.3f}); validation: {rows['validation']} bulk rows"
+        + (f" (majority-class rate {rate['validation']:.3f})" if rows["validation"] else "")
+    )
+    print("bulk rows dropped: " + ", ".join(f"{k} {v}" for k, v in m["bulk_dropped"].items()))
     return 0
 
 

@@ -120,6 +120,7 @@ def _row(rec: dict[str, Any], line: int) -> tuple[str, dict[str, Any]]:
         old_labels=list(rec.get("old_labels") or []),
         majority_matches_old=(old_idx == maj) if old_idx >= 0 else False,
         source=str(ex.get("source", "")),
+        role=str(rec.get("kss_role", "")),
         text_chars=len(joined),
         text_words=len(joined.split()),
     )
@@ -142,7 +143,9 @@ def load_chaosnli(path: str | Path) -> pd.DataFrame:
     (list of int), ``n_annotations``, ``entropy_nats`` (recomputed from ``label_count``, SPEC unit),
     ``entropy_file`` (the file's ``entropy`` field, which is in bits), ``bucket``, ``old_label`` (int,
     the original dataset's gold label; -1 if absent), ``old_labels`` (list of the original annotators'
-    labels, empty for alphaNLI), ``majority_matches_old``, ``source``, ``text_chars``, ``text_words``
+    labels, empty for alphaNLI), ``majority_matches_old``, ``source``, ``role`` (the study part a file written by
+    :func:`kss_lora.dynamics.entropy_data.build_study_data` gives each line: bulk, tracked, validation,
+    bulk_test; empty in ChaosNLI's own files), ``text_chars``, ``text_words``
     (length of all text fields joined by spaces; a length confounder for partial correlations).
 
     Text fields and label order:

@@ -1,16 +1,19 @@
-"""The entropy analysis as Markdown: each condition's rho next to the paper's range, per-run rows, Δℓ per
-entropy bucket, LoRA vs full fine-tuning on contested items, and the per-label check of the label prior."""
+"""The entropy analysis as Markdown: the verdicts, each condition's rho next to the paper's range, per-run rows
+with the accuracy gate, Δℓ per entropy bucket, LoRA vs full fine-tuning on contested items, and the per-label
+check of the label prior; :func:`claims_table` is the verdicts' machine-readable claims.csv."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..tables import MISSING, fmt_ci, fmt_num, fmt_p, markdown_table
 from .entropy_analysis import PAPER_RHO_RANGE, EntropyReport
 
-__all__ = ["entropy_markdown"]
+__all__ = ["claims_table", "entropy_markdown"]
 
 
 def _item(x: Any) -> Any:
@@ -32,11 +35,33 @@ def _section(title: str, rows: list[dict[str, Any]], text: str = "") -> list[str
     return ["", f"### {title}", "", *([text, ""] if text else []), markdown_table(rows)]
 
 
+def claims_table(verdicts: Sequence[Any]) -> pd.DataFrame:
+    """claims.csv: one row per comparison behind each verdict (kss_lora.lab.verdicts columns)."""
+    from kss_lora.lab.verdicts import CLAIM_COLUMNS, EXTRA_COLUMNS
+
+    rows = [row for v in verdicts for row in v.rows()]
+    return pd.DataFrame(rows, columns=[*CLAIM_COLUMNS, *EXTRA_COLUMNS])
+
+
 def entropy_markdown(report: EntropyReport) -> str:
-    """Markdown tables: each condition's rho next to the paper's range, per-run rows, Δℓ per bucket,
-    LoRA vs full fine-tuning on contested items."""
+    """Markdown tables: the verdicts, each condition's rho next to the paper's range, per-run rows with the
+    accuracy gate, Δℓ per bucket, LoRA vs full fine-tuning on contested items."""
     lo, hi = PAPER_RHO_RANGE
     out = [f"Paper (Steele): Spearman ρ(H, AULC) = {lo}–{hi}, positive in all 25 conditions."]
+    g = report.gate
+    if g:
+        out += [
+            "",
+            f"Accuracy gate: a run counts only if its {g['split']} accuracy beats that split's majority-class rate by "
+            f"at least {g['margin'] * 100:.0f} points; {g['counted']} of {g['runs']} runs count. Pooled tables and "
+            "verdicts use counted runs only (a run is the unit: n >= 3 counted runs per arm, else 'too few runs').",
+        ]
+    if report.verdicts:
+        rows = [
+            {"claim": v.text, "published": v.published, "measured here": v.measured, "verdict": v.verdict}
+            for v in report.verdicts
+        ]
+        out += _section("Verdicts (claims.csv has every comparison)", rows)
     per_condition = [
         {
             "condition": r.condition,
@@ -67,14 +92,17 @@ def entropy_markdown(report: EntropyReport) -> str:
             "seed": r.seed,
             "items": r.items,
             "n": r.n,
-            "final acc": _num(r.final_accuracy),
+            "val acc / majority": f"{_num(r.val_accuracy)} / {_num(r.majority_rate)}",
+            "test acc / majority": f"{_num(r.test_accuracy)} / {_num(r.test_majority_rate)}",
+            "counts": "yes" if r.counts else "no",
+            "acc on items": _num(r.final_accuracy),
             "ρ [95% CI]": _with_ci(r.rho, r.ci_low, r.ci_high),
             "p": fmt_p(_item(r.p)),
             "partial ρ [95% CI]": _with_ci(r.partial_rho, r.partial_ci_low, r.partial_ci_high),
         }
         for r in report.per_run.itertuples()
     ]
-    out += _section("Per run", per_run)
+    out += _section("Per run (every run; 'counts' = passed the accuracy gate)", per_run)
     delta = [
         {
             "condition": r.condition,

@@ -19,7 +19,7 @@ from kss_lora.rundir import CONFIG_NAME, CorruptRecord, RunDirectory
 from .entropy import load_chaosnli
 from .records import DYNAMICS_NAME, Dynamics, load_dynamics
 
-__all__ = ["RunInfo", "chaosnli_items", "find_runs", "load_run"]
+__all__ = ["RunInfo", "chaosnli_file", "chaosnli_items", "find_runs", "load_run"]
 
 
 @dataclass
@@ -67,6 +67,12 @@ class RunInfo:
             + (f" lr={float(lr):g}" if lr is not None else "")
             + (f" noise={noise:g}" if noise else "")
         )
+
+    @property
+    def lora_rank(self) -> int | None:
+        """The LoRA rank, None for full fine-tuning (and other methods without an adapter)."""
+        rank = self.get("method.rank")
+        return int(rank) if self.uses_lora and rank is not None else None
 
     @property
     def seed(self) -> int | None:
@@ -128,12 +134,9 @@ def _resolve_data_path(run: RunInfo, raw: str) -> Path | None:
     return find_recorded_path(run.run_dir, raw)
 
 
-def chaosnli_items(run: RunInfo, which: str, *, required: bool = True) -> pd.DataFrame | None:
-    """The ChaosNLI rows behind a run's training (``which='train'``) or held-out items, in file order.
-
-    Item ids recorded by the runner are row numbers of that file, so ``items.iloc[ids]`` lines them up.
-    """
-    key = "data.train" if which == "train" else "tracking.heldout"
+def chaosnli_file(run: RunInfo, key: str, *, required: bool = True) -> pd.DataFrame | None:
+    """The ChaosNLI-format file a run's config names under ``key`` (``data.train``, ``data.validation``,
+    ``data.test``, ``tracking.heldout``), read with :func:`load_chaosnli`; None when absent and not required."""
     raw = run.get(key)
     if not raw:
         if required:
@@ -147,11 +150,22 @@ def chaosnli_items(run: RunInfo, which: str, *, required: bool = True) -> pd.Dat
                 "directory the run was started from; run this command from there)"
             )
         return None
-    items = load_chaosnli(path)
+    return load_chaosnli(path)
+
+
+def chaosnli_items(run: RunInfo, which: str, *, required: bool = True) -> pd.DataFrame | None:
+    """The ChaosNLI rows behind a run's training (``which='train'``) or held-out items, in file order.
+
+    Item ids recorded by the runner are row numbers of that file, so ``items.iloc[ids]`` lines them up.
+    """
+    key = "data.train" if which == "train" else "tracking.heldout"
+    items = chaosnli_file(run, key, required=required)
+    if items is None:
+        return None
     ids = run.dynamics.arrays["ids" if which == "train" else "heldout_ids"]
     if len(ids) and int(ids.max()) >= len(items):
         raise DataError(
-            f"{path}: has {len(items)} items but the run tracked item id {int(ids.max())}; "
+            f"{run.get(key)}: has {len(items)} items but the run tracked item id {int(ids.max())}; "
             "the file changed since the run"
         )
     return items

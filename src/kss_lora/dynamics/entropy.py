@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,22 @@ def _file_unit(nats: np.ndarray, file_h: np.ndarray) -> str:
     return "unknown"
 
 
+def jsonl_objects(path: Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file; a line that is not a JSON object
+    is a :class:`DataError` naming ``what``, the line and the file."""
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{what} line {line_no} of {path.name} is not JSON: {exc.msg}") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{what} line {line_no} of {path.name} is not a JSON object")
+            yield line_no, rec
+
+
 def load_chaosnli(path: str | Path) -> pd.DataFrame:
     """Read a ChaosNLI JSONL file (SNLI, MNLI or alphaNLI subset) into one row per item.
 
@@ -166,19 +183,10 @@ def load_chaosnli(path: str | Path) -> pd.DataFrame:
         raise DataError(f"ChaosNLI file not found: {p}")
     rows: list[dict[str, Any]] = []
     tasks: set[str] = set()
-    with p.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"ChaosNLI line {line_no} of {p.name} is not JSON: {exc.msg}") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"ChaosNLI line {line_no} of {p.name} is not a JSON object")
-            task, row = _row(rec, line_no)
-            tasks.add(task)
-            rows.append(row)
+    for line_no, rec in jsonl_objects(p, "ChaosNLI"):
+        task, row = _row(rec, line_no)
+        tasks.add(task)
+        rows.append(row)
     if not rows:
         raise DataError(f"ChaosNLI file {p} has no items")
     if len(tasks) > 1:

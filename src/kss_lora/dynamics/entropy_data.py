@@ -40,7 +40,7 @@ import numpy as np
 
 from kss_lora.errors import DataError
 
-from .entropy import BUCKETS, NLI_LABELS, annotation_entropy, entropy_bucket
+from .entropy import BUCKETS, NLI_LABELS, annotation_entropy, entropy_bucket, jsonl_objects
 
 __all__ = ["ROLE_FIELD", "bulk_rows", "build_study_data", "stratified_item_split"]
 
@@ -73,19 +73,7 @@ def stratified_item_split(buckets: Sequence[str], fraction: float, *, seed: int)
 def _read_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{what}: no such file {path}")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{what}: line {n} of {path} is not JSON: {exc.msg}") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{what}: line {n} of {path} is not a JSON object")
-            rows.append(rec)
-    return rows
+    return [rec for _, rec in jsonl_objects(path, what)]
 
 
 def _bulk_record(row: dict[str, Any], where: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DataError
+from ..lab.sweep import slug
 from ..lab.verdicts import (
     CLAIM_COLUMNS,
     EXTRA_COLUMNS,
@@ -136,7 +137,7 @@ def score_runs(
         t0 = time.time()
         result = evaluate_truthfulqa(model, tokenizer, items, prompt=prompt, batch_size=batch_size, device=device)
         wall = round(time.time() - t0, 1)
-        name = "base" if run_seed is None else f"{_slug(arm)}_s{run_seed}"
+        name = "base" if run_seed is None else f"{slug(arm)}_s{run_seed}"
         result.per_question.to_csv(out / "per_question" / f"{name}.csv", index=False)
         s = result.summary()
         row = {"arm": arm, "seed": run_seed, "mc1": s["mc1"], "mc2": s["mc2"], "mc3": s["mc3"], "n_questions": s["n"]}
@@ -146,10 +147,6 @@ def score_runs(
         print(json.dumps({k: row[k] for k in ("arm", "seed", "mc1", "mc2", "wall_time_s")}), flush=True)
         del model
     return scores[scores["questions_digest"].astype(str) == digest].reset_index(drop=True)
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-." else "-" for c in text.replace("γ=", "gamma")).strip("-")
 
 
 # ----------------------------------------------------------------------------- the claim

@@ -36,6 +36,7 @@ from ..lab.verdicts import (
     judge_family,
     matched_gamma,
 )
+from ..rundir import atomic_write_text
 from .truthfulqa import PUBLISHED_TRUTHFULQA
 
 SCORE_COLUMNS = ("arm", "seed", "mc1", "mc2", "mc3", "n_questions", "questions_digest", "run_id", "wall_time_s")
@@ -84,12 +85,6 @@ def _read_scores(path: Path) -> pd.DataFrame:
     if list(df.columns[: len(SCORE_COLUMNS)]) != list(SCORE_COLUMNS):
         raise DataError(f"--out-dir: {path} is not a scores table written by kss (columns {list(df.columns)})")
     return df
-
-
-def _write_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
 
 
 def score_runs(
@@ -143,7 +138,7 @@ def score_runs(
         row = {"arm": arm, "seed": run_seed, "mc1": s["mc1"], "mc2": s["mc2"], "mc3": s["mc3"], "n_questions": s["n"]}
         row.update(questions_digest=digest, run_id=run_id, wall_time_s=wall)
         scores = pd.concat([scores, pd.DataFrame([row])], ignore_index=True) if len(scores) else pd.DataFrame([row])
-        _write_atomic(scores[list(SCORE_COLUMNS)], scores_csv)
+        atomic_write_text(scores_csv, scores[list(SCORE_COLUMNS)].to_csv(index=False))
         print(json.dumps({k: row[k] for k in ("arm", "seed", "mc1", "mc2", "wall_time_s")}), flush=True)
         del model
     return scores[scores["questions_digest"].astype(str) == digest].reset_index(drop=True)

@@ -120,3 +120,9 @@ def test_scores_every_adapter_of_a_sweep_on_held_out_questions(tmp_path, capsys)
     # One line, exit 2, for a flag that makes no sense with --runs.
     assert main([*args, "--model", "tiny-llama"]) == 2
     assert "--model" in capsys.readouterr().err
+    # A folder with the user's own runs.csv (no scores.csv of ours) is refused, and the file is left as it was.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "runs.csv").write_text("mine\n")
+    assert main([*args[:-1], str(theirs)]) == 2
+    assert "--out-dir" in capsys.readouterr().err and (theirs / "runs.csv").read_text() == "mine\n"

@@ -94,6 +94,12 @@ def score_sweep(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise ConfigError(flag, f"must be at least 1, got {value}")
     out = check_output_dir(args.out_dir, "--out-dir")
+    ours = ("runs.csv", "claims.csv", "verdicts.md", "per_question")
+    if not (out / "scores.csv").is_file() and any((out / name).exists() for name in ours):
+        # Those names are rewritten on every call: only in a folder this command started (it has scores.csv).
+        raise ConfigError(
+            "--out-dir", f"{out} holds files kss did not write here ({', '.join(ours)}); use a new folder"
+        )
     arms = tuple(a.strip() for a in args.arms.split(",")) if args.arms else DEFAULT_ARMS
     runs = load_runs(args.runs, args.sweep)
     torch.set_num_threads(args.threads)

@@ -113,3 +113,12 @@ def test_output_path_checks_create_nothing(tmp_path):
     assert check_output_dir(tmp_path / "a" / "b", "-o") == tmp_path / "a" / "b"
     assert check_output_file(tmp_path / "a" / "f.json", "--out") == tmp_path / "a" / "f.json"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_optimal_rank_sweep_refuses_a_folder_of_the_users_tables(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "claims.csv").write_text("my claims\n")
+    assert main(["optimal-rank", str(tmp_path), "--sweep", "s", "-o", str(out)]) == 2
+    one_line_error(capsys, "--out", "did not write")
+    assert (out / "claims.csv").read_text() == "my claims\n"

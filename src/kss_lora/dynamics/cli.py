@@ -290,7 +290,13 @@ def _optimal_rank(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise DataError(f"{root}: no such runs directory")
     if args.out:
-        check_output_dir(args.out, "--out")
+        out = check_output_dir(args.out, "--out")
+        ours = ("runs.csv", "claims.csv", "verdicts.md")
+        if args.sweep and not (out / "optimal_rank_cells.csv").is_file() and any((out / n).exists() for n in ours):
+            # Rewritten on every call: only in a folder this command wrote before (it has the cells table).
+            raise ConfigError(
+                "--out", f"{out} holds files kss did not write here ({', '.join(ours)}); use a new folder"
+            )
     runs = None
     if args.sweep:
         from ..lab.registry import load_runs

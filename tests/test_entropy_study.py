@@ -164,6 +164,14 @@ def test_entropy_data_cli_and_its_bad_input(tmp_path, study, capsys):
     assert main([*argv, str(tmp_path / "bad"), "--bulk-val", "10000"]) == 2
     assert "--bulk-val" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    # Run again into its own folder: rewritten; into a folder of the user's files: refused, nothing touched.
+    assert main([*argv, str(target), "--bulk-val", "0"]) == 0 and not (target / "validation.jsonl").exists()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "validation.jsonl").write_text("mine\n")
+    assert main([*argv, str(theirs), "--bulk-val", "0"]) == 2
+    assert "--out" in capsys.readouterr().err and (theirs / "validation.jsonl").read_text() == "mine\n"
+    assert sorted(p.name for p in theirs.iterdir()) == ["validation.jsonl"]
 
 
 # ------------------------------------------------------------------------------ gate and verdicts

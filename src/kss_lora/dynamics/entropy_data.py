@@ -70,6 +70,22 @@ def stratified_item_split(buckets: Sequence[str], fraction: float, *, seed: int)
     return np.sort(kept), np.sort(held)
 
 
+OUTPUT_FILES = ("train.jsonl", "heldout.jsonl", "validation.jsonl", "manifest.json")
+
+
+def _check_ours(target: Path) -> None:
+    """The output files are rewritten (validation.jsonl removed when not built) on every call: only where an
+    earlier call wrote them, i.e. beside a manifest.json of ours; a user's files there are never touched."""
+    if not any((target / name).exists() for name in OUTPUT_FILES):
+        return
+    try:
+        manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if not (isinstance(manifest, dict) and {"chaosnli", "split", "files"} <= set(manifest)):
+        raise DataError(f"--out: {target} holds files kss did not write ({', '.join(OUTPUT_FILES)}); use a new folder")
+
+
 def _read_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{what}: no such file {path}")
@@ -198,6 +214,7 @@ def build_study_data(
     tracked = [raw[i] for i in kept]
     heldout = [raw[i] for i in held]
     target = Path(out)
+    _check_ours(target)
     target.mkdir(parents=True, exist_ok=True)
     with (target / "train.jsonl").open("w", encoding="utf-8") as fh:
         for role, recs in (("bulk", train_bulk), ("tracked", tracked)):

@@ -17,7 +17,7 @@ from kss_lora.config import from_dict
 from kss_lora.dynamics.analysis import entropy_analysis, find_runs, load_run
 from kss_lora.dynamics.entropy import BUCKETS, annotation_entropy, entropy_bucket, load_chaosnli
 from kss_lora.dynamics.entropy_data import ROLE_FIELD, build_study_data, stratified_item_split
-from kss_lora.errors import DataError
+from kss_lora.errors import ConfigError, DataError
 from kss_lora.runner import Run
 
 GOLD = {"e": "entailment", "n": "neutral", "c": "contradiction"}
@@ -307,3 +307,54 @@ def test_tiny_run_tracks_only_the_in_training_items(study, tmp_path):
     assert set(tracked["uid"]) == set(chaos["uid"]) - set(load_chaosnli(out / "heldout.jsonl")["uid"])
     # T = step 0, steps 3 and 6, the epoch end (step 8 of 126 rows at batch 16)
     assert run.dynamics.ckpt_step.tolist() == [0, 3, 6, 8]
+
+
+def test_train_role_records_the_tracked_rows_only_and_changes_nothing_else(study, tmp_path):
+    """tracking.train_role=tracked: the every_steps checkpoints evaluate the 48 tracked rows, not all 126; the
+    recorded logits, the metrics and the analysis are those of the run that records every row."""
+    out, manifest, _ = study
+
+    def run(name: str, **tracking: object):
+        cfg = tiny_config(
+            tmp_path / name,
+            data={"source": "chaosnli", "train": str(out / "train.jsonl"), "validation": str(out / "validation.jsonl")},
+            method={"name": "lora", "preset": None, "rank": 4},
+            train={"epochs": 2, "class_weights": "balanced"},
+            tracking={"per_example": True, "every_steps": 3, **tracking},
+        )
+        for key in ("num_examples", "num_classes"):
+            cfg["data"].pop(key)
+        result = Run(from_dict(cfg)).execute(tmp_path / name / "run")
+        return result, load_run(tmp_path / name / "run")
+
+    full_result, full = run("all")
+    part_result, part = run("tracked", train_role="tracked")
+    roles = load_chaosnli(out / "train.jsonl")["role"].to_numpy()
+    tracked = np.flatnonzero(roles == "tracked")
+    assert len(tracked) == manifest["rows"]["tracked"] == 48 and len(roles) == 126
+    assert part.dynamics.arrays["ids"].tolist() == tracked.tolist()
+    assert part.dynamics.ckpt_step.tolist() == full.dynamics.ckpt_step.tolist() == [0, 3, 6, 8, 9, 12, 15, 16]
+    np.testing.assert_allclose(
+        part.dynamics.arrays["ckpt_logits"], full.dynamics.arrays["ckpt_logits"][:, tracked], rtol=1e-5, atol=1e-6
+    )
+    assert part.dynamics.arrays["train_class_counts"].tolist() == np.bincount(full.dynamics.clean_labels).tolist()
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        assert part_result[key] == pytest.approx(full_result[key], rel=1e-6)
+    a = entropy_analysis([full], n_boot=0, gate_margin=-1.0).items
+    b = entropy_analysis([part], n_boot=0, gate_margin=-1.0).items
+    cols = ["uid", "aulc", "loss_initial", "unlearning", "prior_loss"]
+    pd.testing.assert_frame_equal(
+        a[cols].sort_values("uid").reset_index(drop=True), b[cols].sort_values("uid").reset_index(drop=True)
+    )
+
+
+def test_train_role_refuses_what_it_cannot_honour(study, tmp_path):
+    out, _, _ = study
+    with pytest.raises(ConfigError, match="tracking.train_role"):
+        from_dict(tiny_config(tmp_path, tracking={"per_example": True, "free": True, "train_role": "tracked"}))
+    with pytest.raises(ConfigError, match="tracking.per_example"):
+        from_dict(tiny_config(tmp_path, tracking={"train_role": "tracked"}))
+    cfg = tiny_config(tmp_path, tracking={"per_example": True, "train_role": "tracked"})  # synthetic: no roles
+    with pytest.raises(DataError, match="tracking.train_role: data.train has no kss_role field"):
+        Run(from_dict(cfg)).execute(tmp_path / "run")
+    assert not (tmp_path / "run").exists()

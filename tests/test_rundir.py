@@ -34,9 +34,10 @@ SHIPPED_RUN_IDS = {
     "entropy_minilm_fullft": "47cd4486ee0a",
     "entropy_minilm_lora": "f50dacb6dd38",
     "entropy_smollm2_lora": "55ec3471fc1b",
-    "entropy_snli_minilm_fullft": "7507b3ddaeb0",  # Steele's protocol (issue 15), shipped later
-    "entropy_snli_minilm_lora16": "68719e670622",
-    "entropy_snli_minilm_lora4": "2bca7ebcb22d",
+    # Steele's protocol (issue 15), shipped later; moved once by tracking.train_role before any run was published
+    "entropy_snli_minilm_fullft": "2a2de97efe4b",
+    "entropy_snli_minilm_lora16": "deada08faadc",
+    "entropy_snli_minilm_lora4": "854c75821a94",
     "llama31_8b_truthfulqa_qa": "862bcd4591b3",
     "quickstart": "a32aa4baa0d3",
     "qwen25_7b_truthfulqa_qa": "7cbac2ab897f",

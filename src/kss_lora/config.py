@@ -284,6 +284,7 @@ class TrackingConfig:
     free: bool = _help("Also record the training forward pass's own logits (no extra compute).", False)
     every_steps: int | None = _help("Extra eval-mode checkpoint every N steps (epoch ends and step 0 always).")
     heldout: str | None = _help("A second file of items to track (same data settings), e.g. ChaosNLI SNLI.")
+    train_role: str | None = _help("Record only training rows of this kss_role (kss entropy-data files: tracked).")
     stream: list[str] | None = _help(
         f"Send metrics to these trackers while the run trains, any of {STREAM_BACKENDS} (extra tracking)."
     )
@@ -293,8 +294,10 @@ class TrackingConfig:
             _choice("tracking.stream", backend, STREAM_BACKENDS)
         if self.every_steps is not None:
             _positive("tracking.every_steps", self.every_steps)
-        if (self.free or self.every_steps or self.heldout) and not self.per_example:
-            raise ConfigError("tracking.per_example", "must be true when tracking.free/every_steps/heldout is set")
+        if (self.free or self.every_steps or self.heldout or self.train_role) and not self.per_example:
+            raise ConfigError("tracking.per_example", "must be true when free/every_steps/heldout/train_role is set")
+        if self.train_role is not None and self.free:
+            raise ConfigError("tracking.train_role", "cannot be combined with tracking.free (it records every row)")
 
 
 @dataclass

@@ -219,14 +219,16 @@ class Run:
         return default_run_dir(self.cfg, self.method)
 
     # ------------------------------------------------------------------------------------------------
-    def evaluate_split(self, batches: Any) -> EvalOutput:
-        """Eval-mode outputs for a whole split; sharded over data-parallel ranks and gathered on all."""
-        n = len(batches)
-        local, real = self.dist.padded_shard(np.arange(n))
+    def evaluate_split(self, batches: Any, rows: np.ndarray | None = None) -> EvalOutput:
+        """Eval-mode outputs for a whole split (or its ``rows``, in that order); sharded over data-parallel
+        ranks and gathered on all."""
+        rows = np.arange(len(batches)) if rows is None else np.asarray(rows)
+        n = len(rows)
+        local, real = self.dist.padded_shard(np.arange(n))  # positions in rows
         out = self.task.evaluate(
             self.model,
             batches,
-            local,
+            rows[local],
             batch_size=self.cfg.train.eval_batch_size,
             device=self.device,
             autocast=self.precision.autocast,
@@ -241,13 +243,17 @@ class Run:
         """Classification: eval-mode logits ``[N, K]`` (the dynamics record of each example)."""
         return self.evaluate_split(batches).record
 
-    def checkpoint(self, step: int) -> EvalOutput:
-        """Eval-mode outputs over the training set, recorded as a dynamics checkpoint when tracking is on."""
-        train_out = self.evaluate_split(self.train_batches)
+    def checkpoint(self, step: int, *, whole: bool = True) -> EvalOutput:
+        """Eval-mode outputs over the training set, recorded as a dynamics checkpoint when tracking is on.
+        ``whole=False`` (between epoch ends) evaluates only the rows recorded (``tracking.train_role``)."""
+        rows = self.task.tracked_rows() if self.recorder is not None else None
+        out = self.evaluate_split(self.train_batches, None if whole else rows)
         if self.recorder is not None:
             heldout = self.evaluate_split(self.heldout_batches).record if self.heldout_batches is not None else None
-            self.recorder.record_checkpoint(step, train_out.record, heldout)
-        return train_out
+            self.recorder.record_checkpoint(
+                step, out.record if rows is None or not whole else out.record[rows], heldout
+            )
+        return out
 
     def epoch_metrics(self, epoch: int, step: int, running: float, *, record: bool = True) -> dict[str, Any]:
         """An epoch row; ``record`` also makes it a dynamics checkpoint (off for a restored best adapter)."""
@@ -345,7 +351,7 @@ class Run:
                     )
                 ends_epoch = loop.position >= n_train or loop.step >= opt.total
                 if not ends_epoch and track.every_steps and loop.step % track.every_steps == 0:
-                    self.checkpoint(loop.step)
+                    self.checkpoint(loop.step, whole=False)
                 if not ends_epoch and tc.eval_every_steps and loop.step % tc.eval_every_steps == 0:
                     self._evaluate_val(run_dir, loop)
                 if tc.checkpoint_every and loop.step % tc.checkpoint_every == 0:

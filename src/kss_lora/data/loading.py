@@ -27,6 +27,8 @@ class Split:
     labels: np.ndarray
     text_pairs: list[str] | None = None
     ids: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # Each row's ``kss_role`` (study files of ``kss entropy-data``: bulk / tracked), None when the file has none.
+    roles: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -38,7 +40,8 @@ class Split:
 
     def subset(self, index: np.ndarray) -> Split:
         pairs = [self.text_pairs[i] for i in index] if self.text_pairs is not None else None
-        return Split([self.texts[i] for i in index], self.labels[index], pairs, self.ids[index])
+        roles = None if self.roles is None else self.roles[index]
+        return Split([self.texts[i] for i in index], self.labels[index], pairs, self.ids[index], roles)
 
     def with_labels(self, labels: np.ndarray) -> Split:
         return replace(self, labels=np.asarray(labels, dtype=np.int64))
@@ -134,7 +137,8 @@ def _chaosnli_split(cfg: DataConfig, value: str, where: str) -> Split:
     df = load_chaosnli(path)
     if df.attrs.get("task") not in (None, "nli"):
         raise DataError(f"{where}: only SNLI/MNLI ChaosNLI files are supported for training, got {path}")
-    return Split(df["premise"].tolist(), df["majority_label"].to_numpy(), df["hypothesis"].tolist())
+    roles = df["role"].to_numpy(dtype=object) if (df["role"] != "").any() else None
+    return Split(df["premise"].tolist(), df["majority_label"].to_numpy(), df["hypothesis"].tolist(), roles=roles)
 
 
 def _chaosnli(cfg: DataConfig) -> ClassificationData:

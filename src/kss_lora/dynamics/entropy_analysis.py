@@ -80,7 +80,10 @@ def _item_losses(run: RunInfo, which: str) -> tuple[pd.DataFrame, np.ndarray] | 
             return None
         rows = rows[keep]
         out = ExampleOutputs(out.loss[:, keep], out.prob[:, keep], out.margin[:, keep], out.correct[:, keep])
-    prior = np.bincount(dyn.clean_labels, minlength=int(dyn.arrays["ckpt_logits"].shape[-1])) / len(dyn.clean_labels)
+    counts = dyn.arrays.get("train_class_counts")  # the whole training set's (tracking.train_role records fewer)
+    if counts is None:
+        counts = np.bincount(dyn.clean_labels, minlength=int(dyn.arrays["ckpt_logits"].shape[-1]))
+    prior = np.asarray(counts, dtype=np.float64) / np.sum(counts)
     majority = rows["majority_label"].to_numpy()
     frame = pd.DataFrame(
         {

@@ -33,6 +33,7 @@ class DynamicsRecorder:
     ids: np.ndarray
     clean_labels: np.ndarray
     is_noisy: np.ndarray | None = None
+    class_counts: np.ndarray | None = None  # the whole training set's, when only some rows are recorded
     heldout_labels: np.ndarray | None = None
     heldout_ids: np.ndarray | None = None
     steps_per_epoch: int = 1
@@ -66,6 +67,8 @@ class DynamicsRecorder:
         }
         if self.is_noisy is not None:
             arrays["is_noisy"] = self.is_noisy
+        if self.class_counts is not None:
+            arrays["train_class_counts"] = np.asarray(self.class_counts, dtype=np.int64)
         if self.heldout_logits:
             arrays.update(
                 heldout_logits=np.stack(self.heldout_logits),

@@ -136,6 +136,11 @@ class Task(ABC):
         """
         return noisy
 
+    def tracked_rows(self) -> np.ndarray | None:
+        """Positions in the training split that per-example dynamics record (``tracking.train_role``); None:
+        every row."""
+        return None
+
     @abstractmethod
     def recorder_kwargs(self) -> dict[str, Any]:
         """Labels/ids (and truth mask) for :class:`~kss_lora.dynamics.records.DynamicsRecorder`."""

@@ -276,6 +276,10 @@ class CausalLMTask(Task):
 
     def tokenize(self, tokenizer: Any) -> None:
         c = self.cfg
+        if c.tracking.train_role is not None:
+            raise ConfigError(
+                "tracking.train_role", "is for classification study files (kss entropy-data), not causal-LM"
+            )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.chat_template = uses_chat_template(tokenizer, c.data.use_chat_template)
 

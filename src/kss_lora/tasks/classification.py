@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data import ClassificationData, Split, load_classification_data, load_split
 from ..dynamics.metrics import per_example_from_logits
+from ..errors import DataError
 from ..models import load_model
 from ..rundir import RunDirectory
 from .base import EvalOutput, Task
@@ -159,6 +160,7 @@ class ClassificationTask(Task):
                 self.cfg.data, self.cfg.tracking.heldout, self.data.label_names, where="tracking.heldout"
             )
             self.heldout_batches = tokenize(heldout, tokenizer, ml)
+        self.tracked_rows()  # a train_role the file cannot honour fails here, before any step
 
     def train_losses(
         self,
@@ -238,13 +240,33 @@ class ClassificationTask(Task):
     def split_metrics(self, name: str, out: EvalOutput) -> dict[str, Any]:
         return {f"{name}_loss": float(out.loss.mean()), f"{name}_accuracy": float(out.correct.mean())}
 
+    def tracked_rows(self) -> np.ndarray | None:
+        role = self.cfg.tracking.train_role
+        if role is None:
+            return None
+        roles = self.data.train.roles
+        if roles is None:
+            raise DataError(
+                "tracking.train_role: data.train has no kss_role field (the files kss entropy-data writes have one)"
+            )
+        rows = np.flatnonzero(roles == role)
+        if rows.size == 0:
+            raise DataError(
+                f"tracking.train_role: no training row has kss_role {role!r}; the file has {sorted(set(roles))}"
+            )
+        return rows
+
     def recorder_kwargs(self) -> dict[str, Any]:
         h = self.heldout_batches
+        rows = self.tracked_rows()
+        pick = (lambda a: a) if rows is None else (lambda a: None if a is None else a[rows])  # noqa: E731
         return {
-            "labels": self.train_batches.labels,
-            "ids": self.train_batches.ids,
-            "clean_labels": self.clean_train_labels,
-            "is_noisy": self.is_noisy,
+            "labels": pick(self.train_batches.labels),
+            "ids": pick(self.train_batches.ids),
+            "clean_labels": pick(self.clean_train_labels),
+            "is_noisy": pick(self.is_noisy),
+            # The whole training set's classes, recorded rows or not: the label prior the model was trained on.
+            "class_counts": np.bincount(self.clean_train_labels, minlength=self.data.num_labels),
             "heldout_labels": h.labels if h is not None else None,
             "heldout_ids": h.ids if h is not None else None,
         }

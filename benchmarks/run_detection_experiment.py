@@ -22,6 +22,10 @@ Settings (``SETTINGS``; the first three are the original 400-example grid, uncha
   curriculum grown to 16 seeded by ``ract-low``, AUM 2 passes, confident learning 2-fold.
 - ``ract-regime``: RACT in its own regime (issue 15 item 2): 300 examples, **30 epochs**, one checkpoint
   per epoch, rank 1 vs a separate rank-64 adapter (the reference stays r=16), 200 validation examples.
+- ``ract-regime-scaled-lr``: the same, with the rank-64 run's learning rate scaled by 16/64 (the reference rank
+  over the high rank): in ``ract-regime`` seed 0 the rank-64 adapter at the rank-16 learning rate diverged
+  (validation accuracy 0.34), so its "rank discrepancy" compared against a broken model. AUM is left out (its
+  runs do not depend on the rank runs: ``ract-regime``'s AUM passes are the same training runs).
 - ``n2000-sym20`` / ``n2000-sym40`` / ``n2000-asym30``: 2,000 examples (item 3), every detector, confident
   learning on **3-fold** out-of-sample probabilities, dual-LoRA.
 - ``n2000-timing``: 2,000 examples, the single-run detectors only (small-loss, aulc, cartography,
@@ -98,6 +102,16 @@ SETTINGS = {
         (*SYM20, "data.max_train_examples=300", "data.max_eval_examples=200", "train.epochs=30"),
         {"detectors": RACT_REGIME, "high_rank": 64, "checkpoints_per_epoch": 1},
     ),
+    "ract-regime-scaled-lr": Setting(
+        "agnews-detect",
+        (*SYM20, "data.max_train_examples=300", "data.max_eval_examples=200", "train.epochs=30"),
+        {
+            "detectors": tuple(d for d in RACT_REGIME if d != "aum"),
+            "high_rank": 64,
+            "high_rank_lr": 5e-3 * 16 / 64,  # agnews-detect's lr x reference rank / high rank
+            "checkpoints_per_epoch": 1,
+        },
+    ),
     "n2000-sym20": Setting("agnews-detect", (*SYM20, *N2000), {"folds": 3}),
     "n2000-sym40": Setting("agnews-detect", (*SYM40, *N2000), {"folds": 3}),
     "n2000-asym30": Setting("agnews-detect", (*ASYM30, *N2000), {"folds": 3}),
@@ -123,10 +137,12 @@ JOBS = [
     ("n2000-asym30", 0, False),
     ("chaosnli-snli", 0, False),
     ("chaosnli-mnli", 0, False),
+    ("ract-regime-scaled-lr", 0, False),
     ("n2000-sym20", 1, False),
     ("n2000-sym40", 1, False),
     ("n2000-asym30", 1, False),
     ("ract-regime", 1, False),
+    ("ract-regime-scaled-lr", 1, False),
     ("chaosnli-snli", 1, False),
     ("chaosnli-mnli", 1, False),
     ("ract-regime", 2, False),
@@ -153,6 +169,7 @@ def run_job(setting: str, seed: int, retrain: bool) -> str:
     from kss_lora.config import load_config
     from kss_lora.detect import chaosnli_human_labels, detect_label_issues
     from kss_lora.detect.retrain import bounds, clean_and_retrain, retrain_table
+    from kss_lora.rundir import atomic_write_text
 
     name = job_name(setting, seed)
     spec = SETTINGS[setting]
@@ -194,13 +211,14 @@ def run_job(setting: str, seed: int, retrain: bool) -> str:
         },
         "extras": {k: v for k, v in res.extras.items() if not hasattr(v, "shape")},
         "aum_threshold_score": res.extras.get("aum_threshold_score"),
+        "run_health": res.run_health,
         "detect_wall_s": t_detect,
     }
     if spec.human:
         out["human_labels"] = info
     RAW.mkdir(parents=True, exist_ok=True)
     out["wall_s"] = time.time() - t0
-    (RAW / f"{name}.json").write_text(json.dumps(out, indent=1, default=float))  # detection survives a cut
+    atomic_write_text(RAW / f"{name}.json", json.dumps(out, indent=1, default=float))  # detection survives a cut
     if retrain:
         t1 = time.time()
         rows = bounds(cfg, runs, floor_result=res.run_results["reference"])
@@ -222,8 +240,8 @@ def run_job(setting: str, seed: int, retrain: bool) -> str:
         out["retrain"] = retrain_table(rows).to_dict(orient="records")
         out["retrain_wall_s"] = time.time() - t1
     out["wall_s"] = time.time() - t0
-    RAW.mkdir(parents=True, exist_ok=True)
-    (RAW / f"{name}.json").write_text(json.dumps(out, indent=1, default=float))
+    # atomic: a job killed mid-write must not leave a partial raw file that ``run`` then skips as done
+    atomic_write_text(RAW / f"{name}.json", json.dumps(out, indent=1, default=float))
     return f"{name}: {out['wall_s']:.0f} s"
 
 
@@ -258,8 +276,29 @@ def _mean_std(values: list[float], fmt: str = ".3f") -> str:
     return f"{v.mean():{fmt}} ± {v.std(ddof=1):{sd}}" if v.size > 1 else f"{v.mean():{fmt}}"
 
 
+def _near_prior(raw: dict[str, Any], detector: str) -> int:
+    """How many runs ``detector`` read that sit near the label prior (:func:`kss_lora.detect.runs_near_prior`).
+
+    Jobs from before the pipeline recorded each run's validation majority-class rate (``run_health``) use 1/K,
+    K = the classes of the per-class table (AG News's validation split is stratified, so balanced)."""
+    from kss_lora.detect.options import DetectOptions, runs_near_prior
+
+    health = raw.get("run_health")
+    if health is None:
+        k = len({row["class"] for row in raw["per_class"]})
+        health = {
+            name: {"val_accuracy": r["val_accuracy"], "val_majority_rate": 1.0 / k}
+            for name, r in raw.get("runs", {}).items()
+            if r.get("val_accuracy") is not None
+        }
+    opts = DetectOptions(**{key: v for key, v in raw.get("detect_options", {}).items() if key != "detectors"})
+    return len(runs_near_prior(health, opts.runs_of(detector, list(health))))
+
+
 def aggregate(args: argparse.Namespace) -> int:
     import pandas as pd
+
+    from kss_lora.detect.options import NEAR_PRIOR_MARGIN
 
     raws = [json.loads(p.read_text()) for p in sorted(RAW.glob("*.json"))]
     if not raws:
@@ -273,6 +312,7 @@ def aggregate(args: argparse.Namespace) -> int:
                 "rate_estimate": r["rate_estimate"],
                 "noise_rate_true": r["noise_rate_true"],
                 **e,
+                "runs_near_prior": _near_prior(r, e["detector"]),
             }
             for r in raws
             for e in r["evaluation"]
@@ -287,10 +327,13 @@ def aggregate(args: argparse.Namespace) -> int:
         "Generated by `benchmarks/run_detection_experiment.py aggregate`; see README.md for the setup.",
         "Mean ± sample std over seeds (n = seeds). F1@k uses the oracle count k = true noise count; "
         "F1@flags uses each detector's own flags (estimated rate, AUM threshold samples, cleanlab pruning).",
+        f"`runs_near_prior`: runs the detector reads whose validation accuracy is below the majority-class rate + "
+        f"{NEAR_PRIOR_MARGIN:.2f} (collapsed or diverged), summed over seeds; a detector with any is scored on a "
+        "broken model. Jobs run before the rate was recorded use 1/K (AG News validation is class-balanced).",
         "",
     ]
     metrics = ["f1_at_k", "f1_flags", "precision_flags", "recall_flags", "auroc", "auprc"]
-    costs = [c for c in ("cost_runs", "cost_example_epochs", "cost_total_s") if c in det]
+    costs = [c for c in ("cost_runs", "cost_example_epochs", "cost_total_s", "runs_near_prior") if c in det]
     for setting, g in det.groupby("setting", sort=False):
         seeds = sorted(g["seed"].unique())
         rates = g.drop_duplicates("seed")

@@ -292,12 +292,16 @@ def test_benchmark_aggregate_writes_per_epoch_and_timing_tables(tmp_path, monkey
         "evaluation": [{"detector": "ract", "f1_at_k": 0.5, "f1_flags": 0.5, "precision_flags": 0.5,
                         "recall_flags": 0.5, "auroc": 0.6, "auprc": 0.4, "cost_runs": 2.0,
                         "cost_example_epochs": 600.0, "cost_total_s": 36.0}],
-        "per_class": [{"detector": "ract", "class": 0, "n_noisy": 1, "f1_at_k": 0.5}],
+        "per_class": [{"detector": "ract", "class": c, "n_noisy": 1, "f1_at_k": 0.5} for c in range(4)],
+        "runs": {"reference": {"val_accuracy": 0.8}, "rank-low": {"val_accuracy": 0.3}},  # rank-low collapsed
+        "detect_options": {"low_rank": 1, "high_rank": 16},
         "curves": curve, "timings": {"reference": timing, "rank-low": {**timing, "wall_s": 17}},
         "wall_s": 40.0, "detect_wall_s": 39.0,
     }  # fmt: skip
     (tmp_path / "raw" / "ract-regime-s0.json").write_text(json.dumps(raw))
     assert bench.aggregate(None) == 0
+    # ract reads rank-low, within 0.10 of the 1/K = 0.25 prior (a job from before run_health was recorded)
+    assert pd.read_csv(tmp_path / "detection.csv")["runs_near_prior"].tolist() == [1]
     per_epoch = pd.read_csv(tmp_path / "per_epoch.csv")
     assert len(per_epoch) == 4 and set(per_epoch["setting"]) == {"ract-regime"}
     timings = pd.read_csv(tmp_path / "timings.csv")

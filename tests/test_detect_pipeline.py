@@ -15,6 +15,7 @@ from conftest import tiny_config
 from kss_lora.cli import main
 from kss_lora.config import from_dict
 from kss_lora.detect import DETECTORS, detect_label_issues
+from kss_lora.detect.options import majority_rate, runs_near_prior
 from kss_lora.detect.training import configure, grow_rank, prepare
 
 # A 2-class task tiny-bert learns in a few epochs without memorising the 20% flipped labels.
@@ -167,6 +168,7 @@ def test_kss_detect_writes_ranked_csv_evaluation_and_retrain(tmp_path, capsys):
         (["--low-rank", "16", "--high-rank", "4"], "low-rank: must be below high-rank"),
         (["--folds", "1"], "folds: must be at least 2"),
         (["--rate", "1.5"], "rate: must be in [0, 1)"),
+        (["--high-rank-lr", "0"], "high-rank-lr: must be a positive number"),
         (["--curriculum-ranks", "4,x"], "--curriculum-ranks: expected comma-separated integers"),
         (["method.name=full-ft"], "method.name: RACT compares LoRA ranks"),
     ],
@@ -182,3 +184,61 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, args, message):
 def test_missing_config_is_a_one_line_error(tmp_path, capsys):
     assert main(["detect", str(tmp_path / "nope.yaml")]) == 2
     assert capsys.readouterr().err.startswith("error: config: no such file")
+
+
+def test_high_rank_lr_changes_the_high_rank_run_only_and_the_rate_reads_the_first_epoch_end(tmp_path):
+    cfg = from_dict(cfg_dict(tmp_path, train={"epochs": 2}))
+    result = detect_label_issues(
+        cfg,
+        tmp_path / "runs",
+        detectors=("ract",),
+        low_rank=1,
+        high_rank=16,
+        high_rank_lr=1e-3,
+        checkpoints_per_epoch=1,
+    )
+    lrs = {
+        name: yaml.safe_load((path / "config.yaml").read_text())["train"]["lr"] for name, path in result.runs.items()
+    }
+    assert lrs == {"rank-low": 3e-2, "rank-high": 1e-3}
+    # no cross-fitting ran: the estimate is in-sample, from the low-rank model's first epoch end
+    assert result.rate_source == "confident joint, in-sample (rank 1 model, first epoch end)"
+    assert 0.0 < result.rate_estimate < 1.0
+    # every run's health is recorded; a detector reading a run near the label prior would say so
+    assert set(result.run_health) == {"rank-low", "rank-high"}
+    for h in result.run_health.values():
+        assert 0.4 <= h["val_majority_rate"] <= 0.6 and 0.0 <= h["val_accuracy"] <= 1.0
+    expected = len(runs_near_prior(result.run_health, ["rank-low", "rank-high"]))
+    assert result.evaluation().set_index("detector").loc["ract", "runs_near_prior"] == expected
+
+
+def test_runs_near_the_label_prior_are_named():
+    health = {
+        "reference": {"val_accuracy": 0.82, "val_majority_rate": 0.25},
+        "aum-0": {"val_accuracy": 0.297, "val_majority_rate": 0.25},  # collapsed (n2000-sym40 seed 0)
+        "fold-0": {"val_accuracy": 0.34, "val_majority_rate": 0.25},  # just inside the margin
+        "dual-noisy": {"val_accuracy": 0.19, "val_majority_rate": 0.25},  # trained on suspected labels: by design
+    }
+    names = ["reference", "aum-0", "fold-0", "dual-noisy", "absent"]
+    assert runs_near_prior(health, names) == ["aum-0", "fold-0"]
+    assert majority_rate(np.array([0, 1, 1, 2])) == 0.5
+
+
+def test_in_sample_probabilities_are_taken_at_the_first_epoch_end():
+    from types import SimpleNamespace
+
+    from kss_lora.detect.pipeline import _in_sample_probs
+
+    logits = np.zeros((5, 3, 2), dtype=np.float32)  # checkpoints x examples x classes
+    logits[2, :, 0] = 4.0  # step 20 = the end of epoch 1: class 0
+    logits[4, :, 1] = 4.0  # the last checkpoint: class 1 (memorised)
+    dyn = SimpleNamespace(
+        arrays={"ckpt_logits": logits, "steps_per_epoch": np.array(20)}, ckpt_step=[0, 10, 20, 30, 40]
+    )
+    final, early = _in_sample_probs(SimpleNamespace(dynamics=lambda: dyn))
+    assert np.all(early.argmax(1) == 0) and np.all(final.argmax(1) == 1)
+    assert np.allclose(early.sum(1), 1.0) and early[0, 0] > 0.98
+    # a run shorter than an epoch: the last checkpoint
+    short = SimpleNamespace(arrays={"ckpt_logits": logits[:2], "steps_per_epoch": np.array(20)}, ckpt_step=[0, 10])
+    final, early = _in_sample_probs(SimpleNamespace(dynamics=lambda: short))
+    assert np.array_equal(final, early)

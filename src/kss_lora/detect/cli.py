@@ -56,6 +56,11 @@ def _add_detect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, help="known noise rate; estimated by confident learning when absent")
     p.add_argument("--low-rank", type=int, default=1, help="RACT low LoRA rank (default 1)")
     p.add_argument("--high-rank", type=int, default=64, help="RACT high LoRA rank (default 64)")
+    p.add_argument(
+        "--high-rank-lr",
+        type=float,
+        help="learning rate of the high-rank run (default train.lr; lr * rank / high-rank keeps its step size)",
+    )
     p.add_argument("--curriculum-ranks", default="8", help="ranks of RACT's curriculum stages (default 8)")
     p.add_argument("--curriculum-epochs", type=int, help="epochs per curriculum stage (default train.epochs)")
     p.add_argument(
@@ -125,6 +130,8 @@ def write_outputs(result: Any, out: Path, *, rows: bool = False) -> dict[str, An
         "extras": {k: v for k, v in result.extras.items() if not isinstance(v, np.ndarray)},
         "costs": result.costs,
         "timings": result.timings,
+        "run_health": result.run_health,
+        "near_prior": {d: names for d, names in result.near_prior.items() if names},
     }
     if result.curves:
         pd.DataFrame(result.curves).to_csv(out / "curves.csv", index=False)
@@ -142,6 +149,7 @@ def _detect(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..output_paths import check_output_dir
     from .clean_file import check_clean_target, write_clean_file
+    from .options import NEAR_PRIOR_MARGIN
     from .pipeline import detect_label_issues
     from .retrain import bounds, clean_and_retrain, retrain_table
     from .training import DetectionRunFailed
@@ -160,6 +168,7 @@ def _detect(args: argparse.Namespace) -> int:
             rate=args.rate,
             low_rank=args.low_rank,
             high_rank=args.high_rank,
+            high_rank_lr=args.high_rank_lr,
             curriculum_ranks=_int_list(args.curriculum_ranks, "--curriculum-ranks"),
             curriculum_epochs=args.curriculum_epochs,
             curriculum_seed=args.curriculum_seed,
@@ -203,6 +212,12 @@ def _detect(args: argparse.Namespace) -> int:
     cols = ["detector", "f1_at_k", "f1_flags", "auroc", "auprc"]
     if "evaluation" in summary:
         print(pd.DataFrame(summary["evaluation"])[cols].to_string(index=False, float_format="%.3f"))
+    for d, names in summary["near_prior"].items():
+        print(
+            f"warning: {d} reads run(s) {', '.join(names)} whose validation accuracy is within "
+            f"{NEAR_PRIOR_MARGIN:.2f} of the majority-class rate (diverged or collapsed: lower train.lr)",
+            file=sys.stderr,
+        )
     print(
         f"rate estimate {result.rate_estimate:.3f} ({result.rate_source}); "
         f"{int(result.flags[result.primary].sum())} flagged by {result.primary}; wrote {out}"

@@ -18,7 +18,16 @@ from kss_lora.errors import ConfigError
 
 from .evaluate import evaluate_detection, evaluate_per_class
 
-__all__ = ["DEFAULT_DETECTORS", "DETECTORS", "RACT_DETECTORS", "DetectOptions", "DetectionResult"]
+__all__ = [
+    "DEFAULT_DETECTORS",
+    "DETECTORS",
+    "NEAR_PRIOR_MARGIN",
+    "RACT_DETECTORS",
+    "DetectOptions",
+    "DetectionResult",
+    "majority_rate",
+    "runs_near_prior",
+]
 
 DETECTORS = (
     "ract",
@@ -53,6 +62,28 @@ NEEDS = {
     "dual-lora": "dual",
 }
 DUAL_NOISY = ("suspected", "all")
+# A run whose validation accuracy is below the majority-class rate plus this margin has learned little more than
+# the label prior (the entropy study's gate, docs/spec.md §2): detectors reading it rank examples by a broken model.
+NEAR_PRIOR_MARGIN = 0.10
+# Runs trained to fit the suspected noise (dual-lora's "noisy" LoRA): a low validation accuracy is their purpose.
+FITS_NOISE = ("dual-noisy",)
+
+
+def majority_rate(labels: Any) -> float:
+    """Share of the most frequent class (NaN for no labels)."""
+    y = np.asarray(labels)
+    return float(np.bincount(y).max() / y.size) if y.size else float("nan")
+
+
+def runs_near_prior(health: dict[str, dict[str, float]], names: Sequence[str]) -> list[str]:
+    """The runs among ``names`` whose validation accuracy is below their majority-class rate + the margin
+    (runs meant to fit noise, :data:`FITS_NOISE`, left out)."""
+    out = []
+    for name in names:
+        h = None if name in FITS_NOISE else health.get(name)
+        if h is not None and h["val_accuracy"] < h["val_majority_rate"] + NEAR_PRIOR_MARGIN:
+            out.append(name)
+    return out
 
 
 @dataclass
@@ -63,6 +94,10 @@ class DetectOptions:
         detectors: which detectors to run (see :data:`DETECTORS`).
         low_rank / high_rank: RACT's two LoRA ranks. The low rank is meant to lack the capacity
             ``r (d + k - r)`` to memorise the flipped labels; the high rank to have it.
+        high_rank_lr: learning rate of the high-rank run (default: the config's ``train.lr``). Under Adam at a
+            fixed γ, one step moves ``ΔW = γ B A`` roughly in proportion to the rank, so a rank-64 adapter at a
+            rank-16 learning rate can diverge (it did: results/noise_detection, ``ract-regime`` seed 0, validation
+            accuracy 0.34); ``lr * r_config / high_rank`` keeps the per-step change of the config's rank.
         curriculum_ranks: ranks of the curriculum stages after the low-rank one (each continues the
             previous adapter, grown, on the examples the previous stage kept).
         curriculum_epochs: epochs per curriculum stage (default: the config's ``train.epochs``).
@@ -86,6 +121,7 @@ class DetectOptions:
     detectors: Sequence[str] = DEFAULT_DETECTORS
     low_rank: int = 1
     high_rank: int = 64
+    high_rank_lr: float | None = None
     curriculum_ranks: Sequence[int] = (8,)
     curriculum_epochs: int | None = None
     curriculum_seed: str = "ract"
@@ -119,6 +155,8 @@ class DetectOptions:
             raise ConfigError("curriculum-ranks", f"must be non-empty and non-decreasing from low-rank, got {ranks}")
         if self.curriculum_seed not in ("ract", "ract-final", "ract-low"):
             raise ConfigError("curriculum-seed", f"must be ract, ract-final or ract-low, got {self.curriculum_seed!r}")
+        if self.high_rank_lr is not None and not self.high_rank_lr > 0:
+            raise ConfigError("high-rank-lr", f"must be a positive number, got {self.high_rank_lr}")
         if self.folds < 2:
             raise ConfigError("folds", f"must be at least 2, got {self.folds}")
         if self.aum_passes < 2:
@@ -172,6 +210,8 @@ class DetectionResult:
     the given label), when the truth is known. ``timings``: per run, seconds by phase (``prepare_s``,
     ``train_steps_s``, ``checkpoint_s``, ``eval_s``, ``other_s``, ``wall_s``) and its size (``n_train``,
     ``epochs``). ``costs``: per detector, the runs it needs and their summed size and seconds.
+    ``run_health``: per run, ``val_accuracy`` and ``val_majority_rate``; ``near_prior``: per detector, the runs
+    it reads whose validation accuracy is below the majority rate + :data:`NEAR_PRIOR_MARGIN`.
     """
 
     ids: np.ndarray
@@ -196,6 +236,8 @@ class DetectionResult:
     curves: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
     costs: dict[str, dict[str, float]] = field(default_factory=dict)
+    run_health: dict[str, dict[str, float]] = field(default_factory=dict)
+    near_prior: dict[str, list[str]] = field(default_factory=dict)
 
     def evaluation(self) -> pd.DataFrame | None:
         """One row per detector (:func:`evaluate_detection`, plus its ``cost_*`` columns), or None when the
@@ -207,6 +249,7 @@ class DetectionResult:
                 "detector": d,
                 **evaluate_detection(self.is_noisy, s, self.flags.get(d)),
                 **{f"cost_{k}": v for k, v in self.costs.get(d, {}).items()},
+                "runs_near_prior": len(self.near_prior.get(d, [])),
             }
             for d, s in self.scores.items()
         ]

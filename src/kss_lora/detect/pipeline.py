@@ -28,10 +28,14 @@ algorithm; docs/detection.md says where our reading loses to simpler baselines.
 Flags: ``aum`` uses the threshold-sample rule, ``confident-learning`` cleanlab's own pruning, ``dual-lora``
 its noisy LoRA as the threshold; every other detector flags the top ``rate_estimate`` fraction. The rate is
 estimated (no oracle): confident joint on the cross-fitted probabilities when confident learning ran, else
-on the low-rank (or reference) model's in-sample probabilities, which underestimate — unless ``rate`` is given.
+on the low-rank (or reference) model's in-sample probabilities at the first epoch end, which underestimate —
+unless ``rate`` is given.
 
 When the truth is known the result also carries per-checkpoint curves (:mod:`.curves`); every result
-carries per-run phase timings and per-detector costs (runs, examples x epochs trained, seconds).
+carries per-run phase timings, per-detector costs (runs, examples x epochs trained, seconds) and each run's
+health: a run whose validation accuracy is within ``NEAR_PRIOR_MARGIN`` of the validation majority-class rate
+learned little beyond the label prior (a diverged or collapsed run), and every detector that reads one says so
+(``near_prior``; the ``runs_near_prior`` column of the evaluation): its scores rank examples by a broken model.
 """
 
 from __future__ import annotations
@@ -50,7 +54,16 @@ from kss_lora.errors import ConfigError, DataError, KSSError
 from . import scores as S
 from .curves import detector_curves, fitted_curves, prefix_scorers
 from .estimate import estimate_noise_rate
-from .options import DEFAULT_DETECTORS, DETECTORS, NEEDS, RACT_DETECTORS, DetectionResult, DetectOptions
+from .options import (
+    DEFAULT_DETECTORS,
+    DETECTORS,
+    NEEDS,
+    RACT_DETECTORS,
+    DetectionResult,
+    DetectOptions,
+    majority_rate,
+    runs_near_prior,
+)
 from .training import Trained, configure, prepare, softmax, subset_batches, train
 
 __all__ = [
@@ -93,6 +106,7 @@ class _Ctx:
     given: bool  # labels come from the caller (given_labels), not from the config
     res: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    health: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def prep(self, cfg: RunConfig, **variant: Any) -> Any:
         """``prepare`` with the pipeline's labels (when given) unless the variant relabels itself."""
@@ -104,6 +118,12 @@ class _Ctx:
         self.res["runs"][name] = trained.directory
         self.res["run_results"][name] = trained.result
         self.timings[name] = {**trained.timing, "_dir": str(trained.directory)}  # _dir: shared runs counted once
+        val = trained.run.val_batches
+        acc = trained.result.get("val_accuracy")
+        self.health[name] = {
+            "val_accuracy": float("nan") if acc is None else float(acc),
+            "val_majority_rate": majority_rate(val.labels) if val is not None else float("nan"),
+        }
 
 
 def _trajectories(trained: Trained) -> Any:
@@ -116,13 +136,31 @@ def _after_start(arr: np.ndarray) -> np.ndarray:
     return arr[1:] if arr.shape[0] > 1 else arr
 
 
-def _full_run(ctx: _Ctx, name: str, *, rank: int | None = None, auxiliary: bool = False) -> Trained:
+def _full_run(
+    ctx: _Ctx, name: str, *, rank: int | None = None, lr: float | None = None, auxiliary: bool = False
+) -> Trained:
     run = ctx.prep(
-        configure(ctx.cfg, rank=rank),
+        configure(ctx.cfg, rank=rank, lr=lr),
         checkpoints_per_epoch=ctx.opts.checkpoints_per_epoch,
         eval_examples=ctx.opts.eval_examples if auxiliary else None,
     )
     return train(run, ctx.out / name)
+
+
+def _in_sample_probs(t: Trained) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax at the last checkpoint, and at the first epoch end (the last checkpoint of a one-epoch run).
+
+    The in-sample noise-rate estimate reads the first epoch end: a model trained long enough memorises the
+    flipped labels, its confident joint then has no off-diagonal mass, and the estimate falls to 0 (it did
+    after 30 epochs: results/noise_detection, ``ract-regime`` seed 0), flagging nothing. Noise is fitted late,
+    so the first epoch end is the checkpoint least affected.
+    """
+    dyn = t.dynamics()
+    logits = dyn.arrays["ckpt_logits"].astype(np.float64)
+    steps = np.asarray(dyn.ckpt_step)
+    after_epoch = np.flatnonzero(steps >= int(dyn.arrays["steps_per_epoch"]))
+    first = int(after_epoch[0]) if after_epoch.size else len(steps) - 1
+    return softmax(logits[-1]), softmax(logits[first])
 
 
 def _cross_fit(ctx: _Ctx) -> np.ndarray:
@@ -321,8 +359,9 @@ def detect_label_issues(
         # A rank equal to the config's own reuses the reference run (same config, same seed: same model).
         low = ref if ref is not None and opts.low_rank == cfg.method.rank else None
         low = low or _full_run(ctx, "rank-low", rank=opts.low_rank, auxiliary=True)
-        high = ref if ref is not None and opts.high_rank == cfg.method.rank else None
-        high = high or _full_run(ctx, "rank-high", rank=opts.high_rank, auxiliary=True)
+        same_lr = opts.high_rank_lr is None or opts.high_rank_lr == cfg.train.lr
+        high = ref if ref is not None and opts.high_rank == cfg.method.rank and same_lr else None
+        high = high or _full_run(ctx, "rank-high", rank=opts.high_rank, lr=opts.high_rank_lr, auxiliary=True)
     for name, t in (("reference", ref), ("rank-low", low), ("rank-high", high)):
         if t is not None and name not in res["runs"]:
             ctx.record(name, t)
@@ -330,19 +369,20 @@ def detect_label_issues(
                 raise KSSError(f"detect: run {name} trained on different labels than the others (noise seed?)")
 
     # Noise-rate estimate (no oracle) and the label a reviewer is offered instead.
-    final_probs = None
+    final_probs = early_probs = None
     for t in (low, ref, high):
         if t is not None:
-            final_probs = softmax(t.dynamics().arrays["ckpt_logits"][-1].astype(np.float64))
+            final_probs, early_probs = _in_sample_probs(t)
             break
     if opts.rate is not None:
         rate, source = float(opts.rate), "given"
     elif oos_probs is not None:
         rate, source = estimate_noise_rate(labels, oos_probs), f"confident joint, {opts.folds}-fold cross-fitted"
     else:
-        assert final_probs is not None
+        assert early_probs is not None
         which = f"rank {opts.low_rank}" if low is not None else "reference"
-        rate, source = estimate_noise_rate(labels, final_probs[:, :k]), f"confident joint, in-sample ({which} model)"
+        rate = estimate_noise_rate(labels, early_probs[:, :k])
+        source = f"confident joint, in-sample ({which} model, first epoch end)"
     suggest_probs = oos_probs if oos_probs is not None else final_probs
     assert suggest_probs is not None or "aum" in need
     n_flag = int(round(rate * labels.size))
@@ -423,6 +463,7 @@ def detect_label_issues(
     # `ract`, whose sign depends on the training regime (docs/detection.md).
     primary = opts.primary or ("confident-learning" if "confident-learning" in opts.detectors else opts.detectors[0])
     costs = _costs(opts, ctx.timings, scoring_s)
+    near_prior = {d: runs_near_prior(ctx.health, opts.runs_of(d, list(ctx.health))) for d in opts.detectors}
     timings = {name: {k2: v for k2, v in t.items() if k2 != "_dir"} for name, t in ctx.timings.items()}
     return DetectionResult(
         ids=ids,
@@ -447,6 +488,8 @@ def detect_label_issues(
         curves=curves,
         timings=timings,
         costs=costs,
+        run_health=ctx.health,
+        near_prior=near_prior,
     )
 
 

@@ -66,14 +66,16 @@ class Trained:
         return load_dynamics(self.directory)
 
 
-def configure(cfg: RunConfig, *, rank: int | None = None, track: bool = True) -> RunConfig:
-    """A copy of ``cfg`` for a detection run: no adapter files, no progress bar, optional rank change,
-    and per-example checkpoint tracking on (``every_steps`` is set per run by :func:`prepare`)."""
+def configure(cfg: RunConfig, *, rank: int | None = None, lr: float | None = None, track: bool = True) -> RunConfig:
+    """A copy of ``cfg`` for a detection run: no adapter files, no progress bar, optional rank and learning-rate
+    change, and per-example checkpoint tracking on (``every_steps`` is set per run by :func:`prepare`)."""
     out = copy.deepcopy(cfg)
     out.output.save_adapter = False
     out.train.progress = False
     if rank is not None:
         out.method.rank = int(rank)
+    if lr is not None:
+        out.train.lr = float(lr)
     out.tracking.per_example = track
     out.tracking.free = False
     out.tracking.every_steps = None

@@ -14,7 +14,7 @@ from test_lab_sweep import tiny_sweep
 from kss_lora.cli import main
 from kss_lora.errors import ConfigError
 from kss_lora.lab.sweep import parse_sweep
-from kss_lora.output_paths import check_output_dir, check_output_file
+from kss_lora.output_paths import check_output_dir, check_output_file, check_own_outputs
 
 
 def one_line_error(capsys, *needles: str) -> str:
@@ -122,3 +122,23 @@ def test_optimal_rank_sweep_refuses_a_folder_of_the_users_tables(tmp_path, capsy
     assert main(["optimal-rank", str(tmp_path), "--sweep", "s", "-o", str(out)]) == 2
     one_line_error(capsys, "--out", "did not write")
     assert (out / "claims.csv").read_text() == "my claims\n"
+
+
+def test_entropy_refuses_a_folder_of_the_users_tables(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "runs.csv").write_text("my runs\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert main(["entropy", str(run_dir), "-o", str(out)]) == 2
+    one_line_error(capsys, "--out", "did not write")
+    assert (out / "runs.csv").read_text() == "my runs\n" and sorted(p.name for p in out.iterdir()) == ["runs.csv"]
+
+
+def test_check_own_outputs_allows_a_folder_the_command_wrote(tmp_path):
+    (tmp_path / "claims.csv").write_text("x\n")
+    with pytest.raises(ConfigError, match="did not write"):
+        check_own_outputs(tmp_path, ("claims.csv",), marker="cells.csv", field="-o")
+    (tmp_path / "cells.csv").write_text("ours\n")
+    check_own_outputs(tmp_path, ("claims.csv",), marker="cells.csv", field="-o")  # ours: rewritten
+    check_own_outputs(tmp_path / "new", ("claims.csv",), marker="cells.csv", field="-o")  # nothing there

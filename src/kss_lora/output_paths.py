@@ -26,6 +26,15 @@ def check_output_dir(path: str | Path, field: str) -> Path:
     return p
 
 
+def check_own_outputs(out: Path, names: tuple[str, ...], *, marker: str, field: str) -> None:
+    """Refuse (:class:`ConfigError` naming ``field``) a folder holding any of ``names`` unless ``marker``, a file
+    only this command writes, is there too: those names are rewritten on every call, so only in a folder the
+    same command wrote before; a user's files of the same names are never overwritten."""
+    if (out / marker).is_file() or not any((out / name).exists() for name in names):
+        return
+    raise ConfigError(field, f"{out} holds files kss did not write here ({', '.join(names)}); use a new folder")
+
+
 def check_output_file(path: str | Path, field: str) -> Path:
     """``path`` as a :class:`Path` if a file can be written there: not a directory, its folder not a file."""
     p = Path(path)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..commands import command
 from ..errors import ConfigError
-from ..output_paths import check_output_dir
+from ..output_paths import check_output_dir, check_own_outputs
 from ..tables import fmt_num
 from .metrics import LN2
 
@@ -147,6 +147,19 @@ def _add_entropy_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# What `kss entropy -o` writes besides its plots: rewritten on every call, so never over a user's files.
+ENTROPY_OUTPUTS = (
+    "claims.csv",
+    "runs.csv",
+    "correlations_per_run.csv",
+    "correlations_per_condition.csv",
+    "unlearning_by_bucket.csv",
+    "lora_vs_full_contested.csv",
+    "by_majority_label.csv",
+    "entropy.md",
+)
+
+
 @command("entropy", "annotation entropy vs per-example AULC / un-learning over ChaosNLI runs (Steele)")(
     _add_entropy_args
 )
@@ -161,6 +174,7 @@ def _entropy(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.gate_margin) and 0 <= args.gate_margin < 1):
         raise ConfigError("--gate-margin", f"must be in [0, 1) (accuracy points as a fraction), got {args.gate_margin}")
     out = check_output_dir(args.out, "--out")
+    check_own_outputs(out, ENTROPY_OUTPUTS, marker="correlations_per_run.csv", field="--out")
     runs = [load_run(p) for p in find_runs(args.run_dirs)]
     report = entropy_analysis(
         runs, n_boot=args.n_boot, seed=args.seed, gate_split=args.gate_split, gate_margin=args.gate_margin
@@ -291,11 +305,9 @@ def _optimal_rank(args: argparse.Namespace) -> int:
         raise DataError(f"{root}: no such runs directory")
     if args.out:
         out = check_output_dir(args.out, "--out")
-        ours = ("runs.csv", "claims.csv", "verdicts.md")
-        if args.sweep and not (out / "optimal_rank_cells.csv").is_file() and any((out / n).exists() for n in ours):
-            # Rewritten on every call: only in a folder this command wrote before (it has the cells table).
-            raise ConfigError(
-                "--out", f"{out} holds files kss did not write here ({', '.join(ours)}); use a new folder"
+        if args.sweep:  # the claim files: only in a folder this command wrote before (it has the cells table)
+            check_own_outputs(
+                out, ("runs.csv", "claims.csv", "verdicts.md"), marker="optimal_rank_cells.csv", field="--out"
             )
     runs = None
     if args.sweep:

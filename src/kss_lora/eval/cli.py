@@ -10,7 +10,7 @@ from typing import Any
 
 from ..commands import command
 from ..errors import ConfigError
-from ..output_paths import check_output_dir, check_output_file
+from ..output_paths import check_output_dir, check_output_file, check_own_outputs
 from .run_models import adapter_dir, load_for_scoring, run_config, run_model_name, trained_rows
 
 __all__ = ["adapter_dir", "load_for_scoring", "run_model_name", "trained_rows"]  # re-exported: older imports
@@ -94,12 +94,9 @@ def score_sweep(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise ConfigError(flag, f"must be at least 1, got {value}")
     out = check_output_dir(args.out_dir, "--out-dir")
-    ours = ("runs.csv", "claims.csv", "verdicts.md", "per_question")
-    if not (out / "scores.csv").is_file() and any((out / name).exists() for name in ours):
-        # Those names are rewritten on every call: only in a folder this command started (it has scores.csv).
-        raise ConfigError(
-            "--out-dir", f"{out} holds files kss did not write here ({', '.join(ours)}); use a new folder"
-        )
+    check_own_outputs(
+        out, ("runs.csv", "claims.csv", "verdicts.md", "per_question"), marker="scores.csv", field="--out-dir"
+    )
     arms = tuple(a.strip() for a in args.arms.split(",")) if args.arms else DEFAULT_ARMS
     runs = load_runs(args.runs, args.sweep)
     torch.set_num_threads(args.threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
@@ -116,3 +117,22 @@ def test_cross_fit_folds_are_stratified_and_seeded():
         assert counts.max() - counts.min() <= 1
     assert np.array_equal(folds, cross_fit_folds(labels, folds=3, seed=0))
     assert not np.array_equal(folds, cross_fit_folds(labels, folds=3, seed=1))
+
+
+def test_detection_claims_leave_out_rows_that_read_a_run_near_the_label_prior(tmp_path):
+    from kss_lora.detect.evaluate import write_detection_claims
+
+    rows = [
+        {"setting": "sym20", "seed": s, "detector": d, "f1_at_k": f1, "auroc": 0.3, "runs_near_prior": near}
+        for s in (0, 1, 2)
+        for d, f1, near in (("ract", 0.1 + 0.01 * s, 0), ("ract-curriculum", 0.8, 0), ("aum", 0.7, int(s == 2)))
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "detection.csv", index=False)
+    write_detection_claims(tmp_path)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert runs.loc[runs["status"] == "near prior", ["detector", "seed"]].values.tolist() == [["aum", 2]]
+    claims = pd.read_csv(tmp_path / "claims.csv").set_index("claim")
+    # the paired curriculum-vs-AUM comparison keeps only the seeds whose AUM runs learned: 2, so too few runs
+    assert claims.loc["curriculum-vs-aum", "n_treatment"] == 2
+    assert claims.loc["curriculum-vs-aum", "verdict"] == "too few runs"
+    assert claims.loc["ract-f1", "n_treatment"] == 3

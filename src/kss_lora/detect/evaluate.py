@@ -237,16 +237,19 @@ def write_detection_claims(folder: Any, *, detection_csv: str = "detection.csv")
     if missing:
         raise DataError(f"detection: {detection_csv} needs the columns {', '.join(missing)}")
     runs.insert(0, "condition", [condition_name(d, s) for d, s in zip(runs["detector"], runs["setting"])])
-    runs.insert(1, "status", "ok")
+    # A detector that read a run stuck at the label prior scored a broken model: kept in runs.csv, not judged.
+    near = runs["runs_near_prior"].fillna(0).to_numpy() > 0 if "runs_near_prior" in runs else np.zeros(len(runs), bool)
+    runs.insert(1, "status", np.where(near, "near prior", "ok"))
     runs.to_csv(folder / "runs.csv", index=False)
-    claims = detection_claims(runs)
+    claims = detection_claims(runs[runs["status"] == "ok"])
     write_csv(folder / "claims.csv", [r for c in claims for r in c.rows()], [*CLAIM_COLUMNS, *EXTRA_COLUMNS])
     text = [
         "# Noise detection: verdicts from the verdict engine",
         "",
         "Generated from `detection.csv` (as `runs.csv`, with a `condition` column). One-sided tests in the "
         "claimed direction, Holm over the noise settings, 90% intervals, n ≥ 3 per arm (sym40 has 2 seeds and "
-        "asym30 1: `too few runs` there). Every comparison is in claims.csv.",
+        "asym30 1: `too few runs` there). Every comparison is in claims.csv. Rows whose detector read a run "
+        "stuck near the label prior (`runs_near_prior` > 0, status `near prior` in runs.csv) are not judged.",
         "",
         markdown_table([c.as_dict() for c in claims]),
         "",

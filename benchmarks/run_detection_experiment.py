@@ -348,7 +348,9 @@ def aggregate(args: argparse.Namespace) -> int:
         for d in order:
             rows = g[g["detector"] == d]
             cells = [_mean_std(rows[m].tolist()) for m in metrics]
-            cells += [_mean_std(rows[c].tolist(), ".0f") for c in costs]
+            cells += [_mean_std(rows[c].tolist(), ".0f") for c in costs if c != "runs_near_prior"]
+            if "runs_near_prior" in costs:  # a count: summed over seeds, so one broken seed shows
+                cells.append(str(int(rows["runs_near_prior"].fillna(0).sum())))
             lines.append(f"| {d} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += _per_epoch(raws) + _timings(raws)

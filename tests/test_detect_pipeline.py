@@ -228,17 +228,19 @@ def test_in_sample_probabilities_are_taken_at_the_first_epoch_end():
     from types import SimpleNamespace
 
     from kss_lora.detect.pipeline import _in_sample_probs
+    from kss_lora.dynamics.records import Dynamics
 
     logits = np.zeros((5, 3, 2), dtype=np.float32)  # checkpoints x examples x classes
     logits[2, :, 0] = 4.0  # step 20 = the end of epoch 1: class 0
     logits[4, :, 1] = 4.0  # the last checkpoint: class 1 (memorised)
-    dyn = SimpleNamespace(
-        arrays={"ckpt_logits": logits, "steps_per_epoch": np.array(20)}, ckpt_step=[0, 10, 20, 30, 40]
-    )
-    final, early = _in_sample_probs(SimpleNamespace(dynamics=lambda: dyn))
+
+    def trained(n_ckpt: int) -> SimpleNamespace:
+        arrays = {"ckpt_logits": logits[:n_ckpt], "steps_per_epoch": np.array(20), "ckpt_step": np.arange(n_ckpt) * 10}
+        return SimpleNamespace(dynamics=lambda: Dynamics(arrays))
+
+    final, early = _in_sample_probs(trained(5))
     assert np.all(early.argmax(1) == 0) and np.all(final.argmax(1) == 1)
     assert np.allclose(early.sum(1), 1.0) and early[0, 0] > 0.98
-    # a run shorter than an epoch: the last checkpoint
-    short = SimpleNamespace(arrays={"ckpt_logits": logits[:2], "steps_per_epoch": np.array(20)}, ckpt_step=[0, 10])
-    final, early = _in_sample_probs(SimpleNamespace(dynamics=lambda: short))
+    # a run cut short of an epoch: its last checkpoint
+    final, early = _in_sample_probs(trained(2))
     assert np.array_equal(final, early)

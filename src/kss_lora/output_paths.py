@@ -1,7 +1,8 @@
 """Checks of an output path before anything is written: a directory to write into must not be a file.
 
 Checked first, so a bad ``-o`` is one line (exit 2) and nothing is written, instead of a traceback from
-``mkdir`` after the work was done.
+``mkdir`` after the work was done; and a folder holding a user's files of the names a command rewrites is
+refused (:func:`check_own_outputs`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["check_output_dir", "check_output_file"]
+__all__ = ["check_output_dir", "check_output_file", "check_own_outputs"]
 
 
 def check_output_dir(path: str | Path, field: str) -> Path:

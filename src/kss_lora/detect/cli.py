@@ -214,8 +214,9 @@ def _detect(args: argparse.Namespace) -> int:
         print(pd.DataFrame(summary["evaluation"])[cols].to_string(index=False, float_format="%.3f"))
     for d, names in summary["near_prior"].items():
         print(
-            f"warning: {d} reads run(s) {', '.join(names)} whose validation accuracy is within "
-            f"{NEAR_PRIOR_MARGIN:.2f} of the majority-class rate (diverged or collapsed: lower train.lr)",
+            f"warning: {d} reads run(s) {', '.join(names)} whose validation accuracy does not beat the "
+            f"majority-class rate by {NEAR_PRIOR_MARGIN:.2f} (diverged or collapsed: lower train.lr, or "
+            "--high-rank-lr for rank-high)",
             file=sys.stderr,
         )
     print(

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kss_lora.dynamics.stats import PRIOR_MARGIN, beats_prior, majority_rate
 from kss_lora.errors import ConfigError
 
 from .evaluate import evaluate_detection, evaluate_per_class
@@ -62,26 +63,21 @@ NEEDS = {
     "dual-lora": "dual",
 }
 DUAL_NOISY = ("suspected", "all")
-# A run whose validation accuracy is below the majority-class rate plus this margin has learned little more than
-# the label prior (the entropy study's gate, docs/spec.md §2): detectors reading it rank examples by a broken model.
-NEAR_PRIOR_MARGIN = 0.10
+# A run whose validation accuracy does not beat the majority-class rate by this margin has learned little more
+# than the label prior (the entropy study's gate, docs/spec.md §2): detectors reading it rank by a broken model.
+NEAR_PRIOR_MARGIN = PRIOR_MARGIN
 # Runs trained to fit the suspected noise (dual-lora's "noisy" LoRA): a low validation accuracy is their purpose.
 FITS_NOISE = ("dual-noisy",)
 
 
-def majority_rate(labels: Any) -> float:
-    """Share of the most frequent class (NaN for no labels)."""
-    y = np.asarray(labels)
-    return float(np.bincount(y).max() / y.size) if y.size else float("nan")
-
-
 def runs_near_prior(health: dict[str, dict[str, float]], names: Sequence[str]) -> list[str]:
-    """The runs among ``names`` whose validation accuracy is below their majority-class rate + the margin
-    (runs meant to fit noise, :data:`FITS_NOISE`, left out)."""
+    """The runs among ``names`` whose validation accuracy does not beat their majority-class rate by the margin,
+    or is unknown (:func:`kss_lora.dynamics.stats.beats_prior`); runs meant to fit noise, :data:`FITS_NOISE`,
+    and names without a record are left out."""
     out = []
     for name in names:
         h = None if name in FITS_NOISE else health.get(name)
-        if h is not None and h["val_accuracy"] < h["val_majority_rate"] + NEAR_PRIOR_MARGIN:
+        if h is not None and not beats_prior(h["val_accuracy"], h["val_majority_rate"], NEAR_PRIOR_MARGIN):
             out.append(name)
     return out
 

@@ -157,9 +157,8 @@ def _in_sample_probs(t: Trained) -> tuple[np.ndarray, np.ndarray]:
     """
     dyn = t.dynamics()
     logits = dyn.arrays["ckpt_logits"].astype(np.float64)
-    steps = np.asarray(dyn.ckpt_step)
-    after_epoch = np.flatnonzero(steps >= int(dyn.arrays["steps_per_epoch"]))
-    first = int(after_epoch[0]) if after_epoch.size else len(steps) - 1
+    ends = np.flatnonzero(dyn.epoch_end)  # epoch ends, and the last checkpoint (a run cut short of an epoch)
+    first = int(ends[0]) if ends.size else len(logits) - 1
     return softmax(logits[-1]), softmax(logits[first])
 
 

@@ -180,10 +180,10 @@ def _entropy(args: argparse.Namespace) -> int:
         runs, n_boot=args.n_boot, seed=args.seed, gate_split=args.gate_split, gate_margin=args.gate_margin
     )
     out.mkdir(parents=True, exist_ok=True)
-    files = [
+    files = [  # the marker of check_own_outputs first: a folder cut short after it is still ours
+        _write_table(report.per_run, out / "correlations_per_run.csv"),
         _write_table(claims_table(report.verdicts), out / "claims.csv"),
         _write_table(verdict_runs(report.per_run, report.items), out / "runs.csv"),
-        _write_table(report.per_run, out / "correlations_per_run.csv"),
         _write_table(report.per_condition, out / "correlations_per_condition.csv"),
         _write_table(report.delta, out / "unlearning_by_bucket.csv"),
         _write_table(report.lora_vs_full, out / "lora_vs_full_contested.csv"),

@@ -27,7 +27,15 @@ from kss_lora.errors import DataError
 from .entropy import BUCKETS
 from .metrics import ExampleOutputs, aulc, unlearning
 from .runs import RunInfo, _resolve_data_path, chaosnli_items
-from .stats import delta_by_bucket, hierarchical_r2, partial_spearman, spearman_with_ci
+from .stats import (
+    PRIOR_MARGIN,
+    beats_prior,
+    delta_by_bucket,
+    hierarchical_r2,
+    majority_rate,
+    partial_spearman,
+    spearman_with_ci,
+)
 
 __all__ = [
     "CONFOUNDERS",
@@ -42,7 +50,7 @@ __all__ = [
     "run_gate",
 ]
 
-GATE_MARGIN = 0.10
+GATE_MARGIN = PRIOR_MARGIN
 """A run counts only if its gate-split accuracy beats the split's majority-class rate by this much."""
 GATE_SPLITS = ("validation", "test")
 
@@ -212,12 +220,6 @@ def _split_labels(run: RunInfo, split: str) -> np.ndarray | None:
     return None if part is None or len(part) == 0 else part.labels
 
 
-def _majority_rate(labels: np.ndarray | None) -> float:
-    if labels is None:
-        return float("nan")
-    return float(np.bincount(labels).max() / len(labels))
-
-
 def run_gate(run: RunInfo, *, split: str = "validation", margin: float = GATE_MARGIN) -> dict[str, Any]:
     """Validation and test accuracy of a run next to each split's majority-class rate, and whether the run
     counts: accuracy on ``split`` at least ``margin`` above that split's majority-class rate."""
@@ -228,13 +230,10 @@ def run_gate(run: RunInfo, *, split: str = "validation", margin: float = GATE_MA
     for name, prefix in (("validation", "val"), ("test", "test")):
         acc = result.get(f"{prefix}_accuracy")
         out[f"{prefix}_accuracy"] = float(acc) if acc is not None else float("nan")
-        out["majority_rate" if name == "validation" else "test_majority_rate"] = _majority_rate(
-            _split_labels(run, name)
-        )
+        out["majority_rate" if name == "validation" else "test_majority_rate"] = majority_rate(_split_labels(run, name))
     key = "val" if split == "validation" else "test"
     acc, rate = out[f"{key}_accuracy"], out["majority_rate" if split == "validation" else "test_majority_rate"]
-    above = acc - rate
-    out.update(gate_split=split, gate_margin=above, counts=bool(np.isfinite(above) and above >= margin - 1e-12))
+    out.update(gate_split=split, gate_margin=acc - rate, counts=beats_prior(acc, rate, margin))
     return out
 
 

@@ -18,14 +18,36 @@ from scipy import stats as sps
 from kss_lora.errors import ConfigError, DataError
 
 __all__ = [
+    "PRIOR_MARGIN",
     "HierarchicalR2",
     "PartialSpearman",
     "SpearmanCI",
     "delta_by_bucket",
     "hierarchical_r2",
     "partial_spearman",
+    "beats_prior",
+    "majority_rate",
     "spearman_with_ci",
 ]
+
+PRIOR_MARGIN = 0.10
+"""How far (accuracy, 0.10 = 10 points) a run must beat its split's majority-class rate to have learned more than
+the label prior: the entropy study's gate and detection's run-health check."""
+
+
+def majority_rate(labels: Any) -> float:
+    """Share of the most frequent class (NaN for no labels)."""
+    if labels is None:
+        return float("nan")
+    y = np.asarray(labels, dtype=np.int64)
+    return float(np.bincount(y).max() / y.size) if y.size else float("nan")
+
+
+def beats_prior(accuracy: float, rate: float, margin: float = PRIOR_MARGIN) -> bool:
+    """Whether ``accuracy`` is at least ``margin`` above the majority-class ``rate``; unknown (NaN) is not."""
+    above = accuracy - rate
+    return bool(np.isfinite(above) and above >= margin - 1e-12)
+
 
 _BOOT_CHUNK = 250
 

@@ -207,7 +207,7 @@ def test_high_rank_lr_changes_the_high_rank_run_only_and_the_rate_reads_the_firs
     # every run's health is recorded; a detector reading a run near the label prior would say so
     assert set(result.run_health) == {"rank-low", "rank-high"}
     for h in result.run_health.values():
-        assert 0.4 <= h["val_majority_rate"] <= 0.6 and 0.0 <= h["val_accuracy"] <= 1.0
+        assert 0.4 <= h["val_majority_rate"] <= 0.6 and 0.0 <= h["val_accuracy"] <= 1.0 and h["val_n"] > 0
     expected = len(runs_near_prior(result.run_health, ["rank-low", "rank-high"]))
     assert result.evaluation().set_index("detector").loc["ract", "runs_near_prior"] == expected
 

@@ -123,6 +123,8 @@ class _Ctx:
         self.health[name] = {
             "val_accuracy": float("nan") if acc is None else float(acc),
             "val_majority_rate": majority_rate(val.labels) if val is not None else float("nan"),
+            # auxiliary runs may be judged on a capped validation (eval_examples): say on how many
+            "val_n": float(len(val.labels)) if val is not None else 0.0,
         }
 
 

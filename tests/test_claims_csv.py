@@ -135,6 +135,7 @@ def test_committed_results_have_claims_csv() -> None:
         "truthfulqa_sft_noise",
         "rank_sweep",
         "optimal_rank",
+        "annotation_entropy",
     ):
         assert (RESULTS / folder / "claims.csv").is_file(), folder
         assert (RESULTS / folder / "runs.csv").is_file(), folder

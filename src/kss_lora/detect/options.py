@@ -206,8 +206,9 @@ class DetectionResult:
     the given label), when the truth is known. ``timings``: per run, seconds by phase (``prepare_s``,
     ``train_steps_s``, ``checkpoint_s``, ``eval_s``, ``other_s``, ``wall_s``) and its size (``n_train``,
     ``epochs``). ``costs``: per detector, the runs it needs and their summed size and seconds.
-    ``run_health``: per run, ``val_accuracy``, ``val_majority_rate`` and ``val_n`` (examples it was judged on); ``near_prior``: per detector, the runs
-    it reads whose validation accuracy is below the majority rate + :data:`NEAR_PRIOR_MARGIN`.
+    ``run_health``: per run, ``val_accuracy``, ``val_majority_rate`` and ``val_n`` (examples it was judged on).
+    ``near_prior``: per detector, the runs it reads whose validation accuracy does not beat the majority rate by
+    :data:`NEAR_PRIOR_MARGIN` (:func:`runs_near_prior`).
     """
 
     ids: np.ndarray

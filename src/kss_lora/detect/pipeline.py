@@ -33,7 +33,7 @@ unless ``rate`` is given.
 
 When the truth is known the result also carries per-checkpoint curves (:mod:`.curves`); every result
 carries per-run phase timings, per-detector costs (runs, examples x epochs trained, seconds) and each run's
-health: a run whose validation accuracy is within ``NEAR_PRIOR_MARGIN`` of the validation majority-class rate
+health: a run whose validation accuracy does not beat the validation majority-class rate by ``NEAR_PRIOR_MARGIN``
 learned little beyond the label prior (a diverged or collapsed run), and every detector that reads one says so
 (``near_prior``; the ``runs_near_prior`` column of the evaluation): its scores rank examples by a broken model.
 """

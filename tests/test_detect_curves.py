@@ -233,10 +233,12 @@ def test_chaosnli_truth_is_original_label_against_the_100_vote_majority(tmp_path
         tmp_path / "chaos.jsonl",
         [("n", "n", [30, 70, 0]), ("e", "c", [60, 10, 30]), ("c", "n", [10, 45, 45])],  # last: a tied majority
     )
-    given, majority, info = chaosnli_human_labels(_chaos_cfg(tmp_path, path))
+    human = chaosnli_human_labels(_chaos_cfg(tmp_path, path))
+    given, majority = human.given, human.true
     assert given.tolist() == [1, 2, 1] and majority.tolist() == [1, 0, 2]
     assert (given != majority).tolist() == [False, True, True]
-    assert info == {"n": 3.0, "error_rate": pytest.approx(2 / 3), "tied_share": 0.5}
+    assert human.scored.tolist() == [True, True, True]  # ChaosNLI's own file: every item has 100 votes
+    assert human.info == {"n": 3.0, "n_train": 3.0, "error_rate": pytest.approx(2 / 3), "tied_share": 0.5}
     with pytest.raises(Exception, match="data.source"):
         chaosnli_human_labels(_cfg(tmp_path))
 
@@ -244,7 +246,8 @@ def test_chaosnli_truth_is_original_label_against_the_100_vote_majority(tmp_path
 def test_detection_trains_on_the_given_labels_and_scores_against_the_true_ones(tmp_path):
     rows = [(NLI[i % 3], NLI[(i + (i % 4 == 0)) % 3], [40, 30, 30]) for i in range(12)]
     cfg = _chaos_cfg(tmp_path, _chaos_file(tmp_path / "chaos.jsonl", rows))
-    given, majority, _ = chaosnli_human_labels(cfg)
+    human = chaosnli_human_labels(cfg)
+    given, majority = human.given, human.true
     res = detect_label_issues(
         cfg, tmp_path / "runs", given_labels=given, true_labels=majority, detectors=["small-loss"], rate=0.25
     )
@@ -256,6 +259,45 @@ def test_detection_trains_on_the_given_labels_and_scores_against_the_true_ones(t
     assert ev["n_noisy"].iloc[0] == 3 and res.flags["small-loss"].sum() == 3
     with pytest.raises(DataError, match="given_labels"):
         detect_label_issues(cfg, tmp_path / "bad", given_labels=given[:5], detectors=["small-loss"])
+
+
+def test_pooled_bulk_rows_are_trained_on_but_only_the_chaosnli_items_are_scored(tmp_path):
+    # A file as `kss entropy-data` writes it: bulk rows (gold label, no 100-vote truth) then tracked items.
+    rows = [(NLI[i % 3], NLI[(i + (i % 4 == 0)) % 3], [40, 30, 30]) for i in range(16)]
+    path = _chaos_file(tmp_path / "pooled.jsonl", rows)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, rec in enumerate(lines):
+        rec["kss_role"] = "bulk" if i < 8 else "tracked"
+        if i < 8:  # a bulk row's old label is its gold label; make some disagree with the file's majority
+            rec["old_label"] = NLI[(NLI.index(rec["majority_label"]) + (i % 2)) % 3]
+    path.write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    human = chaosnli_human_labels(_chaos_cfg(tmp_path, path))
+    assert human.scored.tolist() == [False] * 8 + [True] * 8
+    # bulk rows: trained on their own label and counted right (true = given), so no phantom errors
+    assert np.array_equal(human.true[:8], human.given[:8])
+    items_wrong = [(i % 4 == 0) for i in range(8, 16)]
+    assert (human.given != human.true)[8:].tolist() == items_wrong
+    assert human.info["n"] == 8.0 and human.info["n_train"] == 16.0
+    assert human.info["error_rate"] == pytest.approx(sum(items_wrong) / 8)
+
+    res = detect_label_issues(
+        _chaos_cfg(tmp_path, path), tmp_path / "runs", detectors=["small-loss"], rate=0.25, **human.detect_kwargs()
+    )
+    assert res.scores["small-loss"].size == 16  # every row is scored ...
+    ev = res.evaluation().iloc[0]
+    assert ev["n"] == 8 and ev["n_noisy"] == sum(items_wrong)  # ... but judged on the items only
+    assert res.noise_rate_true == pytest.approx(sum(items_wrong) / 8)
+    s, truth = res.scores["small-loss"][8:], np.array(items_wrong)
+    assert ev["auroc"] == pytest.approx(evaluate_detection(truth, s)["auroc"])
+    table = res.ranked(flagged_only=False)
+    bulk_ids = set(res.ids[:8].tolist())
+    assert table.loc[table["id"].isin(bulk_ids), "is_noisy"].isna().all()
+    assert table.loc[~table["id"].isin(bulk_ids), "is_noisy"].notna().all()
+    with pytest.raises(DataError, match="scored"):
+        detect_label_issues(
+            _chaos_cfg(tmp_path, path), tmp_path / "bad", detectors=["small-loss"],
+            given_labels=human.given, true_labels=human.true, scored=human.scored.astype(int),
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- benchmark

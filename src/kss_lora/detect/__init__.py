@@ -16,7 +16,7 @@ what is here is the reconstruction of docs/spec.md §2. See docs/detection.md.
 from .curves import detector_curves, fitted_curves, prefix_scorers
 from .estimate import estimate_noise_rate, noise_joint
 from .evaluate import evaluate_detection, evaluate_per_class, prf
-from .human import chaosnli_human_labels
+from .human import HumanLabels, chaosnli_human_labels
 from .options import DETECTORS, DetectionResult, DetectOptions
 from .pipeline import cross_fit_folds, detect_label_issues
 from .retrain import bounds, clean_and_retrain, retrain_table
@@ -37,6 +37,7 @@ __all__ = [
     "DETECTORS",
     "DetectOptions",
     "DetectionResult",
+    "HumanLabels",
     "aulc_scores",
     "aum_scores",
     "aum_threshold",

@@ -114,8 +114,9 @@ def write_outputs(result: Any, out: Path, *, rows: bool = False) -> dict[str, An
     issues_table(result, rows=rows).to_csv(out / ISSUES_NAME, index=False)
     table = pd.DataFrame({"id": result.ids, "given_label": result.labels, "suggested_label": result.suggested_labels})
     if result.is_noisy is not None:
-        table["is_noisy"] = result.is_noisy
-        table["clean_label"] = result.clean_labels
+        table["is_noisy"] = result.is_noisy_column()
+        known = result.scored if result.scored is not None else np.ones(result.ids.size, dtype=bool)
+        table["clean_label"] = pd.array(np.where(known, result.clean_labels, None), dtype="Int64")
     for d, s in result.scores.items():
         table[f"score_{d}"] = s
         table[f"flag_{d}"] = result.flags[d]
@@ -139,7 +140,9 @@ def write_outputs(result: Any, out: Path, *, rows: bool = False) -> dict[str, An
     if evaluation is not None:
         evaluation.to_csv(out / "evaluation.csv", index=False)
         result.evaluation_per_class().to_csv(out / "evaluation_per_class.csv", index=False)
-        summary["noise_rate_true"] = float(result.is_noisy.mean())
+        summary["noise_rate_true"] = result.noise_rate_true
+        if result.scored is not None:
+            summary["n_scored"] = int(result.scored.sum())
         summary["evaluation"] = evaluation.to_dict(orient="records")
     return summary
 

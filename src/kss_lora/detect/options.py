@@ -208,7 +208,9 @@ class DetectionResult:
     ``epochs``). ``costs``: per detector, the runs it needs and their summed size and seconds.
     ``run_health``: per run, ``val_accuracy``, ``val_majority_rate`` and ``val_n`` (examples it was judged on).
     ``near_prior``: per detector, the runs it reads whose validation accuracy does not beat the majority rate by
-    :data:`NEAR_PRIOR_MARGIN` (:func:`runs_near_prior`).
+    :data:`NEAR_PRIOR_MARGIN` (:func:`runs_near_prior`). ``scored``: the rows whose truth is known (None: all
+    of them), e.g. the ChaosNLI items pooled with bulk NLI rows that have no 100-vote label; the evaluation,
+    the curves and :attr:`noise_rate_true` read only these, and tables show ``is_noisy`` as empty elsewhere.
     """
 
     ids: np.ndarray
@@ -235,16 +237,35 @@ class DetectionResult:
     costs: dict[str, dict[str, float]] = field(default_factory=dict)
     run_health: dict[str, dict[str, float]] = field(default_factory=dict)
     near_prior: dict[str, list[str]] = field(default_factory=dict)
+    scored: np.ndarray | None = None
+
+    def _known(self) -> np.ndarray:
+        """Boolean mask of the rows whose truth is known."""
+        return np.ones(self.ids.size, dtype=bool) if self.scored is None else self.scored
+
+    @property
+    def noise_rate_true(self) -> float | None:
+        """The share of wrong labels among the rows whose truth is known (None when it is unknown)."""
+        return None if self.is_noisy is None else float(self.is_noisy[self._known()].mean())
+
+    def is_noisy_column(self, order: np.ndarray | None = None) -> Any:
+        """``is_noisy`` for a table, in ``order``: nullable booleans, empty where the truth is unknown."""
+        assert self.is_noisy is not None
+        idx = np.arange(self.ids.size) if order is None else order
+        if self.scored is None:
+            return self.is_noisy[idx]
+        return pd.array(np.where(self.scored[idx], self.is_noisy[idx], None), dtype="boolean")
 
     def evaluation(self) -> pd.DataFrame | None:
-        """One row per detector (:func:`evaluate_detection`, plus its ``cost_*`` columns), or None when the
-        truth is unknown."""
+        """One row per detector (:func:`evaluate_detection` over the rows whose truth is known, plus its
+        ``cost_*`` columns), or None when the truth is unknown."""
         if self.is_noisy is None:
             return None
+        m = self._known()
         rows = [
             {
                 "detector": d,
-                **evaluate_detection(self.is_noisy, s, self.flags.get(d)),
+                **evaluate_detection(self.is_noisy[m], s[m], None if d not in self.flags else self.flags[d][m]),
                 **{f"cost_{k}": v for k, v in self.costs.get(d, {}).items()},
                 "runs_near_prior": len(self.near_prior.get(d, [])),
             }
@@ -256,8 +277,10 @@ class DetectionResult:
         if self.is_noisy is None:
             return None
         frames = []
+        m = self._known()
         for d, s in self.scores.items():
-            df = evaluate_per_class(self.is_noisy, s, self.labels, self.flags.get(d))
+            flags = None if d not in self.flags else self.flags[d][m]
+            df = evaluate_per_class(self.is_noisy[m], s[m], self.labels[m], flags)
             df.insert(0, "detector", d)
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
@@ -283,5 +306,5 @@ class DetectionResult:
         if self.text_pairs is not None:
             df.insert(3, "text_pair", [self.text_pairs[i] for i in order])
         if self.is_noisy is not None:
-            df["is_noisy"] = self.is_noisy[order]
+            df["is_noisy"] = self.is_noisy_column(order)
         return df[df["flagged"]].reset_index(drop=True) if flagged_only else df

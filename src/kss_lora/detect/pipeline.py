@@ -284,6 +284,13 @@ def _costs(opts: DetectOptions, timings: dict[str, dict[str, float]], scoring_s:
     return out
 
 
+def _bool_mask(name: str, values: Any, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.shape != (n,) or arr.dtype != bool:
+        raise DataError(f"{name}: need {n} booleans (one per training example), got {arr.dtype} of shape {arr.shape}")
+    return arr.copy()
+
+
 def _class_array(name: str, values: Any, n: int, k: int) -> np.ndarray:
     arr = np.asarray(values)
     if arr.shape != (n,) or (arr.size and arr.dtype.kind not in "iu"):
@@ -295,7 +302,13 @@ def _class_array(name: str, values: Any, n: int, k: int) -> np.ndarray:
 
 
 def detect_label_issues(
-    cfg: RunConfig, out_dir: str | Path, *, given_labels: Any = None, true_labels: Any = None, **options: Any
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    given_labels: Any = None,
+    true_labels: Any = None,
+    scored: Any = None,
+    **options: Any,
 ) -> DetectionResult:
     """Run the chosen detectors on the training split of ``cfg`` and return scores and flags.
 
@@ -307,6 +320,9 @@ def detect_label_issues(
             e.g. ChaosNLI's original labels (:func:`~kss_lora.detect.human.chaosnli_human_labels`).
         true_labels: with ``given_labels``, the labels believed right (e.g. ChaosNLI's 100-vote majority); the
             truth mask is then ``given_labels != true_labels``. Planted noise (``cfg.noise``) brings its own.
+        scored: boolean mask over the training split, True on the rows whose truth is known (default: all).
+            Every row is trained on and scored; the evaluation reads only these rows. E.g. ChaosNLI items
+            pooled with bulk NLI rows, whose labels have no 100-vote check (:func:`~kss_lora.detect.human`).
         **options: fields of :class:`DetectOptions` (``detectors``, ``low_rank``, ``high_rank``, ``folds``,
             ``rate``...).
     """
@@ -342,6 +358,13 @@ def detect_label_issues(
             is_noisy = labels != clean
     if np.unique(labels).size < 2:
         raise KSSError("detect: the training split needs at least two classes")
+    known = None
+    if scored is not None:
+        if is_noisy is None:
+            raise ConfigError("scored", "a mask of rows with a known truth needs a truth (true_labels or noise)")
+        known = _bool_mask("scored", scored, labels.size)
+        if not known.any():
+            raise DataError("scored: no row is marked as having a known truth")
 
     ctx = _Ctx(cfg, out, opts, labels, given_labels is not None)
     ctx.res.update(runs={}, run_results={}, extras={}, fold_train_ids=[], fold_scored_ids=[], folds=None)
@@ -453,7 +476,7 @@ def detect_label_issues(
     curves: list[dict[str, Any]] = []
     if is_noisy is not None:
         t0 = time.perf_counter()
-        curves = _curves(is_noisy, opts, ref, low, high, ref_traj, lo_traj, hi_traj, aum_passes)
+        curves = _curves(is_noisy, opts, ref, low, high, ref_traj, lo_traj, hi_traj, aum_passes, known)
         res["extras"]["curves_s"] = time.perf_counter() - t0
 
     if suggest_probs is None:
@@ -491,6 +514,7 @@ def detect_label_issues(
         costs=costs,
         run_health=ctx.health,
         near_prior=near_prior,
+        scored=known,
     )
 
 
@@ -504,8 +528,11 @@ def _curves(
     lo_traj: Any,
     hi_traj: Any,
     aum_passes: list[tuple[Any, np.ndarray]],
+    known: np.ndarray | None,
 ) -> list[dict[str, Any]]:
-    """Per-checkpoint detector metrics and fitted shares (:mod:`.curves`) from the recorded trajectories."""
+    """Per-checkpoint detector metrics and fitted shares (:mod:`.curves`) from the recorded trajectories,
+    over the rows whose truth is ``known`` (None: all)."""
+    m = np.ones(truth.size, dtype=bool) if known is None else known
     grids: dict[str, tuple[np.ndarray, int]] = {}
     correct: dict[str, np.ndarray] = {}
     for name, t, traj in (("reference", ref, ref_traj), ("rank-low", low, lo_traj), ("rank-high", high, hi_traj)):
@@ -513,8 +540,8 @@ def _curves(
             continue
         dyn = t.dynamics()
         grids[name] = (np.asarray(dyn.ckpt_step), int(dyn.arrays["steps_per_epoch"]))
-        correct[name] = traj.correct
-    rows = fitted_curves(truth, correct, {n: g[0] for n, g in grids.items()}, {n: g[1] for n, g in grids.items()})
+        correct[name] = traj.correct[:, m]
+    rows = fitted_curves(truth[m], correct, {n: g[0] for n, g in grids.items()}, {n: g[1] for n, g in grids.items()})
     if not grids:
         return rows
     steps, spe = next(iter(grids.values()))
@@ -522,4 +549,6 @@ def _curves(
         return rows  # different checkpoint grids: per-checkpoint detector curves are not comparable
     usable_aum = [(tr, kept) for tr, kept in aum_passes if tr.loss.shape[0] == steps.size]
     scorers = prefix_scorers(ref_traj, lo_traj, hi_traj, usable_aum)
-    return rows + detector_curves(truth, scorers, steps, spe, detectors=opts.detectors)
+    if known is not None:
+        scorers = {name: (lambda t, f=f: f(t)[m]) for name, f in scorers.items()}
+    return rows + detector_curves(truth[m], scorers, steps, spe, detectors=opts.detectors)

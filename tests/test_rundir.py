@@ -31,6 +31,8 @@ SHIPPED_RUN_IDS = {
     "agnews-detect": "b261480d32a7",
     "chaosnli-mnli-detect": "4034718318d3",
     "chaosnli-snli-detect": "28eb1b69ed55",
+    "chaosnli-snli-pooled-detect": "730f79a13d0d",
+    "chaosnli-mnli-pooled-detect": "849b89d2637f",
     "entropy_minilm_fullft": "47cd4486ee0a",
     "entropy_minilm_lora": "f50dacb6dd38",
     "entropy_smollm2_lora": "55ec3471fc1b",

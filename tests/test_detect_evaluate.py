@@ -136,3 +136,39 @@ def test_detection_claims_leave_out_rows_that_read_a_run_near_the_label_prior(tm
     assert claims.loc["curriculum-vs-aum", "n_treatment"] == 2
     assert claims.loc["curriculum-vs-aum", "verdict"] == "too few runs"
     assert claims.loc["ract-f1", "n_treatment"] == 3
+
+
+def test_a_partial_truth_is_judged_on_its_rows_only_and_left_empty_in_the_tables(tmp_path):
+    # Rows 0-3 have a known truth (1 and 2 wrong), rows 4-5 do not: their "truth" must not count either way.
+    from kss_lora.detect.cli import write_outputs
+    from kss_lora.detect.options import DetectionResult
+
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    scores = np.array([0.1, 0.9, 0.8, 0.2, 0.95, 0.05])  # row 4 scores highest but has no known truth
+    res = DetectionResult(
+        ids=np.arange(6),
+        texts=[f"t{i}" for i in range(6)],
+        text_pairs=None,
+        labels=labels,
+        label_names=["a", "b"],
+        scores={"small-loss": scores},
+        flags={"small-loss": scores > 0.5},
+        suggested_labels=labels,
+        rate_estimate=0.5,
+        rate_source="given",
+        primary="small-loss",
+        is_noisy=np.array([False, True, True, False, False, False]),
+        clean_labels=np.array([0, 0, 1, 1, 0, 1]),
+        scored=np.array([True, True, True, True, False, False]),
+    )
+    ev = res.evaluation().iloc[0]
+    assert (ev["n"], ev["n_noisy"], ev["f1_at_k"], ev["auroc"]) == (4, 2, 1.0, 1.0)
+    assert (ev["n_flagged"], ev["precision_flags"]) == (2, 1.0)  # row 4's flag is not counted as a false alarm
+    assert res.noise_rate_true == 0.5
+    summary = write_outputs(res, tmp_path)
+    assert summary["n_scored"] == 4 and summary["noise_rate_true"] == 0.5
+    table = pd.read_csv(tmp_path / "scores.csv")
+    assert table["is_noisy"].isna().tolist() == [False] * 4 + [True] * 2
+    assert table["clean_label"].isna().tolist() == [False] * 4 + [True] * 2
+    ranked = pd.read_csv(tmp_path / "suspected_label_errors.csv")
+    assert ranked["id"].tolist() == [4, 1, 2] and pd.isna(ranked["is_noisy"].iloc[0])

@@ -115,8 +115,7 @@ def write_outputs(result: Any, out: Path, *, rows: bool = False) -> dict[str, An
     table = pd.DataFrame({"id": result.ids, "given_label": result.labels, "suggested_label": result.suggested_labels})
     if result.is_noisy is not None:
         table["is_noisy"] = result.is_noisy_column()
-        known = result.scored if result.scored is not None else np.ones(result.ids.size, dtype=bool)
-        table["clean_label"] = pd.array(np.where(known, result.clean_labels, None), dtype="Int64")
+        table["clean_label"] = pd.array(np.where(result.truth_known(), result.clean_labels, None), dtype="Int64")
     for d, s in result.scores.items():
         table[f"score_{d}"] = s
         table[f"flag_{d}"] = result.flags[d]

@@ -239,14 +239,14 @@ class DetectionResult:
     near_prior: dict[str, list[str]] = field(default_factory=dict)
     scored: np.ndarray | None = None
 
-    def _known(self) -> np.ndarray:
+    def truth_known(self) -> np.ndarray:
         """Boolean mask of the rows whose truth is known."""
         return np.ones(self.ids.size, dtype=bool) if self.scored is None else self.scored
 
     @property
     def noise_rate_true(self) -> float | None:
         """The share of wrong labels among the rows whose truth is known (None when it is unknown)."""
-        return None if self.is_noisy is None else float(self.is_noisy[self._known()].mean())
+        return None if self.is_noisy is None else float(self.is_noisy[self.truth_known()].mean())
 
     def is_noisy_column(self, order: np.ndarray | None = None) -> Any:
         """``is_noisy`` for a table, in ``order``: nullable booleans, empty where the truth is unknown."""
@@ -261,7 +261,7 @@ class DetectionResult:
         ``cost_*`` columns), or None when the truth is unknown."""
         if self.is_noisy is None:
             return None
-        m = self._known()
+        m = self.truth_known()
         rows = [
             {
                 "detector": d,
@@ -277,7 +277,7 @@ class DetectionResult:
         if self.is_noisy is None:
             return None
         frames = []
-        m = self._known()
+        m = self.truth_known()
         for d, s in self.scores.items():
             flags = None if d not in self.flags else self.flags[d][m]
             df = evaluate_per_class(self.is_noisy[m], s[m], self.labels[m], flags)

@@ -6,6 +6,7 @@ Usage (from the project root):
     .venv/bin/python benchmarks/run_detection_experiment.py run [--workers 2] [--jobs sym20-s0,ract-regime-s0]
     .venv/bin/python benchmarks/run_detection_experiment.py aggregate
     .venv/bin/python benchmarks/run_detection_experiment.py list        # every job, its settings and size
+    .venv/bin/python benchmarks/run_detection_experiment.py per-bucket  # human-label jobs: detection per entropy bucket
 
 ``run`` executes jobs in priority order, at most ``--workers`` at a time, each in its own process (one torch
 thread each). A job writes ``results/noise_detection/raw/<job>.json``; a job whose JSON exists is skipped, so
@@ -86,6 +87,12 @@ DETECT = {
 SINGLE_RUN = ("small-loss", "aulc", "cartography", "forgetting")
 RACT_REGIME = ("ract", "ract-neg", "ract-final", "ract-low", *SINGLE_RUN, "aum")
 N2000 = ["data.max_train_examples=2000"]
+# RACT where the low rank is capacity-limited (item 2): 2,000 examples (400 flipped), 20 epochs, LoRA on ONE
+# matrix (the last layer's attention value): rank 1 there has 768 weights for 2,000 examples, rank 16 (the
+# reference, reused as RACT's high rank) 12,288. With LoRA on every query/value matrix even rank 1 has 9,204,
+# and at 300 examples it memorised every flip (ract-regime-scaled-lr). One matrix also halves a step's cost
+# (the backward pass stops in the last layer), which is what makes 2,000 x 20 example-epochs fit this CPU.
+CAPACITY = ["data.max_eval_examples=200", "train.epochs=20", "method.target_modules=[layer.5.attention.self.value]"]
 RETRAIN_WITH = ("ract-curriculum", "confident-learning")
 # ChaosNLI items pooled with bulk SNLI rows (item 4): ~3,000 rows of 64 tokens, 3 epochs; sized for this 2-core
 # CPU (an epoch of the pooled SNLI file took 5 min of wall with 4 processes on the 2 cores): the single-run
@@ -123,6 +130,12 @@ SETTINGS = {
             "high_rank_lr": 5e-3 * 16 / 64,  # agnews-detect's lr x reference rank / high rank
             "checkpoints_per_epoch": 1,
         },
+    ),
+    "ract-capacity": Setting(
+        "agnews-detect",
+        (*SYM20, *N2000, *CAPACITY),
+        # no AUM: its two passes would triple the job (an epoch here is ~170 s of one shared core)
+        {"detectors": tuple(d for d in RACT_REGIME if d != "aum"), "high_rank": 16, "checkpoints_per_epoch": 1},
     ),
     "n2000-sym20": Setting("agnews-detect", (*SYM20, *N2000), {"folds": 3}),
     "n2000-sym40": Setting("agnews-detect", (*SYM40, *N2000), {"folds": 3}),
@@ -164,6 +177,7 @@ JOBS = [
     ("ract-regime-scaled-lr", 2, False),
     ("chaosnli-mnli-pooled", 0, False),
     ("chaosnli-snli-pooled", 1, False),
+    ("ract-capacity", 0, False),
 ]
 
 
@@ -234,6 +248,8 @@ def run_job(setting: str, seed: int, retrain: bool) -> str:
     }
     if spec.human:
         out["human_labels"] = info
+        out["per_bucket"] = res.evaluation_per_group(labels.bucket, column="bucket").to_dict(orient="records")
+        out["per_bucket_source"] = "pipeline"
     RAW.mkdir(parents=True, exist_ok=True)
     out["wall_s"] = time.time() - t0
     atomic_write_text(RAW / f"{name}.json", json.dumps(out, indent=1, default=float))  # detection survives a cut
@@ -371,7 +387,7 @@ def aggregate(args: argparse.Namespace) -> int:
                 cells.append(str(int(rows["runs_near_prior"].fillna(0).sum())))
             lines.append(f"| {d} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += _per_epoch(raws) + _timings(raws)
+    lines += _per_epoch(raws) + _timings(raws) + _per_bucket_lines(raws)
     lines += [
         "## Per class (F1 at the class's own k, mean over seeds; class = given label: "
         "0 Business, 1 Sci/Tech, 2 Sports, 3 World)",
@@ -452,6 +468,12 @@ def _per_epoch(raws: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _per_bucket_lines(raws: list[dict[str, Any]]) -> list[str]:
+    from detection_per_bucket import table
+
+    return table(raws, OUT)
+
+
 def _timings(raws: list[dict[str, Any]]) -> list[str]:
     """timings.csv (per run, seconds by phase) and a table of where each setting's time goes."""
     import pandas as pd
@@ -489,6 +511,13 @@ def _timings(raws: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def per_bucket(args: argparse.Namespace) -> int:
+    from detection_per_bucket import backfill
+
+    human = {name for name, spec in SETTINGS.items() if spec.human}
+    return backfill(RAW, RUNS, human)
+
+
 def list_jobs(args: argparse.Namespace) -> int:
     for setting, seed, retrain in JOBS:
         name = job_name(setting, seed)
@@ -508,8 +537,9 @@ def main() -> int:
     r.add_argument("--jobs", help="comma-separated job names (default: all, in priority order)")
     sub.add_parser("aggregate")
     sub.add_parser("list")
+    sub.add_parser("per-bucket", help="add per-entropy-bucket detection to human-label jobs run before it existed")
     args = p.parse_args()
-    return {"run": run, "aggregate": aggregate, "list": list_jobs}[args.cmd](args)
+    return {"run": run, "aggregate": aggregate, "list": list_jobs, "per-bucket": per_bucket}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -243,6 +243,15 @@ def test_chaosnli_truth_is_original_label_against_the_100_vote_majority(tmp_path
         chaosnli_human_labels(_cfg(tmp_path))
 
 
+def test_chaosnli_items_carry_the_entropy_bucket_of_their_100_votes(tmp_path):
+    # 0 nats -> clean; 0.50 nats (80/20) -> ambiguous; 1.09 nats (40/30/30) -> contested (docs/spec.md §2)
+    path = _chaos_file(
+        tmp_path / "chaos.jsonl", [("e", "e", [100, 0, 0]), ("e", "n", [80, 20, 0]), ("e", "c", [40, 30, 30])]
+    )
+    human = chaosnli_human_labels(_chaos_cfg(tmp_path, path))
+    assert human.bucket.tolist() == ["clean", "ambiguous", "contested"]
+
+
 def test_detection_trains_on_the_given_labels_and_scores_against_the_true_ones(tmp_path):
     rows = [(NLI[i % 3], NLI[(i + (i % 4 == 0)) % 3], [40, 30, 30]) for i in range(12)]
     cfg = _chaos_cfg(tmp_path, _chaos_file(tmp_path / "chaos.jsonl", rows))
@@ -289,6 +298,15 @@ def test_pooled_bulk_rows_are_trained_on_but_only_the_chaosnli_items_are_scored(
     assert res.noise_rate_true == pytest.approx(sum(items_wrong) / 8)
     s, truth = res.scores["small-loss"][8:], np.array(items_wrong)
     assert ev["auroc"] == pytest.approx(evaluate_detection(truth, s)["auroc"])
+    # every item here has votes [40, 30, 30] (1.09 nats): one bucket, judged as a whole; bulk rows in none
+    assert human.bucket.tolist() == ["bulk"] * 8 + ["contested"] * 8
+    by_bucket = res.evaluation_per_group(human.bucket, column="bucket")
+    assert by_bucket["bucket"].tolist() == ["contested"] and by_bucket["n"].tolist() == [8]
+    assert by_bucket["auroc"].iloc[0] == pytest.approx(ev["auroc"])
+    # the one-run detectors rebuilt from the reference run's trajectories equal the pipeline's scores
+    traj = load_dynamics(res.runs["reference"]).checkpoint()
+    rebuilt = S.single_run_scores(traj.loss, traj.prob, traj.correct, detectors=["small-loss"])
+    np.testing.assert_array_equal(rebuilt["small-loss"], res.scores["small-loss"])
     table = res.ranked(flagged_only=False)
     bulk_ids = set(res.ids[:8].tolist())
     assert table.loc[table["id"].isin(bulk_ids), "is_noisy"].isna().all()
@@ -310,6 +328,7 @@ def test_benchmark_aggregate_writes_per_epoch_and_timing_tables(tmp_path, monkey
     spec = importlib.util.spec_from_file_location("run_detection_experiment", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "run_detection_experiment", bench)  # dataclasses look their module up
+    monkeypatch.syspath_prepend(str(path.parent))  # its sibling detection_per_bucket.py, as when run as a script
     spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "OUT", tmp_path)
     monkeypatch.setattr(bench, "RAW", tmp_path / "raw")
@@ -341,9 +360,20 @@ def test_benchmark_aggregate_writes_per_epoch_and_timing_tables(tmp_path, monkey
         "wall_s": 40.0, "detect_wall_s": 39.0,
     }  # fmt: skip
     (tmp_path / "raw" / "ract-regime-s0.json").write_text(json.dumps(raw))
+    human = {
+        **raw, "job": "chaosnli-snli-pooled-s0", "setting": "chaosnli-snli-pooled", "curves": [], "timings": {},
+        "per_bucket": [{"detector": "small-loss", "bucket": b, "n": n, "n_noisy": k, "auroc": a}
+                       for b, n, k, a in [("clean", 30, 3, 0.71), ("contested", 20, 8, 0.45)]],
+    }  # fmt: skip
+    (tmp_path / "raw" / "chaosnli-snli-pooled-s0.json").write_text(json.dumps(human))
     assert bench.aggregate(None) == 0
     # ract reads rank-low, within 0.10 of the 1/K = 0.25 prior (a job from before run_health was recorded)
-    assert pd.read_csv(tmp_path / "detection.csv")["runs_near_prior"].tolist() == [1]
+    assert pd.read_csv(tmp_path / "detection.csv")["runs_near_prior"].tolist() == [1, 1]
+    per_bucket = pd.read_csv(tmp_path / "detection_per_bucket.csv")
+    assert per_bucket[["setting", "bucket", "auroc"]].values.tolist() == [
+        ["chaosnli-snli-pooled", "clean", 0.71],
+        ["chaosnli-snli-pooled", "contested", 0.45],
+    ]
     per_epoch = pd.read_csv(tmp_path / "per_epoch.csv")
     assert len(per_epoch) == 4 and set(per_epoch["setting"]) == {"ract-regime"}
     timings = pd.read_csv(tmp_path / "timings.csv")
@@ -352,3 +382,5 @@ def test_benchmark_aggregate_writes_per_epoch_and_timing_tables(tmp_path, monkey
     assert "| 2 | 0.600 | 0.400 |" in table  # epoch 2: ract's AUROC, rank-high's fitted share
     assert "| ract-regime | 2 | 2 | 20 | 10 | 4 | 0 | 35 | 39 |" in table
     assert "| ract | 0.500 |" in table and "| 2 | 600 | 36 |" in table
+    assert "| detector | clean (3 of 30 wrong) | contested (8 of 20 wrong) |" in table
+    assert "| small-loss | 0.710 | 0.450 |" in table

@@ -12,6 +12,7 @@ from kss_lora.detect import (
     estimate_noise_rate,
     evaluate_detection,
     evaluate_per_class,
+    evaluate_per_group,
     noise_joint,
     prf,
 )
@@ -63,6 +64,24 @@ def test_per_class_rows_equal_evaluating_each_class_alone():
         ref = evaluate_detection(TRUTH[m], SCORES[m], FLAGS[m])
         for key in ("f1_at_k", "f1_flags", "auroc", "auprc"):
             assert row[key] == pytest.approx(ref[key], nan_ok=True), (c, key)
+
+
+def test_per_group_rows_are_sorted_named_and_judge_each_group_on_its_own_errors():
+    groups = np.array(["b", "a"] * 6)
+    table = evaluate_per_group(TRUTH, SCORES, groups, column="bucket")
+    assert table.columns[0] == "bucket" and table["bucket"].tolist() == ["a", "b"]
+    for g in ("a", "b"):
+        m = groups == g
+        row = table[table["bucket"] == g].iloc[0]
+        assert row["n"] == 6 and row["n_noisy"] == TRUTH[m].sum()
+        assert row["auroc"] == pytest.approx(roc_auc_score(TRUTH[m], SCORES[m]))
+    # scores that rank a's errors first and b's last: AUROC 1 and 0, though pooled they would blur
+    split = np.where(groups == "a", TRUTH, ~TRUTH).astype(float)
+    assert evaluate_per_group(TRUTH, split, groups)["auroc"].tolist() == [1.0, 0.0]
+    only_errors = evaluate_per_group(TRUTH, SCORES, np.where(TRUTH, "wrong", "right"))
+    assert only_errors["auroc"].isna().all()  # one class inside each group: AUROC undefined, not 0.5
+    with pytest.raises(KSSError, match="bucket shape"):
+        evaluate_per_group(TRUTH, SCORES, groups[:-1], column="bucket")
 
 
 def test_metric_inputs_are_checked():

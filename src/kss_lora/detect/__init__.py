@@ -15,7 +15,7 @@ what is here is the reconstruction of docs/spec.md §2. See docs/detection.md.
 
 from .curves import detector_curves, fitted_curves, prefix_scorers
 from .estimate import estimate_noise_rate, noise_joint
-from .evaluate import evaluate_detection, evaluate_per_class, prf
+from .evaluate import evaluate_detection, evaluate_per_class, evaluate_per_group, prf
 from .human import HumanLabels, chaosnli_human_labels
 from .options import DETECTORS, DetectionResult, DetectOptions
 from .pipeline import cross_fit_folds, detect_label_issues
@@ -51,6 +51,7 @@ __all__ = [
     "estimate_noise_rate",
     "evaluate_detection",
     "evaluate_per_class",
+    "evaluate_per_group",
     "fitted_curves",
     "flag_top",
     "forgetting_scores",

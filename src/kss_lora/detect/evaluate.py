@@ -17,7 +17,7 @@ import pandas as pd
 
 from kss_lora.errors import DataError
 
-__all__ = ["evaluate_detection", "evaluate_per_class", "prf"]
+__all__ = ["evaluate_detection", "evaluate_per_class", "evaluate_per_group", "prf"]
 
 
 def _mask(name: str, values: Any, n: int | None = None) -> np.ndarray:
@@ -101,17 +101,27 @@ def evaluate_per_class(truth: Any, scores: Any, labels: Any, flags: Any = None) 
     ``k`` is the class's own true noise count, so per-class ``f1_at_k`` asks "could the ranking find
     this class's errors if it knew how many there were".
     """
+    df = evaluate_per_group(truth, scores, labels, flags, column="class")
+    return df.astype({"class": int}) if len(df) else df
+
+
+def evaluate_per_group(
+    truth: Any, scores: Any, groups: Any, flags: Any = None, *, column: str = "group"
+) -> pd.DataFrame:
+    """:func:`evaluate_detection` within each group (one row per distinct value of ``groups``, sorted, named
+    by ``column``): per class, per entropy bucket of ChaosNLI items (are the errors a detector finds the
+    clear ones or the ambiguous ones?). ``k`` is the group's own error count."""
     t = _mask("truth", truth)
-    y = np.asarray(labels)
-    if y.shape != t.shape:
-        raise DataError(f"labels shape {y.shape} does not match truth shape {t.shape}")
+    g = np.asarray(groups)
+    if g.shape != t.shape:
+        raise DataError(f"{column} shape {g.shape} does not match truth shape {t.shape}")
     s = np.asarray(scores, dtype=np.float64)
     f = _mask("flags", flags, t.size) if flags is not None else None
     rows = []
-    for c in np.unique(y):
-        m = y == c
+    for value in np.unique(g):
+        m = g == value
         row = evaluate_detection(t[m], s[m], None if f is None else f[m])
-        rows.append({"class": int(c), **row})
+        rows.append({column: value.item() if hasattr(value, "item") else value, **row})
     return pd.DataFrame(rows)
 
 

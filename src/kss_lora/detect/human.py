@@ -34,13 +34,18 @@ class HumanLabels:
     100-vote majority where known, else the given label. ``scored``: the rows with a 100-vote majority
     (the truth mask is ``(given != true) & scored``). ``info``: ``n`` (scored rows), ``n_train``,
     ``error_rate`` (among scored rows) and ``tied_share`` (errors whose 100-vote top count is shared, i.e.
-    where the "truth" itself is a coin flip).
+    where the "truth" itself is a coin flip). ``bucket``: each scored item's entropy bucket over its 100
+    votes (``clean``, ``ambiguous``, ``contested``: :func:`~kss_lora.dynamics.entropy.entropy_bucket`),
+    ``bulk`` for the rows not scored; :meth:`DetectionResult.evaluation_per_group
+    <kss_lora.detect.options.DetectionResult.evaluation_per_group>` takes it to ask whether a detector finds
+    the clear errors or only the ambiguous ones.
     """
 
     given: np.ndarray
     true: np.ndarray
     scored: np.ndarray
     info: dict[str, float]
+    bucket: np.ndarray
 
     def detect_kwargs(self) -> dict[str, np.ndarray]:
         """The keyword arguments of :func:`~kss_lora.detect.pipeline.detect_label_issues` that carry them."""
@@ -84,4 +89,5 @@ def chaosnli_human_labels(cfg: RunConfig) -> HumanLabels:
         "tied_share": float(tied[truth].mean()) if truth.any() else 0.0,
     }
     true = np.where(scored, majority, given)
-    return HumanLabels(given=given, true=true, scored=scored, info=info)
+    bucket = np.where(scored, items["bucket"].to_numpy(dtype=object)[ids], "bulk").astype(str)
+    return HumanLabels(given=given, true=true, scored=scored, info=info, bucket=bucket)

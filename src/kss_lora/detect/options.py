@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from kss_lora.dynamics.stats import PRIOR_MARGIN, beats_prior, majority_rate
-from kss_lora.errors import ConfigError
+from kss_lora.errors import ConfigError, DataError
 
-from .evaluate import evaluate_detection, evaluate_per_class
+from .evaluate import evaluate_detection, evaluate_per_group
 
 __all__ = [
     "DEFAULT_DETECTORS",
@@ -274,13 +274,24 @@ class DetectionResult:
         return pd.DataFrame(rows)
 
     def evaluation_per_class(self) -> pd.DataFrame | None:
+        """:func:`evaluate_per_class` per detector (``detector``, ``class`` columns), or None when the truth is
+        unknown."""
+        df = self.evaluation_per_group(self.labels, column="class")
+        return None if df is None else df.astype({"class": int})
+
+    def evaluation_per_group(self, groups: Any, *, column: str = "group") -> pd.DataFrame | None:
+        """:func:`evaluate_per_group` per detector over the rows whose truth is known (``groups``: one value
+        per row, aligned with ``ids``; e.g. ChaosNLI items' entropy buckets), or None when the truth is unknown."""
         if self.is_noisy is None:
             return None
-        frames = []
+        g = np.asarray(groups)
+        if g.shape != self.ids.shape:
+            raise DataError(f"{column}: {g.shape[0] if g.ndim else 0} values for {self.ids.size} rows")
         m = self.truth_known()
+        frames = []
         for d, s in self.scores.items():
             flags = None if d not in self.flags else self.flags[d][m]
-            df = evaluate_per_class(self.is_noisy[m], s[m], self.labels[m], flags)
+            df = evaluate_per_group(self.is_noisy[m], s[m], g[m], flags, column=column)
             df.insert(0, "detector", d)
             frames.append(df)
         return pd.concat(frames, ignore_index=True)

@@ -423,17 +423,11 @@ def detect_label_issues(
     scoring_s["confident-learning"] = time.perf_counter() - t0
     ref_traj = _trajectories(ref) if ref is not None else None
     if ref_traj is not None:
-        trained_part = S._as_traj("p", _after_start(ref_traj.prob))
-        correct = _after_start(ref_traj.correct)
-        if "small-loss" in opts.detectors:
-            scores["small-loss"] = S.small_loss_scores(ref_traj.loss, reduce="final")
-        if "aulc" in opts.detectors:
-            scores["aulc"] = S.aulc_scores(ref_traj.loss)
+        one_run = [d for d in S.SINGLE_RUN if d in opts.detectors]
+        scores.update(S.single_run_scores(ref_traj.loss, ref_traj.prob, ref_traj.correct, detectors=one_run))
         if "cartography" in opts.detectors:
-            scores["cartography"] = S.cartography_scores(trained_part, correct)
-            res["extras"]["cartography_hard_to_learn"] = S.hard_to_learn(trained_part, correct)
-        if "forgetting" in opts.detectors:
-            scores["forgetting"] = S.forgetting_scores(correct)
+            trained_part = S._as_traj("p", _after_start(ref_traj.prob))
+            res["extras"]["cartography_hard_to_learn"] = S.hard_to_learn(trained_part, _after_start(ref_traj.correct))
     lo_traj = hi_traj = None
     if low is not None and high is not None:
         lo_traj, hi_traj = _trajectories(low), _trajectories(high)

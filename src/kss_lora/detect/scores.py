@@ -44,10 +44,12 @@ __all__ = [
     "hard_to_learn",
     "rank_discrepancy_scores",
     "self_confidence_scores",
+    "single_run_scores",
     "small_loss_scores",
 ]
 
 REDUCTIONS = ("final", "mean")
+SINGLE_RUN = ("small-loss", "aulc", "cartography", "forgetting")  # the detectors one run's trajectories feed
 
 
 def _as_traj(name: str, values: Any) -> np.ndarray:
@@ -180,6 +182,31 @@ def rank_discrepancy_scores(low_losses: Any, high_losses: Any, *, reduce: str = 
     if lo.shape[1] != hi.shape[1]:
         raise DataError(f"low and high trajectories cover different examples: {lo.shape[1]} vs {hi.shape[1]}")
     return small_loss_scores(lo, reduce=reduce) - small_loss_scores(hi, reduce=reduce)
+
+
+def single_run_scores(losses: Any, probs: Any, correct: Any, *, detectors: Any = SINGLE_RUN) -> dict[str, np.ndarray]:
+    """The one-run detectors of ``detectors`` (a subset of :data:`SINGLE_RUN`) from one run's eval-mode
+    trajectories ``[T, N]`` on the trained-on labels, **step-0 checkpoint first**.
+
+    Why step 0 is in and then partly out: SPEC's AULC is the area from the first step, while cartography and
+    forgetting are statistics over training (a random head's step-0 guesses are neither confidence nor a
+    learning event), so those two drop the first checkpoint when there is more than one.
+    """
+    unknown = [d for d in detectors if d not in SINGLE_RUN]
+    if unknown:
+        raise ConfigError("detectors", f"{unknown[0]!r} is not a single-run detector; allowed: {', '.join(SINGLE_RUN)}")
+    loss = _as_traj("losses", losses)
+    p, c = _as_traj("probs", probs), np.asarray(correct)
+    c = c[None, :] if c.ndim == 1 else c
+    if p.shape[0] > 1:
+        p, c = p[1:], c[1:]
+    makers = {
+        "small-loss": lambda: small_loss_scores(loss, reduce="final"),
+        "aulc": lambda: aulc_scores(loss),
+        "cartography": lambda: cartography_scores(p, c),
+        "forgetting": lambda: forgetting_scores(c),
+    }
+    return {d: makers[d]() for d in detectors}
 
 
 def flag_top(scores: Any, *, fraction: float | None = None, count: int | None = None) -> np.ndarray:

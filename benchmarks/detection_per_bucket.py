@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+BUCKETS = ("clean", "ambiguous", "contested")  # least to most disagreement among the 100 votes
+
 
 def backfill(raw_dir: Path, runs_dir: Path, human_settings: set[str]) -> int:
     """Add each human-label job's detection per entropy bucket to its raw file, for jobs run before ``run_job``
@@ -74,6 +76,7 @@ def table(raws: list[dict[str, Any]], out_dir: Path) -> list[str]:
     ]
     for setting, g in df.groupby("setting", sort=False):
         wide = g.groupby(["detector", "bucket"], sort=False)["auroc"].mean().unstack("bucket")
+        wide = wide[sorted(wide.columns, key=lambda b: (BUCKETS.index(b) if b in BUCKETS else len(BUCKETS), b))]
         size = g.groupby("bucket")[["n_noisy", "n"]].mean()
         lines += [
             f"### {setting} (seeds {', '.join(map(str, sorted(g['seed'].unique())))})",

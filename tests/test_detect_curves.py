@@ -363,7 +363,7 @@ def test_benchmark_aggregate_writes_per_epoch_and_timing_tables(tmp_path, monkey
     human = {
         **raw, "job": "chaosnli-snli-pooled-s0", "setting": "chaosnli-snli-pooled", "curves": [], "timings": {},
         "per_bucket": [{"detector": "small-loss", "bucket": b, "n": n, "n_noisy": k, "auroc": a}
-                       for b, n, k, a in [("clean", 30, 3, 0.71), ("contested", 20, 8, 0.45)]],
+                       for b, n, k, a in [("contested", 20, 8, 0.45), ("clean", 30, 3, 0.71)]],
     }  # fmt: skip
     (tmp_path / "raw" / "chaosnli-snli-pooled-s0.json").write_text(json.dumps(human))
     assert bench.aggregate(None) == 0
@@ -371,8 +371,8 @@ def test_benchmark_aggregate_writes_per_epoch_and_timing_tables(tmp_path, monkey
     assert pd.read_csv(tmp_path / "detection.csv")["runs_near_prior"].tolist() == [1, 1]
     per_bucket = pd.read_csv(tmp_path / "detection_per_bucket.csv")
     assert per_bucket[["setting", "bucket", "auroc"]].values.tolist() == [
-        ["chaosnli-snli-pooled", "clean", 0.71],
         ["chaosnli-snli-pooled", "contested", 0.45],
+        ["chaosnli-snli-pooled", "clean", 0.71],
     ]
     per_epoch = pd.read_csv(tmp_path / "per_epoch.csv")
     assert len(per_epoch) == 4 and set(per_epoch["setting"]) == {"ract-regime"}

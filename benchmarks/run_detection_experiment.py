@@ -27,6 +27,8 @@ Settings (``SETTINGS``; the first three are the original 400-example grid, uncha
   over the high rank): in ``ract-regime`` seed 0 the rank-64 adapter at the rank-16 learning rate diverged
   (validation accuracy 0.34), so its "rank discrepancy" compared against a broken model. AUM is left out (its
   runs do not depend on the rank runs: ``ract-regime``'s AUM passes are the same training runs).
+- ``ract-capacity``: RACT where the low rank is capacity-limited: 2,000 examples (20% flipped), 20 epochs, LoRA
+  on one matrix (the last layer's attention value), rank 1 vs 16 (the reference, reused); no AUM (CPU time).
 - ``n2000-sym20`` / ``n2000-sym40`` / ``n2000-asym30``: 2,000 examples (item 3), every detector, confident
   learning on **3-fold** out-of-sample probabilities, dual-LoRA.
 - ``n2000-timing``: 2,000 examples, the single-run detectors only (small-loss, aulc, cartography,

@@ -18,6 +18,7 @@ from kss_lora.detect import (
     self_confidence_scores,
     small_loss_scores,
 )
+from kss_lora.detect import scores as S
 from kss_lora.errors import KSSError
 
 N, K, T, RATE = 600, 4, 12, 0.2
@@ -63,6 +64,20 @@ def test_trajectory_detectors_recover_planted_noise(name, score):
     noisy, margins, losses, probs, correct = planted()
     f1 = f1_at_k(noisy, score(margins, losses, probs, correct))
     assert f1 > max(0.6, 3 * CHANCE), f"{name}: F1@k {f1:.3f}"
+
+
+def test_single_run_scores_read_step_zero_for_the_loss_area_only():
+    _, _, losses, probs, correct = planted()
+    out = S.single_run_scores(losses, probs, correct)
+    assert list(out) == list(S.SINGLE_RUN)
+    np.testing.assert_array_equal(out["small-loss"], losses[-1])
+    np.testing.assert_array_equal(out["aulc"], aulc_scores(losses))  # from step 0 (SPEC's area)
+    np.testing.assert_array_equal(out["cartography"], cartography_scores(probs[1:], correct[1:]))
+    np.testing.assert_array_equal(out["forgetting"], forgetting_scores(correct[1:]))
+    assert not np.array_equal(out["forgetting"], forgetting_scores(correct))  # step 0 would count as an event
+    assert list(S.single_run_scores(losses, probs, correct, detectors=["aulc"])) == ["aulc"]
+    with pytest.raises(KSSError, match="aum"):
+        S.single_run_scores(losses, probs, correct, detectors=["aum"])
 
 
 def test_rank_discrepancy_recovers_noise_the_high_rank_model_memorised():

@@ -180,6 +180,7 @@ JOBS = [
     ("chaosnli-mnli-pooled", 0, False),
     ("chaosnli-snli-pooled", 1, False),
     ("ract-capacity", 0, False),
+    ("ract-capacity", 1, False),
 ]
 
 

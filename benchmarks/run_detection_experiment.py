@@ -89,7 +89,7 @@ DETECT = {
 SINGLE_RUN = ("small-loss", "aulc", "cartography", "forgetting")
 RACT_REGIME = ("ract", "ract-neg", "ract-final", "ract-low", *SINGLE_RUN, "aum")
 N2000 = ["data.max_train_examples=2000"]
-# RACT where the low rank is capacity-limited (item 2): 2,000 examples (400 flipped), 20 epochs, LoRA on ONE
+# RACT where the low rank is capacity-limited (item 2): 2,000 examples (~400 flipped), 20 epochs, LoRA on ONE
 # matrix (the last layer's attention value): rank 1 there has 768 weights for 2,000 examples, rank 16 (the
 # reference, reused as RACT's high rank) 12,288. With LoRA on every query/value matrix even rank 1 has 9,204,
 # and at 300 examples it memorised every flip (ract-regime-scaled-lr). One matrix also halves a step's cost
@@ -136,7 +136,7 @@ SETTINGS = {
     "ract-capacity": Setting(
         "agnews-detect",
         (*SYM20, *N2000, *CAPACITY),
-        # no AUM: its two passes would triple the job (an epoch here is ~170 s of one shared core)
+        # no AUM: its two passes would double the job (an epoch here took ~2 min of one shared core)
         {"detectors": tuple(d for d in RACT_REGIME if d != "aum"), "high_rank": 16, "checkpoints_per_epoch": 1},
     ),
     "n2000-sym20": Setting("agnews-detect", (*SYM20, *N2000), {"folds": 3}),

@@ -303,6 +303,8 @@ def test_pooled_bulk_rows_are_trained_on_but_only_the_chaosnli_items_are_scored(
     by_bucket = res.evaluation_per_group(human.bucket, column="bucket")
     assert by_bucket["bucket"].tolist() == ["contested"] and by_bucket["n"].tolist() == [8]
     assert by_bucket["auroc"].iloc[0] == pytest.approx(ev["auroc"])
+    with pytest.raises(DataError, match="bucket: 8 values for 16 rows"):
+        res.evaluation_per_group(human.bucket[8:], column="bucket")  # groups must cover every row, not the scored
     # the one-run detectors rebuilt from the reference run's trajectories equal the pipeline's scores
     traj = load_dynamics(res.runs["reference"]).checkpoint()
     rebuilt = S.single_run_scores(traj.loss, traj.prob, traj.correct, detectors=["small-loss"])
